@@ -1,0 +1,82 @@
+"""The GPU recipe: on a lent accelerator, build the corpus there, train autoregressive then diffusion, send weights back.
+
+    python -m model.gpu_recipe --out $OUT --minutes 8.8 --tokenizer model/default/tokenizer.json \
+        --humaneval .carry/HumanEval.jsonl.gz
+
+Everything fits one call of the device tool: the whole run ends inside --minutes, and what comes back is
+$OUT/ar/ and $OUT/diffusion/ (bf16 weights in files under 16 MB, plus state.json): 8 files at most.
+Test it on CPU with `--size tiny --device cpu --max-mb 5 --minutes 1`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import STATE_FILE, load_model, save_weights
+from model.corpus import build_corpus, default_roots
+from model.objective import Mixture
+from model.train import add_arguments as train_arguments
+from model.train import train
+
+AR_SHARE = 0.4                # share of the training time spent autoregressive (the warm start)
+SAVE_MARGIN_S = 25            # per phase: final eval, checkpoint and copy
+
+
+def phase_args(common: list[str], **kw) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    train_arguments(p)
+    args = p.parse_args(common + ["--out", str(kw.pop("out"))])
+    for k, v in kw.items():
+        setattr(args, k, v)
+    return args
+
+
+def bring_back(ckpt: Path, dest: Path) -> None:
+    """bf16 weights (split) and the state file: what the device tool returns."""
+    dest.mkdir(parents=True, exist_ok=True)
+    model, _ = load_model(ckpt)
+    save_weights(model, dest, dtype=torch.bfloat16, shard_bytes=15 * 2**20)
+    shutil.copy(ckpt / STATE_FILE, dest / STATE_FILE)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="folder whose files come back ($OUT)")
+    p.add_argument("--minutes", type=float, default=8.8, help="wall-clock budget for everything")
+    p.add_argument("--tokenizer", type=Path, required=True, help="the committed tokenizer.json")
+    p.add_argument("--humaneval", type=Path, required=True, help="HumanEval.jsonl.gz for decontamination")
+    p.add_argument("--work", type=Path, default=Path("/tmp/quicksilver"), help="scratch folder (corpus, checkpoints)")
+    p.add_argument("--size", default="gpu", help="model size preset")
+    p.add_argument("--device", default="cuda", help="cuda, or cpu to rehearse")
+    p.add_argument("--max-mb", type=float, default=400, help="corpus text to collect")
+    p.add_argument("--batch", type=int, default=128, help="sequences per step")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (both phases)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    a = p.parse_args()
+    start = time.time()
+    corpus = a.work / "corpus"
+    meta = build_corpus(corpus, default_roots(), a.tokenizer, 8192, int(a.max_mb * 1e6), os.cpu_count(), a.humaneval)
+    print("corpus", json.dumps({k: meta[k] for k in ("files", "tokens", "dropped", "seconds")}), flush=True)
+    left = a.minutes * 60 - (time.time() - start) - 2 * SAVE_MARGIN_S
+    common = ["--corpus", str(corpus), "--size", a.size, "--device", a.device, "--batch", str(a.batch),
+              "--lr", str(a.lr), "--ckpt-minutes", "1.5", "--warmup", "200", "--threads", "0"]
+    if a.compile:
+        common.append("--compile")
+    ar = a.work / "ar"
+    train(phase_args(common, out=ar, objective="autoregressive", minutes=AR_SHARE * left / 60))
+    bring_back(ar, a.out / "ar")
+    left = a.minutes * 60 - (time.time() - start) - SAVE_MARGIN_S
+    diff = a.work / "diffusion"
+    train(phase_args(common, out=diff, objective="diffusion", init_from=ar, minutes=left / 60, mixture=Mixture()))
+    bring_back(diff, a.out / "diffusion")
+    print(f"recipe done in {time.time() - start:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Training examples and losses: masked diffusion (random / infill / completion shapes) and the autoregressive FIM twin.
+
+Example construction is numpy (one row at a time, on the host); masking and losses are torch (on the device).
+Every row keeps position 0 visible: with shifted logits, position i is predicted from the output at i - 1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.tokenizer import CodeTokenizer
+
+MIN_MASK_RATE = 1e-3        # t ~ U(MIN_MASK_RATE, 1)
+MAX_EXTRA_SLOTS = 48        # an infill window is longer than its middle by U(0, MAX_EXTRA_SLOTS) <|eom|> slots
+SINGLE_LINE_SHARE = 0.5     # infill middles of exactly one line (the single-line eval shape)
+MAX_MIDDLE_LINES = 12
+FIM_RATE = 0.5              # share of autoregressive rows in prefix-suffix-middle order
+EVAL_MASK_RATES = (0.15, 0.5, 0.85)
+
+
+@dataclass
+class Mixture:
+    """Shares of the three example shapes in a diffusion batch."""
+    random: float = 0.3
+    infill: float = 0.5
+    completion: float = 0.2
+
+    @classmethod
+    def parse(cls, text: str) -> "Mixture":
+        """'random:infill:completion' shares, e.g. '3:5:2'."""
+        parts = [float(x) for x in text.split(":")]
+        if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
+            raise ValueError(f"--mixture takes three non-negative shares random:infill:completion, got {text!r}")
+        s = sum(parts)
+        return cls(*(p / s for p in parts))
+
+
+class Examples:
+    """Turns raw token windows into training rows for either objective."""
+
+    def __init__(self, tok: CodeTokenizer, mixture: Mixture | None = None):
+        self.tok = tok
+        self.mixture = mixture or Mixture()
+        self.newline = np.array(["\n" in s for s in tok.token_bytes()], dtype=bool)
+
+    def windows(self, data: np.ndarray, batch: int, length: int, rng: np.random.Generator) -> np.ndarray:
+        starts = rng.integers(0, len(data) - length - 1, size=batch)
+        return np.stack([data[s:s + length] for s in starts]).astype(np.int64)  # (B, T)
+
+    def _span(self, row: np.ndarray, rng: np.random.Generator, lo: int) -> tuple[int, int]:
+        """A middle [a, b) of whole lines (or, for a quarter of rows, random tokens) with a >= lo."""
+        T = len(row)
+        starts = np.flatnonzero(self.newline[row[:-1]]) + 1
+        starts = starts[starts >= lo]
+        if len(starts) >= 2 and rng.random() < 0.75:
+            i = rng.integers(0, len(starts) - 1)
+            n = 1 if rng.random() < SINGLE_LINE_SHARE else int(rng.integers(2, MAX_MIDDLE_LINES + 1))
+            return int(starts[i]), int(starts[min(i + n, len(starts) - 1)])
+        a = int(rng.integers(lo, T - 1))
+        return a, int(min(T, a + rng.integers(1, 64)))
+
+    def diffusion(self, raw: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(clean (B, T), region (B, T) bool): the tokens to reconstruct and where masking may fall."""
+        B, T = raw.shape
+        clean, region = raw.copy(), np.zeros((B, T), dtype=bool)
+        shapes = rng.choice(3, size=B, p=[self.mixture.random, self.mixture.infill, self.mixture.completion])
+        for r in range(B):
+            if shapes[r] == 0:
+                region[r, 1:] = True
+            elif shapes[r] == 1:
+                a, b = self._span(raw[r], rng, lo=min(16, T // 4))
+                extra = int(rng.integers(0, MAX_EXTRA_SLOTS + 1))
+                row = np.concatenate([raw[r, :b], np.full(extra, self.tok.eom_id), raw[r, b:]])[:T]
+                clean[r], region[r, a:b + extra] = row, True
+            else:
+                c = int(rng.integers(min(16, T // 4), T - 1))
+                ends = np.flatnonzero(raw[r, c:] == self.tok.eos_id)
+                if len(ends):  # the file ends inside the window: <|eom|> pads the rest
+                    clean[r, c + ends[0] + 1:] = self.tok.eom_id
+                region[r, c:] = True
+        return clean, region
+
+    def autoregressive(self, raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Rows for next-token training; FIM_RATE of them in prefix-suffix-middle order."""
+        B, T = raw.shape
+        out = raw.copy()
+        for r in range(B):
+            if rng.random() >= FIM_RATE:
+                continue
+            a, b = self._span(raw[r], rng, lo=1)
+            t = self.tok
+            row = np.concatenate([[t.fim_prefix_id], raw[r, :a], [t.fim_suffix_id], raw[r, b:],
+                                  [t.fim_middle_id], raw[r, a:b], [t.eom_id]])
+            out[r] = row[:T]
+        return out
+
+
+def mask_tokens(clean: torch.Tensor, region: torch.Tensor, mask_id: int, generator: torch.Generator | None = None,
+                rate: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Absorbing-state forward process: (noisy ids, masked bool, t per row). t ~ U(MIN_MASK_RATE, 1) unless `rate`."""
+    B, T = clean.shape
+    if rate is None:
+        t = torch.rand(B, 1, device=clean.device, generator=generator) * (1 - MIN_MASK_RATE) + MIN_MASK_RATE
+    else:
+        t = torch.full((B, 1), rate, device=clean.device)
+    masked = region & (torch.rand(B, T, device=clean.device, generator=generator) < t)
+    return torch.where(masked, torch.full_like(clean, mask_id), clean), masked, t
+
+
+def diffusion_loss(logits: torch.Tensor, clean: torch.Tensor, masked: torch.Tensor, t: torch.Tensor,
+                   weighting: str = "mean") -> torch.Tensor:
+    """Cross-entropy on masked positions (shifted logits). weighting: 'mean' over masked tokens, or 'inv_t' (MDLM/LLaDA 1/t)."""
+    tgt = masked[:, 1:]
+    ce = F.cross_entropy(logits[:, :-1][tgt].float(), clean[:, 1:][tgt], reduction="none")
+    if weighting == "mean":
+        return ce.mean() if ce.numel() else logits.sum() * 0
+    if weighting == "inv_t":
+        w = (1.0 / t).expand_as(tgt)[tgt]
+        return (ce * w).sum() / tgt.numel()
+    raise ValueError(f"unknown loss weighting {weighting!r}: use 'mean' or 'inv_t'")
+
+
+def autoregressive_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+
+
+def unigram_cross_entropy(train: np.ndarray, heldout: np.ndarray, vocab_size: int) -> float:
+    """Held-out cross-entropy (nats/token) of add-one unigram frequencies from the training tokens."""
+    counts = np.bincount(np.asarray(train[: 50_000_000]), minlength=vocab_size).astype(np.float64) + 1
+    logp = np.log(counts / counts.sum())
+    return float(-logp[np.asarray(heldout)].mean())

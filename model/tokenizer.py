@@ -1,0 +1,128 @@
+"""Byte-level BPE tokenizer for code, and the one place where special tokens are named.
+
+This module imports no torch: runtime/ uses it to load the shipped tokenizer.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+PAD = "<|pad|>"        # filler after a short sequence; never a training target
+MASK = "<|mask|>"      # an absorbing-state slot the diffusion model fills
+EOS = "<|eos|>"        # end of a file (between files in the token stream)
+EOM = "<|eom|>"        # end of middle: padding that lets an infill be shorter than its window
+FIM_PREFIX = "<|fim_prefix|>"  # prefix-suffix-middle sentinels for the autoregressive twin
+FIM_SUFFIX = "<|fim_suffix|>"
+FIM_MIDDLE = "<|fim_middle|>"
+SPECIAL_TOKENS = [PAD, MASK, EOS, EOM, FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE]
+
+DEFAULT_VOCAB_SIZE = 8192
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def build_tokenizer() -> Tokenizer:
+    """An untrained byte-level BPE with the lossless byte-level pre-tokenizer and decoder."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE) -> Tokenizer:
+    """Train byte-level BPE on `texts`; special tokens take the first ids in SPECIAL_TOKENS order."""
+    tok = build_tokenizer()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=2,
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+class CodeTokenizer:
+    """Thin wrapper: encode/decode plus named special-token ids."""
+
+    def __init__(self, tok: Tokenizer):
+        self.tok = tok
+        ids = {name: tok.token_to_id(name) for name in SPECIAL_TOKENS}
+        missing = [n for n, i in ids.items() if i is None]
+        if missing:
+            raise ValueError(f"tokenizer lacks special tokens {missing}; retrain it with model.tokenizer")
+        self.pad_id, self.mask_id, self.eos_id, self.eom_id = ids[PAD], ids[MASK], ids[EOS], ids[EOM]
+        self.fim_prefix_id, self.fim_suffix_id, self.fim_middle_id = ids[FIM_PREFIX], ids[FIM_SUFFIX], ids[FIM_MIDDLE]
+        self.special_ids = frozenset(ids.values())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CodeTokenizer":
+        path = Path(path)
+        if path.is_dir():
+            path = path / TOKENIZER_FILE
+        return cls(Tokenizer.from_file(str(path)))
+
+    def save(self, path: str | Path) -> None:
+        self.tok.save(str(path))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        """Text → ids. Special-token strings inside `text` are kept as plain text."""
+        if _has_special(text):
+            return self._encode_literal(text)
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if any(_has_special(t) for t in texts):
+            return [self.encode(t) for t in texts]
+        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids → text, dropping special tokens (masks, padding, end markers)."""
+        return self.tok.decode([i for i in ids if i not in self.special_ids], skip_special_tokens=False)
+
+    def token_bytes(self) -> list[str]:
+        """Decoded text of every id (special tokens as their names), for per-token features."""
+        return [self.tok.decode([i], skip_special_tokens=False) for i in range(self.vocab_size)]
+
+    def _encode_literal(self, text: str) -> list[int]:
+        # tokenizers always matches added tokens; split them out and encode their characters piecewise
+        out: list[int] = []
+        for piece in _split_specials(text):
+            if piece in SPECIAL_TOKENS:
+                out += [i for ch in (piece[:1], piece[1:]) for i in self.tok.encode(ch, add_special_tokens=False).ids]
+            elif piece:
+                out += self.tok.encode(piece, add_special_tokens=False).ids
+        return out
+
+
+def _has_special(text: str) -> bool:
+    return "<|" in text and any(s in text for s in SPECIAL_TOKENS)
+
+
+def _split_specials(text: str) -> Iterator[str]:
+    i = 0
+    while i < len(text):
+        hits = [(text.find(s, i), s) for s in SPECIAL_TOKENS]
+        hits = [(p, s) for p, s in hits if p >= 0]
+        if not hits:
+            yield text[i:]
+            return
+        p, s = min(hits)
+        yield text[i:p]
+        yield s
+        i = p + len(s)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
