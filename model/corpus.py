@@ -169,6 +169,12 @@ def collect_texts(roots: list[Path], problems: list[dict], max_bytes: int, worke
             if total >= max_bytes:
                 pool.terminate()
                 break
+    if not split["heldout"] and len(split["train"]) >= 2:  # small corpora: still hold one file out
+        text = split["train"].pop()
+        split["heldout"].append(text)
+        for part, sign in (("train", -1), ("heldout", 1)):
+            stats.files[part] += sign
+            stats.bytes[part] += sign * len(text.encode())
     return split, stats
 
 
@@ -216,8 +222,10 @@ def build_corpus(out: Path, roots: list[Path], tokenizer: Path | None, vocab_siz
 
 def load_shard(corpus: Path, part: str) -> np.ndarray:
     meta = json.loads((corpus / META_FILE).read_text())
-    name = TRAIN_FILE if part == "train" else HELDOUT_FILE
-    return np.memmap(corpus / name, dtype=meta["dtype"], mode="r")
+    path = corpus / (TRAIN_FILE if part == "train" else HELDOUT_FILE)
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=meta["dtype"])
+    return np.memmap(path, dtype=meta["dtype"], mode="r")
 
 
 def add_arguments(p) -> None:

@@ -129,12 +129,14 @@ class Transformer(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=0.02)
 
-    def forward(self, ids, key_mask=None):
-        """ids (B, T) → logits (B, T, V); logits[:, i] predict the token at i + 1."""
+    def forward(self, ids, key_mask=None, logits_from=None):
+        """ids (B, T) → logits (B, T', V) for positions logits_from.. (all by default); logits[:, i] predict token i + 1."""
         x = self.embed(ids)  # (B, T, C)
         cos, sin = rope_tables(ids.shape[1], self.cfg.d_model // self.cfg.n_head, ids.device)
         for block in self.blocks:
             x = block(x, cos, sin, key_mask)
+        if logits_from is not None:
+            x = x[:, logits_from:]
         return self.head(self.norm(x))
 
     def num_params(self) -> int:

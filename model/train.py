@@ -72,14 +72,15 @@ class Trainer:
         if resume:
             self.model, self.state = load_model(args.out)
         else:
-            cfg = ModelConfig(vocab_size=self.tok.vocab_size, causal=args.objective == "autoregressive", **SIZES[args.size])
+            causal = args.objective == "autoregressive"
+            torch.manual_seed(args.seed)
+            if args.init_from:  # the warm start's size wins over --size
+                self.model, _ = load_model(args.init_from, causal=causal)
+            else:
+                self.model = Transformer(ModelConfig(vocab_size=self.tok.vocab_size, causal=causal, **SIZES[args.size]))
+            cfg = self.model.cfg
             if args.seq:
                 cfg.max_len = args.seq
-            torch.manual_seed(args.seed)
-            self.model = Transformer(cfg)
-            if args.init_from:
-                warm, _ = load_model(args.init_from, causal=cfg.causal)
-                self.model.load_state_dict(warm.state_dict())
             self.state = {"config": cfg.to_dict(), "objective": args.objective, "step": 0, "tokens": 0, "seconds": 0.0,
                           "total_steps": args.steps, "history": [], "init_from": str(args.init_from or ""),
                           "init_tokens": read_state(args.init_from)["tokens_total"] if args.init_from else 0,

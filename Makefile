@@ -1,0 +1,34 @@
+# quicksilver: `make serve` and `make test` each create .venv and install what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test install-serve install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[train,dev]'
+	touch $@ $(VENV)/.serve
+
+install-serve: $(VENV)/.serve
+install-dev: $(VENV)/.dev
+
+# Until the HTTP server lands, serving means one completion from the shipped model.
+serve: install-serve
+	$(BIN)/quicksilver complete --stats --max-tokens 24 \
+		--prefix 'def is_palindrome(text):'$$'\n''    """Return True if text reads the same backwards."""'$$'\n''    ' \
+		--suffix $$'\n\n\ndef main():\n    print(is_palindrome("abba"))\n'
+
+test: install-dev
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

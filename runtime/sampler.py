@@ -1,0 +1,292 @@
+"""The masked-diffusion sampler: a window of <|mask|> slots between prefix and suffix, filled over denoising steps.
+
+Options (unknown ones raise):
+    window       int    slots between prefix and suffix (the most tokens a result can have), >= 1
+    block        int    slots decoded together, left to right (semi-autoregressive); >= window means one block
+    threshold    float  in (0, 1]: commit every masked slot whose confidence reaches it (at least one per step)
+    temperature  float  0: greedy and deterministic; > 0: sample
+    top_p        float  in (0, 1]: nucleus sampling when temperature > 0
+    seed         int    sampling seed (same request and seed → same output)
+    stop         list   strings; the result ends before the first one
+    deadline     float  time.monotonic() after which the next step fills every remaining slot at once
+    edit         str    for a window that starts from existing tokens: 'all' re-masks every token,
+                        'repair' re-masks only the tokens the model finds unlikely, 'none' keeps `masked` as given
+    eom_bias     float  added to the <|eom|> logit: > 0 ends middles earlier (the model tends to overfill a window)
+    forced       str    text the window must begin with (token healing: the engine moves the cursor's partial
+                        line out of the prefix so the model sees the tokenization it was trained on); it is
+                        decoded left to right under a constraint, then removed from the result
+
+A Denoiser is a state machine: `inputs()` gives the sequence for the next forward pass and `advance(logits)`
+consumes that pass's logits for the window. The scheduler batches the passes of many Denoisers; `denoise()` is
+the one-request loop.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from typing import Callable, Iterator
+
+import numpy as np
+
+PLACEHOLDER = "\u2591"       # shown for a masked slot in partial frames
+REPAIR_STRIPES = 3           # scoring passes for 'repair': each masks every third token of the block
+REPAIR_THRESHOLD = 0.1       # a token whose probability is below this is re-masked by 'repair'
+EDIT_MODES = ("all", "repair", "none")
+
+
+@dataclass
+class SamplerOptions:
+    window: int = 32
+    block: int = 32
+    threshold: float = 0.9
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    deadline: float | None = None
+    edit: str = "all"
+    eom_bias: float = 0.0
+    forced: str = ""
+
+    def __post_init__(self):
+        if self.window < 1 or self.block < 1:
+            raise ValueError("window and block must be at least 1")
+        if not 0 < self.threshold <= 1:
+            raise ValueError("threshold must be in (0, 1]")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+        if self.edit not in EDIT_MODES:
+            raise ValueError(f"edit must be one of {EDIT_MODES}, not {self.edit!r}")
+        self.stop = tuple(s for s in self.stop if s)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SamplerOptions":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown sampler options {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class Frame:
+    step: int
+    text: str                 # window text so far, PLACEHOLDER for each masked slot
+    committed: int
+    masked: int
+
+
+@dataclass
+class Stats:
+    steps: int = 0
+    forward_passes: int = 0
+    tokens: int = 0
+    tokens_per_forward: float = 0.0
+    ms: float = 0.0
+    stop_reason: str = ""
+
+
+@dataclass
+class Result:
+    text: str
+    token_ids: list[int]
+    stats: Stats = field(default_factory=Stats)
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def choose(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(N, V) logits → (tokens, confidences): greedy at temperature 0, else nucleus sampling.
+    Confidence is the chosen token's probability under the untempered distribution."""
+    logp = log_softmax(logits.astype(np.float32))
+    if temperature == 0:
+        tokens = logp.argmax(-1)
+    else:
+        p = np.exp(log_softmax(logits / temperature))
+        order = np.argsort(-p, axis=-1)
+        sorted_p = np.take_along_axis(p, order, -1)
+        keep = np.cumsum(sorted_p, -1) - sorted_p < top_p  # always keeps the top token
+        sorted_p = np.where(keep, sorted_p, 0)
+        sorted_p /= sorted_p.sum(-1, keepdims=True)
+        u = rng.random((len(p), 1))
+        idx = np.minimum((np.cumsum(sorted_p, -1) < u).sum(-1), p.shape[-1] - 1)
+        tokens = np.take_along_axis(order, idx[:, None], -1)[:, 0]
+    return tokens, np.exp(np.take_along_axis(logp, tokens[:, None], -1)[:, 0])
+
+
+class Denoiser:
+    """One request's decoding state. ids = prefix + window + suffix; the window spans [start, end)."""
+
+    def __init__(self, prefix: list[int], window: list[int] | None, suffix: list[int], opts: SamplerOptions,
+                 special: "SpecialIds", decode: Callable[[list[int]], str], masked: np.ndarray | None = None):
+        if not prefix:
+            raise ValueError("the prefix must hold at least one token (start files with <|eos|>)")
+        self.opts, self.special, self.decode = opts, special, decode
+        win = np.array(window if window is not None else [special.mask] * opts.window, dtype=np.int64)
+        self.ids = np.concatenate([np.array(prefix, np.int64), win, np.array(suffix, np.int64)])
+        self.start, self.end = len(prefix), len(prefix) + len(win)
+        self.original = win.copy()
+        self.masked = np.ones(len(win), bool) if window is None else (
+            masked.copy() if masked is not None else np.full(len(win), opts.edit == "all"))
+        self.scoring = window is not None and opts.edit == "repair"
+        self.stripe, self.scores = 0, np.ones(len(win), np.float32)
+        self.rng = np.random.default_rng(opts.seed)
+        self.stats, self.t0 = Stats(), time.perf_counter()
+        self.done = False
+        self.ids[self.start:self.end][self.masked] = special.mask
+        if not self.scoring and not self.masked.any():
+            self._finish("nothing to do")
+
+    # --- the two calls a scheduler makes -------------------------------------------------------------
+    def inputs(self) -> np.ndarray:
+        """The sequence for the next forward pass (the logits needed start at position start - 1)."""
+        if self.scoring:
+            ids = self.ids.copy()
+            stripe = np.arange(self.end - self.start) % REPAIR_STRIPES == self.stripe
+            ids[self.start:self.end][stripe] = self.special.mask
+            return ids
+        return self.ids
+
+    def advance(self, logits: np.ndarray) -> Frame:
+        """Consume the logits of one forward pass for the window slots ((window, V) or longer)."""
+        logits = logits[: self.end - self.start].copy()
+        logits[:, self.special.banned] = -np.inf
+        logits[:, self.special.eom] += self.opts.eom_bias
+        self.stats.forward_passes += 1
+        if self.scoring:
+            return self._score(logits)
+        self.stats.steps += 1
+        win = self.ids[self.start:self.end]
+        cand = np.flatnonzero(self.masked & self._block_mask())
+        heal = self._healing_left()
+        if heal:  # only the leftmost slot, and only tokens that agree with the forced text
+            cand = cand[:1]
+            logits[cand[0], ~self.special.agrees(heal)] = -np.inf
+        if self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
+            cand, reason = np.flatnonzero(self.masked), "deadline"
+        else:
+            reason = ""
+        tokens, conf = choose(logits[cand], self.opts.temperature, self.opts.top_p, self.rng)
+        # an end marker decides the length, so it is committed only at the leftmost masked slot:
+        # otherwise confident padding at the window's right edge would creep leftwards over the content
+        allowed = ~np.isin(tokens, self.special.ends) | (cand == cand[0])
+        conf = np.where(allowed, conf, -1.0)
+        commit = conf >= self.opts.threshold
+        commit[conf.argmax()] = True
+        if reason:
+            commit[:] = True
+        win[cand[commit]] = tokens[commit]
+        self.masked[cand[commit]] = False
+        ends = np.flatnonzero(~self.masked & np.isin(win, self.special.ends))
+        if len(ends):  # everything after the first committed end marker is padding
+            win[ends[0]:] = self.special.eom
+            self.masked[ends[0]:] = False
+        text = self._committed_text()
+        if any(s in text for s in self.opts.stop):
+            reason = "stop"
+        if reason or not self.masked.any():
+            self._finish(reason or ("eom" if len(ends) else "window"))
+        return self.frame()
+
+    # --- helpers ---------------------------------------------------------------------------------------
+    def _healing_left(self) -> str:
+        """The part of the forced text that the committed leading tokens do not cover yet."""
+        if not self.opts.forced:
+            return ""
+        lead = self.decode(self._tokens())
+        return self.opts.forced[len(lead):] if len(lead) < len(self.opts.forced) else ""
+
+    def _block_mask(self) -> np.ndarray:
+        """Slots of the leftmost block that still has masked slots."""
+        n, b = self.end - self.start, self.opts.block
+        first = int(np.flatnonzero(self.masked)[0]) // b * b
+        m = np.zeros(n, bool)
+        m[first:first + b] = True
+        return m
+
+    def _score(self, logits: np.ndarray) -> Frame:
+        stripe = np.arange(self.end - self.start) % REPAIR_STRIPES == self.stripe
+        logp = log_softmax(logits[stripe])
+        self.scores[stripe] = np.exp(np.take_along_axis(logp, self.original[stripe][:, None], -1)[:, 0])
+        self.stripe += 1
+        if self.stripe == REPAIR_STRIPES or self.stripe >= self.end - self.start:
+            self.scoring = False
+            self.masked = self.scores < REPAIR_THRESHOLD
+            self.ids[self.start:self.end][self.masked] = self.special.mask
+            if not self.masked.any():
+                self._finish("nothing to repair")
+        return self.frame()
+
+    def _tokens(self) -> list[int]:
+        win = self.ids[self.start:self.end]
+        out = []
+        for t, m in zip(win.tolist(), self.masked.tolist()):
+            if m or t in self.special.ends_set:
+                break
+            out.append(t)
+        return out
+
+    def _committed_text(self) -> str:
+        return self.decode(self._tokens())
+
+    def _finish(self, reason: str) -> None:
+        self.done = True
+        self.stats.stop_reason = reason
+        self.stats.tokens = len(self._tokens())
+        self.stats.tokens_per_forward = self.stats.tokens / max(1, self.stats.forward_passes)
+        self.stats.ms = 1000 * (time.perf_counter() - self.t0)
+
+    def frame(self) -> Frame:
+        win, pieces, run = self.ids[self.start:self.end], [], []
+        for t, m in zip(win.tolist(), self.masked.tolist()):
+            if m:
+                if run:
+                    pieces.append(self.decode(run))
+                    run = []
+                pieces.append(PLACEHOLDER)
+            elif t not in self.special.ends_set:
+                run.append(t)
+        pieces.append(self.decode(run))
+        return Frame(self.stats.steps, "".join(pieces), int((~self.masked).sum()), int(self.masked.sum()))
+
+    def result(self) -> Result:
+        tokens = self._tokens()
+        text = self.decode(tokens)
+        if self.opts.forced and text.startswith(self.opts.forced):
+            text = text[len(self.opts.forced):]
+        cut = min((text.find(s) for s in self.opts.stop if s in text), default=-1)
+        return Result(text[:cut] if cut >= 0 else text, tokens, self.stats)
+
+
+class SpecialIds:
+    """The token ids the sampler treats specially, and each token's text (for healing constraints)."""
+
+    def __init__(self, mask: int, eom: int, ends: tuple[int, ...], banned: tuple[int, ...], texts: list[str]):
+        self.mask, self.eom = mask, eom
+        self.ends = ends                 # tokens that end the generated text (<|eom|>, <|eos|>)
+        self.ends_set = frozenset(ends)
+        self.banned = list(banned)       # never generated (mask, pad, sentinels)
+        self.texts = texts
+
+    def agrees(self, text: str) -> np.ndarray:
+        """(V,) bool: tokens whose text starts `text` or continues past it."""
+        return np.array([bool(t) and (t.startswith(text) or text.startswith(t)) for t in self.texts])
+
+    @classmethod
+    def from_tokenizer(cls, tok) -> "SpecialIds":
+        texts = tok.token_bytes()
+        for i in tok.special_ids:
+            texts[i] = ""
+        return cls(mask=tok.mask_id, eom=tok.eom_id, ends=(tok.eom_id, tok.eos_id),
+                   banned=(tok.mask_id, tok.pad_id, tok.fim_prefix_id, tok.fim_suffix_id, tok.fim_middle_id),
+                   texts=texts)
+
+
+def denoise(forward: Callable[[np.ndarray, np.ndarray, int], np.ndarray], d: Denoiser) -> Iterator[Frame]:
+    """Run one Denoiser to the end with batch-of-one forward passes, yielding a frame per pass."""
+    while not d.done:
+        ids = d.inputs()[None]
+        logits = forward(ids, np.ones_like(ids, dtype=bool), d.start - 1)[0]
+        yield d.advance(logits)

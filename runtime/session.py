@@ -1,0 +1,104 @@
+"""Load a model directory (verified against its card) into an ONNX Runtime session with the best provider."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from model.tokenizer import TOKENIZER_FILE, CodeTokenizer
+
+log = logging.getLogger("quicksilver.runtime")
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model" / "default"
+CARD_FILE = "card.json"
+MODEL_FILES = ("model.int8.onnx", "model.onnx")  # preference order when both are present
+GPU_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+WARMUP_LENGTH = 16
+
+
+class ModelError(Exception):
+    """A model directory that cannot be used; the message names the file and what to do."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_card(model_dir: Path, verify: bool = True) -> dict:
+    """The card, after checking that every file it lists is present, complete and unchanged."""
+    card_path = model_dir / CARD_FILE
+    if not model_dir.is_dir():
+        raise ModelError(f"model directory {model_dir} does not exist; pass --model DIR or run `quicksilver export`")
+    if not card_path.exists():
+        raise ModelError(f"{card_path} is missing: every model directory needs the card written by `quicksilver export`")
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{card_path} is not valid JSON ({e}); re-export the model") from None
+    for name, digest in (card.get("files") or {}).items():
+        path = model_dir / name
+        if not path.exists():
+            raise ModelError(f"{path} is missing (listed in the card); re-export or re-download the model")
+        if verify and _sha256(path) != digest:
+            raise ModelError(f"{path} does not match the sha256 in {CARD_FILE} (truncated or modified); re-export it")
+    return card
+
+
+@dataclass
+class LoadedModel:
+    model_dir: Path
+    card: dict
+    tokenizer: CodeTokenizer
+    session: ort.InferenceSession
+    provider: str
+    model_file: str
+    card_sha256: str
+
+    def forward(self, ids: np.ndarray, attention_mask: np.ndarray, logits_from: int) -> np.ndarray:
+        """(B, T) ids → (B, T - logits_from, V) float32 logits; logits[:, i] predict the token after position logits_from + i."""
+        return self.session.run(None, {"input_ids": ids.astype(np.int64, copy=False),
+                                       "attention_mask": attention_mask.astype(bool, copy=False),
+                                       "logits_from": np.array(logits_from, dtype=np.int64)})[0]
+
+
+def load(model_dir: str | Path | None = None, prefer: str = "int8", threads: int = 0, verify: bool = True) -> LoadedModel:
+    """Load and warm up a model directory. prefer: 'int8' or 'fp32' (whichever file exists is used otherwise)."""
+    model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
+    card = read_card(model_dir, verify)
+    order = MODEL_FILES if prefer == "int8" else MODEL_FILES[::-1]
+    if prefer not in ("int8", "fp32"):
+        raise ValueError(f"prefer must be 'int8' or 'fp32', not {prefer!r}")
+    model_file = next((f for f in order if (model_dir / f).exists()), None)
+    if model_file is None:
+        raise ModelError(f"no {' or '.join(MODEL_FILES)} in {model_dir}; run `quicksilver export`")
+    try:
+        tokenizer = CodeTokenizer.load(model_dir / TOKENIZER_FILE)
+    except Exception as e:
+        raise ModelError(f"{model_dir / TOKENIZER_FILE} cannot be loaded ({e}); re-export the model") from None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = [p for p in (GPU_PROVIDER, CPU_PROVIDER) if p in ort.get_available_providers()]
+    try:
+        session = ort.InferenceSession(str(model_dir / model_file), opts, providers=providers)
+    except Exception as e:
+        raise ModelError(f"ONNX Runtime cannot load {model_dir / model_file} ({str(e)[:200]}); re-export it") from None
+    provider = session.get_providers()[0]
+    loaded = LoadedModel(model_dir, card, tokenizer, session, provider, model_file, _sha256(model_dir / CARD_FILE))
+    t0 = time.perf_counter()
+    loaded.forward(np.full((1, WARMUP_LENGTH), tokenizer.eos_id), np.ones((1, WARMUP_LENGTH), bool), WARMUP_LENGTH - 1)
+    log.info("loaded %s (%s) on %s with %d threads; warm-up %.0f ms", model_dir, model_file, provider,
+             opts.intra_op_num_threads, 1000 * (time.perf_counter() - t0))
+    return loaded

@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny corpus, tokenizer, checkpoint and exported model built once per test session."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "model" / "default"
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+TINY_SOURCES = ["json", "email", "http", "unittest", "asyncio"]   # a few MB of real Python
+TINY_VOCAB = 1024
+
+
+def train_args(*argv: str) -> argparse.Namespace:
+    from model.train import add_arguments
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    from model.corpus import build_corpus, humaneval_path
+    src = tmp_path_factory.mktemp("src")
+    for name in TINY_SOURCES:
+        shutil.copytree(STDLIB / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "test*"))
+    out = tmp_path_factory.mktemp("corpus")
+    build_corpus(out, [src], None, TINY_VOCAB, int(20e6), 2, humaneval_path())
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_corpus, tmp_path_factory) -> Path:
+    from model.train import train
+    out = tmp_path_factory.mktemp("ckpt") / "tiny"
+    train(train_args("--corpus", str(tiny_corpus), "--out", str(out), "--size", "tiny", "--steps", "30",
+                     "--batch", "8", "--warmup", "5", "--threads", "2"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_ckpt, tmp_path_factory) -> Path:
+    from model.export import export
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    export(tiny_ckpt, out, precision="both")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir):
+    from runtime.engine import Engine
+    from runtime.session import load
+    return Engine(load(tiny_model_dir, prefer="fp32", threads=1))
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI") == "true"

@@ -1,0 +1,115 @@
+"""The sampler, context windowing, healing and the engine, on the tiny model (real ONNX Runtime sessions)."""
+import numpy as np
+import pytest
+
+from runtime.context import fit
+from runtime.engine import Request
+from runtime.postprocess import drop_suffix_overlap, heal, unheal_end
+from runtime.sampler import PLACEHOLDER, Denoiser, SamplerOptions, SpecialIds, choose, denoise
+
+PREFIX = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        "
+SUFFIX = "\n    return data\n"
+
+
+def test_choose_greedy_and_nucleus():
+    logits = np.log(np.array([[0.1, 0.6, 0.3], [0.5, 0.25, 0.25]]))
+    tokens, conf = choose(logits, 0.0, 1.0, np.random.default_rng(0))
+    assert tokens.tolist() == [1, 0] and np.allclose(conf, [0.6, 0.5])
+    rng = np.random.default_rng(0)
+    draws = [choose(logits[:1], 1.0, 0.5, rng)[0][0] for _ in range(50)]
+    assert set(draws) == {1}  # top_p 0.5 keeps only the 0.6 token
+
+
+def test_sampler_options_reject_unknown_and_bad_values():
+    with pytest.raises(ValueError, match="unknown sampler options"):
+        SamplerOptions.from_dict({"window": 4, "steps": 3})
+    with pytest.raises(ValueError):
+        SamplerOptions(threshold=0)
+
+
+def test_temperature_zero_is_deterministic_and_streams_frames(tiny_engine):
+    req = Request(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=12)
+    frames = list(tiny_engine.stream(req))
+    result = frames[-1]
+    assert result.stats["forward_passes"] == len(frames) - 1 >= 1
+    assert all(f.committed + f.masked >= 1 for f in frames[:-1])
+    assert PLACEHOLDER in frames[0].text or frames[0].masked == 0
+    assert tiny_engine.complete(Request(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=12)).raw == result.raw
+    assert result.stats["tokens_per_forward"] == pytest.approx(result.stats["tokens"] / result.stats["forward_passes"])
+
+
+def test_seeded_sampling_repeats(tiny_engine):
+    a = tiny_engine.complete(Request(prefix=PREFIX, temperature=1.0, seed=3, max_new_tokens=8))
+    b = tiny_engine.complete(Request(prefix=PREFIX, temperature=1.0, seed=3, max_new_tokens=8))
+    assert a.raw == b.raw
+
+
+def test_threshold_one_commits_one_slot_per_step(tiny_engine):
+    tok = tiny_engine.tok
+    d = Denoiser([tok.eos_id], None, [], SamplerOptions(window=6, threshold=1.0, eom_bias=-100.0),
+                 tiny_engine.special, tok.decode)
+    frames = list(denoise(tiny_engine.model.forward, d))
+    assert [f.committed for f in frames] == [1, 2, 3, 4, 5, 6]
+
+
+def test_end_marker_pads_the_rest_of_the_window(tiny_engine):
+    tok = tiny_engine.tok
+    d = Denoiser([tok.eos_id], None, [], SamplerOptions(window=8, eom_bias=100.0), tiny_engine.special, tok.decode)
+    frames = list(denoise(tiny_engine.model.forward, d))
+    assert len(frames) == 1 and d.stats.stop_reason == "eom" and d.result().text == ""
+    assert (d.ids[d.start:d.end] == tok.eom_id).all()
+
+
+def test_forced_text_heals_the_cursor_line(tiny_engine):
+    tok = tiny_engine.tok
+    opts = SamplerOptions(window=10, forced="\n    ret", eom_bias=-100.0)
+    d = Denoiser(tok.encode("def f():\n    x = 1"), None, [], opts, tiny_engine.special, tok.decode)
+    for _ in denoise(tiny_engine.model.forward, d):
+        pass
+    assert tok.decode(d._tokens()).startswith("\n    ret")
+    assert not d.result().text.startswith("\n")
+
+
+def test_stop_sequence_ends_the_result(tiny_engine):
+    res = tiny_engine.complete(Request(prefix=PREFIX, max_new_tokens=16, stop=("\n",), eom_bias=-100.0, threshold=1.0))
+    assert "\n" not in res.text
+
+
+def test_repair_keeps_a_block_the_model_likes(tiny_engine):
+    block = "data = f.read()"
+    res = tiny_engine.complete(Request(prefix=PREFIX, suffix=SUFFIX, mode="edit", existing=block, edit="repair"))
+    assert res.stats["stop_reason"] in ("nothing to repair", "eom", "window")
+    assert res.stats["forward_passes"] >= 3  # the scoring passes ran
+
+
+def test_edit_all_rewrites_the_block(tiny_engine):
+    res = tiny_engine.complete(Request(prefix=PREFIX, suffix=SUFFIX, mode="edit", existing="data = f.read()"))
+    assert res.stats["forward_passes"] >= 1
+
+
+def test_bad_requests_raise_clear_errors():
+    with pytest.raises(ValueError, match="mode"):
+        Request(prefix="x", mode="poem")
+    with pytest.raises(ValueError, match="existing"):
+        Request(prefix="x", mode="edit")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        Request(prefix="x", max_new_tokens=0)
+
+
+def test_context_fits_budget_at_line_boundaries(tiny_engine):
+    tok = tiny_engine.tok
+    prefix = "".join(f"x{i} = {i}\n" for i in range(300))
+    suffix = "".join(f"y{i} = {i}\n" for i in range(300))
+    ctx = fit(tok, prefix, suffix, 200)
+    assert len(ctx.prefix) + len(ctx.suffix) <= 200 and ctx.prefix_cut and ctx.suffix_cut
+    assert tok.decode(ctx.prefix).startswith("x") and tok.decode(ctx.prefix).endswith("x299 = 299\n")
+    assert tok.decode(ctx.suffix).startswith("y0 = 0\n") and tok.decode(ctx.suffix).endswith("\n")
+    small = fit(tok, "a = 1\n", "b = 2\n", 200)
+    assert small.prefix[0] == tok.eos_id and small.suffix[-1] == tok.eos_id
+
+
+def test_heal_moves_boundaries_to_tokenizer_splits():
+    assert heal("x = 1\n    re", "\n") == ("x = 1", "\n    re", "\n")
+    assert heal("def f():\n", "    return 1\n") == ("def f():", "\n", " return 1\n")
+    assert unheal_end("    y = 2\n   ", "    return 1\n") == "    y = 2\n"
+    assert drop_suffix_overlap("a = 1\n    return x\n", "    return x\n") == "a = 1\n"
