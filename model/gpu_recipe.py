@@ -4,7 +4,9 @@
         --humaneval .carry/HumanEval.jsonl.gz
 
 Everything fits one call of the device tool: the whole run ends inside --minutes, and what comes back is
-$OUT/ar/ and $OUT/diffusion/ (bf16 weights in files under 16 MB, plus state.json): 8 files at most.
+$OUT/diffusion/ (bf16 weights in files under 16 MB, plus state.json) and $OUT/ar-state.json. The device tool
+returns at most 64 MiB in all, so the autoregressive weights (another 35 MB at the gpu size) come back only
+with --bring-ar, which is for a run whose diffusion phase is skipped (--ar-share 1).
 Test it on CPU with `--size tiny --device cpu --max-mb 5 --minutes 1`.
 """
 from __future__ import annotations
@@ -24,7 +26,6 @@ from model.objective import Mixture
 from model.train import add_arguments as train_arguments
 from model.train import train
 
-AR_SHARE = 0.4                # share of the training time spent autoregressive (the warm start)
 SAVE_MARGIN_S = 25            # per phase: final eval, checkpoint and copy
 
 
@@ -58,20 +59,28 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128, help="sequences per step")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (both phases)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--ar-share", type=float, default=0.4, help="share of the training time spent autoregressive")
+    p.add_argument("--bring-ar", action="store_true", help="also send back the autoregressive weights")
     a = p.parse_args()
     start = time.time()
+    margin = min(SAVE_MARGIN_S, 0.05 * a.minutes * 60)
     corpus = a.work / "corpus"
     meta = build_corpus(corpus, default_roots(), a.tokenizer, 8192, int(a.max_mb * 1e6), os.cpu_count(), a.humaneval)
     print("corpus", json.dumps({k: meta[k] for k in ("files", "tokens", "dropped", "seconds")}), flush=True)
-    left = a.minutes * 60 - (time.time() - start) - 2 * SAVE_MARGIN_S
+    left = a.minutes * 60 - (time.time() - start) - 2 * margin
     common = ["--corpus", str(corpus), "--size", a.size, "--device", a.device, "--batch", str(a.batch),
               "--lr", str(a.lr), "--ckpt-minutes", "1.5", "--warmup", "200", "--threads", "0"]
     if a.compile:
         common.append("--compile")
     ar = a.work / "ar"
-    train(phase_args(common, out=ar, objective="autoregressive", minutes=AR_SHARE * left / 60))
-    bring_back(ar, a.out / "ar")
-    left = a.minutes * 60 - (time.time() - start) - SAVE_MARGIN_S
+    train(phase_args(common, out=ar, objective="autoregressive", minutes=a.ar_share * left / 60))
+    a.out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ar / STATE_FILE, a.out / "ar-state.json")
+    if a.bring_ar:
+        bring_back(ar, a.out / "ar")
+    if a.ar_share >= 1:
+        return
+    left = a.minutes * 60 - (time.time() - start) - margin
     diff = a.work / "diffusion"
     train(phase_args(common, out=diff, objective="diffusion", init_from=ar, minutes=left / 60, mixture=Mixture()))
     bring_back(diff, a.out / "diffusion")

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from model.corpus import humaneval_path
 from model.train import Trainer, train
 from tests.conftest import ROOT, train_args
 
@@ -19,7 +20,7 @@ def test_loss_falls_within_seconds(tiny_corpus, tmp_path):
     for _ in range(50):
         tr.step()
     last = sum(tr.step() for _ in range(5)) / 5
-    assert last < first - 1.0, (first, last)
+    assert last < first - 0.6, (first, last)  # from ln(vocab) ≈ 6.9 towards the unigram entropy and below
 
 
 @pytest.mark.parametrize("objective", ["diffusion", "autoregressive"])
@@ -56,3 +57,19 @@ def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = json.loads((out / "state.json").read_text())
     assert state["step"] == 3 and state["tokens"] == 3 * 2 * 128 * 2  # two processes' batches per step
+
+
+def test_gpu_recipe_rehearsal_on_cpu(tmp_path):
+    """The device tool's exact command at tiny size: what comes back fits its limits (8 files, 16 MiB each, 64 MiB)."""
+    out = tmp_path / "OUT"
+    cmd = [sys.executable, "-m", "model.gpu_recipe", "--out", str(out), "--minutes", "1", "--size", "tiny",
+           "--device", "cpu", "--max-mb", "2", "--batch", "4", "--work", str(tmp_path / "work"),
+           "--tokenizer", str(ROOT / "model" / "default" / "tokenizer.json"), "--humaneval", str(humaneval_path())]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"ar-state.json", "state.json", "model-00000.safetensors"}
+    assert len(files) <= 8 and all(p.stat().st_size <= 16 * 2**20 for p in files)
+    assert sum(p.stat().st_size for p in files) <= 64 * 2**20
+    state = json.loads((out / "diffusion" / "state.json").read_text())
+    assert state["objective"] == "diffusion" and state["init_tokens"] > 0
