@@ -11,6 +11,7 @@ COMMANDS = {
     "train": ("model.train", "train the diffusion model (or its autoregressive twin)"),
     "export": ("model.export", "export a checkpoint to ONNX with its card"),
     "complete": ("runtime.complete", "print the model's completion or infill at a cursor"),
+    "eval": ("evals.cli", "measure quality and speed on HumanEval sets"),
 }
 
 

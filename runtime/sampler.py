@@ -184,6 +184,8 @@ class Denoiser:
             win[ends[0]:] = self.special.eom
             self.masked[ends[0]:] = False
         text = self._committed_text()
+        if self.opts.forced:
+            text = text[len(self.opts.forced):] if text.startswith(self.opts.forced) else ""
         if any(s in text for s in self.opts.stop):
             reason = "stop"
         if reason or not self.masked.any():

@@ -1,0 +1,18 @@
+"""quicksilver eval: the evaluation subcommands (infill now; humaneval and compare next)."""
+from __future__ import annotations
+
+import importlib
+
+EVALS = {"infill": ("evals.infill", "HumanEval infilling: single-line, multi-line, random-span")}
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="eval", required=True)
+    for name, (module, help_text) in EVALS.items():
+        q = sub.add_parser(name, help=help_text, description=help_text)
+        q.set_defaults(eval_module=module)
+        importlib.import_module(module).add_arguments(q)
+
+
+def run(args) -> None:
+    importlib.import_module(args.eval_module).run(args)

@@ -1,0 +1,94 @@
+"""quicksilver eval infill: HumanEval infilling (single-line, multi-line, random-span) in oracle or unknown length."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from evals.sandbox import run_many
+from evals.tasks import SETS, Task, infill_tasks
+from runtime.engine import Engine, Request
+from runtime.postprocess import _indent, heal
+from runtime.session import load
+
+UNKNOWN_WINDOW = {"single-line": 32, "multi-line": 128, "random-span": 64}  # slots when the length is unknown
+
+
+def oracle_window(tok, task: Task) -> int:
+    """The answer's token count as the healed window will hold it (without the forced cursor-line text)."""
+    _, forced, _ = heal(task.prefix, task.suffix)
+    first = task.suffix.split("\n", 1)[0]
+    w = _indent(first)
+    middle = task.middle + (w[:-1] if w and first.strip() else "")
+    return max(1, len(tok.encode(forced + middle)) - len(tok.encode(forced)))
+
+
+def normalise(code: str) -> list[str]:
+    return [" ".join(line.split()) for line in code.splitlines() if line.strip()]
+
+
+def generate(engine: Engine, task: Task, set_name: str, length: str):
+    if length == "oracle":
+        req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=oracle_window(engine.tok, task), eom_bias=0.0)
+    else:
+        stop = ("\n",) if set_name == "single-line" else ()
+        req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=UNKNOWN_WINDOW[set_name], stop=stop)
+    out = engine.complete(req)
+    text = out.text
+    if set_name == "single-line":  # one line is asked for: cut at its end
+        text = text.split("\n", 1)[0] + "\n"
+    return text, out.stats
+
+
+def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | None, workers: int,
+             precision: str = "int8") -> tuple[dict, list[dict]]:
+    model = load(model_dir, prefer=precision)
+    engine = Engine(model)
+    tasks = infill_tasks(set_name)
+    if limit:
+        step = max(1, len(tasks) // limit)  # spread over problems rather than the first few
+        tasks = tasks[::step][:limit]
+    rows = []
+    for task in tqdm(tasks, desc=f"{set_name}/{length}", file=sys.stderr):
+        text, stats = generate(engine, task, set_name, length)
+        rows.append({"task_id": task.task_id, "completion": text, "exact": normalise(text) == normalise(task.middle),
+                     **{k: stats[k] for k in ("ms", "steps", "forward_passes", "tokens")}})
+    with tqdm(total=len(tasks), desc="tests", file=sys.stderr) as bar:
+        outcomes = run_many([t.program(r["completion"]) for t, r in zip(tasks, rows)], workers, bar)
+    for r, o in zip(rows, outcomes):
+        r["passed"], r["outcome"] = o.passed, o.reason
+    ms = np.array([r["ms"] for r in rows])
+    summary = {
+        "set": set_name, "mode": length, "tasks": len(rows),
+        "pass@1": float(np.mean([r["passed"] for r in rows])),
+        "exact_match": float(np.mean([r["exact"] for r in rows])),
+        "tokens_per_forward": float(sum(r["tokens"] for r in rows) / max(1, sum(r["forward_passes"] for r in rows))),
+        "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+        "model": str(model.model_dir), "model_file": model.model_file,
+        "model_sha256": model.card["files"].get(model.model_file, ""),
+    }
+    return summary, rows
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
+    p.add_argument("--set", choices=SETS, default="single-line", help="infilling set")
+    p.add_argument("--length", choices=["oracle", "unknown"], default="unknown",
+                   help="oracle: the window is exactly the answer's length; unknown: a fixed window ended by <|eom|>")
+    p.add_argument("--limit", type=int, help="evaluate this many tasks, spread evenly over the set")
+    p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel test processes")
+    p.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which ONNX file to prefer")
+    p.add_argument("--json", type=Path, help="write the summary here (and the per-task rows beside it)")
+
+
+def run(args) -> None:
+    summary, rows = evaluate(args.model, args.set, args.length, args.limit, args.workers, args.precision)
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+        args.json.with_suffix(".tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

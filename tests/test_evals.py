@@ -1,0 +1,86 @@
+"""Evals: task counts, the pass@k estimator, sandbox containment, and a tiny-model run of the infill command."""
+import json
+import os
+import subprocess
+import sys
+from math import comb
+
+import pytest
+
+from evals.metrics import pass_at_k
+from evals.sandbox import run_program
+from evals.tasks import infill_tasks, load_problems
+from tests.conftest import ROOT
+
+
+def test_task_counts():
+    problems = load_problems()
+    assert len(problems) == 164
+    assert len(infill_tasks("single-line", problems)) == 1033
+    assert len(infill_tasks("multi-line", problems)) == 4782
+    assert len(infill_tasks("random-span", problems)) == 1640
+    again = infill_tasks("random-span", problems)
+    assert again == infill_tasks("random-span", problems)  # deterministic
+
+
+def test_tasks_reassemble_the_canonical_solution():
+    p = load_problems()[3]
+    for t in infill_tasks("single-line", [p]) + infill_tasks("random-span", [p]):
+        assert t.prefix + t.middle + t.suffix == p["prompt"] + p["canonical_solution"]
+
+
+@pytest.mark.parametrize("n,c,k", [(10, 0, 1), (10, 10, 5), (10, 3, 1), (20, 5, 10), (5, 1, 5)])
+def test_pass_at_k_matches_the_combinatorial_definition(n, c, k):
+    assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k))
+
+
+def test_pass_at_k_needs_enough_samples():
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 5)
+
+
+HOSTILE = {
+    "infinite loop": "while True:\n    pass",
+    "fork bomb": "import os\nwhile True:\n    os.fork()",
+    "unbounded memory": "x = []\nwhile True:\n    x.append(' ' * 10**7)",
+    "exit before the tests": "import sys\nsys.exit(0)",
+    "os._exit": "import os\nos._exit(0)",
+    "kill the parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_sandbox_contains_hostile_code(name):
+    if name == "kill the parent" and os.geteuid() != 0:
+        pytest.skip("the sandbox drops to an unprivileged user only when started as root (as in CI)")
+    outcome = run_program(HOSTILE[name], timeout=5)
+    assert not outcome.passed
+
+
+def test_sandbox_cannot_touch_the_project(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    victim.parent.chmod(0o755)
+    outcome = run_program(f"import os\nos.remove({str(victim)!r})")
+    assert not outcome.passed and victim.read_text() == "keep me"
+
+
+def test_sandbox_has_no_network():
+    code = "import socket\ns = socket.create_connection(('127.0.0.1', 22), timeout=2)"
+    assert not run_program(code).passed
+
+
+def test_sandbox_passes_correct_code():
+    assert run_program("assert sum(range(4)) == 6").passed
+
+
+def test_infill_command_on_the_tiny_model(tiny_model_dir, tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", "infill", "--model", str(tiny_model_dir),
+                           "--precision", "fp32", "--set", "single-line", "--length", "oracle", "--limit", "3",
+                           "--workers", "2", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    assert summary["tasks"] == 3 and 0 <= summary["pass@1"] <= 1 and summary["model_sha256"]
+    assert {"set", "mode", "exact_match", "tokens_per_forward", "p50_ms", "p95_ms"} <= set(summary)
+    assert len(out.with_suffix(".tasks.jsonl").read_text().splitlines()) == 3
