@@ -1,9 +1,12 @@
-"""quicksilver eval: the evaluation subcommands (infill now; humaneval and compare next)."""
+"""quicksilver eval: the evaluation subcommands (infill and heldout now; humaneval and compare next)."""
 from __future__ import annotations
 
 import importlib
 
-EVALS = {"infill": ("evals.infill", "HumanEval infilling: single-line, multi-line, random-span")}
+EVALS = {
+    "infill": ("evals.infill", "HumanEval infilling: single-line, multi-line, random-span"),
+    "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
+}
 
 
 def add_arguments(p) -> None:

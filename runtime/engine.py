@@ -17,7 +17,7 @@ MODES = ("completion", "infill", "edit")
 DEFAULT_MAX_NEW_TOKENS = 32
 DEFAULT_CONTEXT_TOKENS = 384      # prefix + window + suffix; smaller is faster on a CPU
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
-DEFAULT_EOM_BIAS = 2.0            # unknown-length infill overfills its window without it (evals/heldout_infill.py)
+DEFAULT_EOM_BIAS = 2.0            # unknown-length infill overfills its window without it: see `quicksilver eval heldout`
 
 
 @dataclass

@@ -15,7 +15,7 @@ def _indent(line: str) -> str:
 def heal(prefix: str, suffix: str) -> tuple[str, str, str]:
     """(prefix, forced window start, suffix) with the boundaries moved to where the tokenizer splits."""
     cut = prefix.rfind("\n")
-    new_prefix, forced = (prefix[:cut], prefix[cut:]) if cut >= 0 else ("", prefix)
+    new_prefix, forced = (prefix[:cut], prefix[cut:]) if cut >= 0 else (prefix, "")
     first = suffix.split("\n", 1)[0]
     w = _indent(first)
     if w and first.strip():

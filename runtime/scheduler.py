@@ -1,0 +1,128 @@
+"""Continuous batching: one worker thread runs a batched forward pass per step over every active request.
+
+Requests join or leave between steps; a cancelled request leaves at its next step with what it has; when the
+queue of waiting requests is full, `submit` raises Busy at once instead of making the caller wait.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections import deque
+from typing import AsyncIterator, Iterator
+
+from runtime.engine import Completion, Engine, Request
+from runtime.sampler import Denoiser, Frame
+
+log = logging.getLogger("quicksilver.scheduler")
+
+MAX_BATCH = 8        # requests in one forward pass
+MAX_WAITING = 32     # requests queued behind a full batch before callers get Busy
+_END = object()
+
+
+class Busy(Exception):
+    """The scheduler's queue is full; try again shortly."""
+
+
+class Handle:
+    """A submitted request: its frames arrive on a queue, ending with a Completion."""
+
+    def __init__(self, req: Request, d: Denoiser):
+        self.req, self.d = req, d
+        self.id = req.id
+        self.cancelled = threading.Event()
+        self._out: queue.Queue = queue.Queue()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def _push(self, item) -> None:
+        self._out.put(item)
+
+    def __iter__(self) -> Iterator[Frame | Completion]:
+        while (item := self._out.get()) is not _END:
+            yield item
+
+    def result(self) -> Completion:
+        for item in self:
+            last = item
+        return last
+
+    async def aiter(self) -> AsyncIterator[Frame | Completion]:
+        loop = asyncio.get_running_loop()
+        while (item := await loop.run_in_executor(None, self._out.get)) is not _END:
+            yield item
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, max_batch: int = MAX_BATCH, max_waiting: int = MAX_WAITING):
+        self.engine, self.max_batch, self.max_waiting = engine, max_batch, max_waiting
+        self._waiting: deque[Handle] = deque()
+        self._active: list[Handle] = []
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="quicksilver-scheduler", daemon=True)
+        self._thread.start()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def submit(self, req: Request) -> Handle:
+        """Tokenize and enqueue; raises ValueError for a bad request and Busy when the queue is full."""
+        handle = Handle(req, self.engine.denoiser(req))
+        with self._cv:
+            if len(self._waiting) >= self.max_waiting:
+                raise Busy(f"{len(self._waiting)} requests are waiting; retry shortly")
+            self._waiting.append(handle)
+            self._cv.notify()
+        return handle
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join(timeout=10)
+
+    def _finish(self, h: Handle, reason: str | None = None) -> None:
+        if reason:
+            h.d._finish(reason)
+        h._push(self.engine.finish(h.req, h.d))
+        h._push(_END)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and not self._waiting and not self._active:
+                    self._cv.wait()
+                if self._stop:
+                    break
+                while self._waiting and len(self._active) < self.max_batch:
+                    self._active.append(self._waiting.popleft())
+            for h in [h for h in self._active if h.cancelled.is_set() or h.d.done]:
+                self._active.remove(h)
+                self._finish(h, "cancelled" if not h.d.done else None)
+            if not self._active:
+                continue
+            batch = list(self._active)
+            try:
+                logits = self.engine.forward_batch([h.d for h in batch])
+            except Exception:  # one bad batch must not take the worker down
+                log.exception("forward pass failed for %s", [h.id for h in batch])
+                for h in batch:
+                    self._active.remove(h)
+                    self._finish(h, "error")
+                continue
+            for h, lg in zip(batch, logits):
+                h._push(h.d.advance(lg))
+                if h.d.done:
+                    self._active.remove(h)
+                    self._finish(h)
+        for h in self._active + list(self._waiting):
+            self._finish(h, "shutdown")
