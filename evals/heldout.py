@@ -27,12 +27,15 @@ def evaluate(model_dir, corpus: Path, limit: int, extra_slots: int, eom_bias: fl
     newline = np.array(["\n" in s for s in tok.token_bytes()])
     rng = np.random.default_rng(SEED)
     exact, tried, passes, tokens = 0, 0, 0, 0
-    while tried < limit:
-        s = int(rng.integers(0, len(held) - ROW_TOKENS - 1))
-        row = np.asarray(held[s:s + ROW_TOKENS], dtype=np.int64)
+    n = min(ROW_TOKENS, len(held) - 1)
+    for _ in range(limit * 20 if n >= 32 else 0):  # a small held-out set may hold fewer lines than asked for
+        if tried == limit:
+            break
+        s = int(rng.integers(0, len(held) - n))
+        row = np.asarray(held[s:s + n], dtype=np.int64)
         starts = np.flatnonzero(newline[row[:-1]]) + 1
-        starts = starts[(starts > ROW_TOKENS // 2) & (starts < ROW_TOKENS - 16)]
-        if len(starts) < 2 or tok.eos_id in row:
+        starts = starts[(starts > n // 2) & (starts < n - 8)]
+        if len(starts) < 2 or tok.eos_id in row[:starts[1]]:
             continue
         a, b = int(starts[0]), int(starts[1])
         opts = SamplerOptions(window=b - a + extra_slots, threshold=threshold, eom_bias=eom_bias)
@@ -44,7 +47,7 @@ def evaluate(model_dir, corpus: Path, limit: int, extra_slots: int, eom_bias: fl
         tokens += d.stats.tokens
         tried += 1
     return {"set": "heldout-line", "mode": "oracle" if extra_slots == 0 else f"+{extra_slots} slots",
-            "tasks": tried, "exact_match": exact / tried, "eom_bias": eom_bias, "threshold": threshold,
+            "tasks": tried, "exact_match": exact / max(1, tried), "eom_bias": eom_bias, "threshold": threshold,
             "tokens_per_forward": tokens / max(1, passes), "model_file": model.model_file,
             "model_sha256": model.card["files"].get(model.model_file, "")}
 

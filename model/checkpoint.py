@@ -98,3 +98,48 @@ def load_optimizer(opt: torch.optim.Optimizer, ckpt: Path, device) -> torch.Tens
             state.setdefault(int(i), {})[name] = v if name == "step" else v.to(device)
     opt.load_state_dict({"state": state, "param_groups": groups})
     return tensors["rng.torch"]
+
+
+INT8_WEIGHTS_FILE = "weights.int8.safetensors"
+
+
+def save_int8_weights(model: Transformer, path: Path) -> None:
+    """Compact training weights for a model directory: int8 per output row with fp16 scales (for finetune)."""
+    tensors = {}
+    for k, v in model.state_dict().items():
+        if k == "head.weight":
+            continue
+        v = v.detach().float().cpu()
+        if v.dim() == 2:
+            scale = (v.abs().amax(dim=1, keepdim=True) / 127).clamp(min=1e-8)
+            tensors[k + ".q"] = torch.round(v / scale).to(torch.int8).contiguous()
+            tensors[k + ".scale"] = scale.half().contiguous()
+        else:
+            tensors[k] = v.half().contiguous()
+    save_file(tensors, str(path))
+
+
+def checkpoint_from_model_dir(model_dir: Path, out: Path) -> Path:
+    """Rebuild a training checkpoint folder from an exported model directory's int8 weights and card."""
+    card = json.loads((model_dir / "card.json").read_text())
+    if not (model_dir / INT8_WEIGHTS_FILE).exists():
+        raise FileNotFoundError(f"{model_dir / INT8_WEIGHTS_FILE} is missing: export with --precision int8 to finetune")
+    raw = load_file(str(model_dir / INT8_WEIGHTS_FILE))
+    state = {}
+    for k, v in raw.items():
+        if k.endswith(".q"):
+            name = k[:-2]
+            state[name] = v.float() * raw[name + ".scale"].float()
+        elif not k.endswith(".scale"):
+            state[k] = v.float()
+    state["head.weight"] = state["embed.weight"]
+    model = Transformer(ModelConfig.from_dict(card["config"]))
+    model.load_state_dict(state)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out)
+    t = card["training"]
+    (out / STATE_FILE).write_text(json.dumps({
+        "config": card["config"], "objective": card["objective"], "step": t["steps"], "tokens": t["tokens"],
+        "seconds": t["seconds"], "tokens_total": t["tokens"], "seconds_total": t["seconds"], "history": t["history"],
+        "device": t["device"]}))
+    return out

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.checkpoint import load_model
+from model.checkpoint import INT8_WEIGHTS_FILE, load_model, save_int8_weights
 from model.network import Transformer
 from model.tokenizer import TOKENIZER_FILE, file_sha256
 
@@ -111,6 +111,7 @@ def export(ckpt: Path, out: Path, precision: str = "fp32", extra: dict | None = 
         quantize_int8(tmp / MODEL_FILE, tmp / INT8_FILE)
     if precision == "int8":  # the shipped model: int8 alone keeps model/default small
         (tmp / MODEL_FILE).unlink()
+        save_int8_weights(model, tmp / INT8_WEIGHTS_FILE)  # lets `quicksilver finetune` start from it
     shutil.copy(ckpt / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
     card = write_card(tmp, state, {"parity_max_abs_diff": diff, "parity_atol": PARITY_ATOL, **(extra or {})})
     if out.exists():

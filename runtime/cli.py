@@ -9,6 +9,7 @@ import sys
 COMMANDS = {
     "corpus": ("model.corpus", "build the training corpus and tokenizer from this machine's Python source"),
     "train": ("model.train", "train the diffusion model (or its autoregressive twin)"),
+    "finetune": ("model.finetune", "adapt a model to your own code base"),
     "export": ("model.export", "export a checkpoint to ONNX with its card"),
     "complete": ("runtime.complete", "print the model's completion or infill at a cursor"),
     "eval": ("evals.cli", "measure quality and speed on HumanEval sets"),
