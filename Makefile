@@ -21,11 +21,9 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 install-serve: $(VENV)/.serve
 install-dev: $(VENV)/.dev
 
-# Until the HTTP server lands, serving means one completion from the shipped model.
+# The product: the HTTP server on the shipped model, on 127.0.0.1:8000.
 serve: install-serve
-	$(BIN)/quicksilver complete --stats --max-tokens 24 \
-		--prefix 'def is_palindrome(text):'$$'\n''    """Return True if text reads the same backwards."""'$$'\n''    ' \
-		--suffix $$'\n\n\ndef main():\n    print(is_palindrome("abba"))\n'
+	$(BIN)/quicksilver serve
 
 test: install-dev
 	$(BIN)/python -m pytest -q

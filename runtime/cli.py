@@ -12,6 +12,7 @@ COMMANDS = {
     "finetune": ("model.finetune", "adapt a model to your own code base"),
     "export": ("model.export", "export a checkpoint to ONNX with its card"),
     "complete": ("runtime.complete", "print the model's completion or infill at a cursor"),
+    "serve": ("server.serve", "serve completions over HTTP (OpenAI-compatible and llama.cpp /infill)"),
     "eval": ("evals.cli", "measure quality and speed on HumanEval sets"),
 }
 

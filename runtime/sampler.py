@@ -236,7 +236,12 @@ class Denoiser:
     def _finish(self, reason: str) -> None:
         self.done = True
         self.stats.stop_reason = reason
-        self.stats.tokens = len(self._tokens())
+        tokens = self._tokens()
+        healed = 0  # tokens that only re-spell the forced text are not generated tokens
+        if self.opts.forced:
+            while healed < len(tokens) and len(self.decode(tokens[:healed])) < len(self.opts.forced):
+                healed += 1
+        self.stats.tokens = len(tokens) - healed
         self.stats.tokens_per_forward = self.stats.tokens / max(1, self.stats.forward_passes)
         self.stats.ms = 1000 * (time.perf_counter() - self.t0)
 
@@ -251,7 +256,10 @@ class Denoiser:
             elif t not in self.special.ends_set:
                 run.append(t)
         pieces.append(self.decode(run))
-        return Frame(self.stats.steps, "".join(pieces), int((~self.masked).sum()), int(self.masked.sum()))
+        text = "".join(pieces)
+        if self.opts.forced:  # the forced text is already in the document: show what comes after it
+            text = text[len(self.opts.forced):] if text.startswith(self.opts.forced) else text.lstrip("\n")
+        return Frame(self.stats.steps, text, int((~self.masked).sum()), int(self.masked.sum()))
 
     def result(self) -> Result:
         tokens = self._tokens()

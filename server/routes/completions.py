@@ -1,0 +1,94 @@
+"""POST /v1/completions: OpenAI-compatible completions, with `suffix` for fill-in-the-middle and SSE streaming."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from fastapi import APIRouter, Request as HttpRequest
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from runtime.engine import Completion, Request
+from runtime.sampler import PLACEHOLDER
+from server.generate import complete, run
+
+router = APIRouter()
+MAX_PROMPT_CHARS = 200_000
+
+
+class CompletionBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str = ""
+    prompt: str | list[str] = Field(..., description="text before the cursor")
+    suffix: str | None = None
+    max_tokens: int = Field(16, ge=1, le=1024)
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=8)
+    seed: int | None = None
+    stream: bool = False
+    echo: bool = False
+    logprobs: int | None = None
+
+
+def to_requests(body: CompletionBody) -> list[Request]:
+    if body.echo or body.logprobs:
+        raise ValueError("echo and logprobs are not supported by this server")
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if not prompts or sum(len(p) for p in prompts) + len(body.suffix or "") > MAX_PROMPT_CHARS:
+        raise ValueError(f"prompt must be non-empty and at most {MAX_PROMPT_CHARS} characters with the suffix")
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    return [Request(prefix=p, suffix=body.suffix or "", mode="infill" if body.suffix else "completion",
+                    max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
+                    seed=(body.seed or 0) + i, stop=stop)
+            for p in prompts for i in range(body.n)]
+
+
+def finish_reason(c: Completion) -> str:
+    return "stop" if c.stats["stop_reason"] in ("eom", "stop") else "length"
+
+
+def _usage(state, reqs: list[Request], results: list[Completion]) -> dict:
+    tok = state.engine.tok
+    prompt = sum(len(tok.encode(r.prefix + r.suffix)) for r in reqs)
+    done = sum(c.stats["tokens"] for c in results)
+    return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionBody, http: HttpRequest):
+    state = http.app.state
+    reqs = to_requests(body)
+    cid, created = f"cmpl-{uuid.uuid4().hex[:20]}", int(time.time())
+    model = state.model_name
+    if body.stream:
+        return StreamingResponse(_stream(state, reqs, cid, created, model), media_type="text/event-stream")
+    results = [await complete(state, r, "/v1/completions") for r in reqs]
+    return {"id": cid, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": i, "text": c.text, "logprobs": None, "finish_reason": finish_reason(c),
+                         "quicksilver": {"id": c.id, **c.stats}} for i, c in enumerate(results)],
+            "usage": _usage(state, reqs, results)}
+
+
+async def _stream(state, reqs, cid, created, model):
+    def chunk(index, text, reason=None):
+        data = {"id": cid, "object": "text_completion", "created": created, "model": model,
+                "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": reason}]}
+        return f"data: {json.dumps(data)}\n\n"
+
+    for index, req in enumerate(reqs):
+        sent = ""
+        async for item in run(state, req, "/v1/completions"):
+            if isinstance(item, Completion):
+                rest = item.text[len(sent):] if item.text.startswith(sent) else ""
+                yield chunk(index, rest, finish_reason(item))
+                break
+            # stream whole committed lines only: the line at the frontier may still change in post-processing
+            stable = item.text.split(PLACEHOLDER, 1)[0]
+            stable = stable[: stable.rfind("\n") + 1]
+            if len(stable) > len(sent) and stable.startswith(sent):
+                yield chunk(index, stable[len(sent):])
+                sent = stable
+    yield "data: [DONE]\n\n"

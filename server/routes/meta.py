@@ -1,0 +1,49 @@
+"""GET /health, /v1/models, /metrics; POST /v1/events and GET /v1/events/summary (completion telemetry)."""
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request as HttpRequest
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(http: HttpRequest):
+    s = http.app.state
+    return {"status": "ok", "model": s.model_name, "card_sha256": s.loaded.card_sha256, "provider": s.loaded.provider,
+            "model_file": s.loaded.model_file, "uptime_s": round(time.time() - s.started, 1)}
+
+
+@router.get("/v1/models")
+async def models(http: HttpRequest):
+    s = http.app.state
+    return {"object": "list", "data": [{"id": s.model_name, "object": "model", "created": int(s.started),
+                                        "owned_by": "quicksilver"}]}
+
+
+@router.get("/metrics")
+async def metrics(http: HttpRequest):
+    s = http.app.state
+    s.metrics.queue_depth.set(s.scheduler.queue_depth)
+    return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class EventBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    completion_id: str
+    event: str
+
+
+@router.post("/v1/events")
+async def add_event(body: EventBody, http: HttpRequest):
+    http.app.state.store.add_event(body.completion_id, body.event)
+    return {"ok": True}
+
+
+@router.get("/v1/events/summary")
+async def event_summary(http: HttpRequest):
+    return http.app.state.store.event_summary()

@@ -1,0 +1,124 @@
+"""The HTTP server, for real: uvicorn on 127.0.0.1, the official openai client, httpx, a real SQLite file."""
+import json
+import socket
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from server.app import ServerConfig, create_app
+
+KEY = "test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    db = tmp_path_factory.mktemp("db") / "qs.sqlite"
+    app = create_app(ServerConfig(model=tiny_model_dir, db=db, api_key=KEY, threads=1))
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started
+    yield {"url": f"http://127.0.0.1:{port}", "db": db}
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server["url"] + "/v1", api_key=KEY, max_retries=0)
+
+
+def auth():
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def test_openai_client_fill_in_the_middle(client):
+    r = client.completions.create(model="quicksilver", prompt="def add(a, b):\n    ", suffix="\n\nprint(add(1, 2))\n",
+                                  max_tokens=12, temperature=0)
+    assert r.object == "text_completion" and len(r.choices) == 1
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens >= 0 and r.usage.prompt_tokens > 0
+
+
+def test_openai_client_n_and_stop(client):
+    r = client.completions.create(model="quicksilver", prompt="x = ", max_tokens=8, n=3, temperature=0.8, seed=1,
+                                  stop=["\n"])
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    assert all("\n" not in c.text for c in r.choices)
+
+
+def test_openai_client_streaming(client):
+    stream = client.completions.create(model="quicksilver", prompt="import os\n", max_tokens=10, stream=True)
+    chunks = list(stream)
+    assert chunks and chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_stream_ends_with_done(server):
+    with httpx.stream("POST", server["url"] + "/v1/completions", headers=auth(), timeout=60,
+                      json={"prompt": "y = 1\n", "max_tokens": 6, "stream": True}) as r:
+        lines = [l for l in r.iter_lines() if l]
+    assert lines[-1] == "data: [DONE]" and all(l.startswith("data: ") for l in lines)
+
+
+def test_llama_cpp_infill(server):
+    body = {"input_prefix": "def f(x):\n    ", "input_suffix": "\n    return y\n", "n_predict": 8,
+            "input_extra": [{"filename": "util.py", "text": "def g():\n    pass\n"}], "samplers": ["top_k"]}
+    r = httpx.post(server["url"] + "/infill", json=body, headers=auth(), timeout=60)
+    assert r.status_code == 200 and r.json()["stop"] is True and "content" in r.json()
+
+
+def test_models_health_metrics(server):
+    models = httpx.get(server["url"] + "/v1/models", headers=auth()).json()
+    assert models["data"][0]["id"].startswith("quicksilver/")
+    health = httpx.get(server["url"] + "/health").json()  # open without the key
+    assert health["status"] == "ok" and len(health["card_sha256"]) == 64 and health["provider"]
+    text = httpx.get(server["url"] + "/metrics", headers=auth()).text
+    assert 'quicksilver_requests_total{route="/v1/completions",status="200"}' in text
+    assert "quicksilver_first_frame_seconds_bucket" in text and "quicksilver_queue_depth" in text
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
+def test_api_key_required(server, headers):
+    r = httpx.post(server["url"] + "/v1/completions", json={"prompt": "x"}, headers=headers)
+    assert r.status_code == 401 and "API key" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("body,needle", [
+    ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
+    ({"prompt": "x", "temperature": -1}, "temperature"),
+    ({"max_tokens": 3}, "prompt"),
+    ({"prompt": "x", "echo": True}, "echo"),
+    ({"prompt": "x" * 300_000}, "at most"),
+])
+def test_bad_input_is_a_clear_400_and_the_server_stays_up(server, body, needle):
+    r = httpx.post(server["url"] + "/v1/completions", json=body, headers=auth())
+    assert r.status_code == 400 and needle in r.json()["error"]["message"]
+    assert "Traceback" not in r.text
+    assert httpx.get(server["url"] + "/health").status_code == 200
+
+
+def test_events_are_stored_and_summarised(server):
+    for cid, event in [("a", "shown"), ("a", "accepted"), ("b", "shown"), ("b", "dismissed")]:
+        r = httpx.post(server["url"] + "/v1/events", json={"completion_id": cid, "event": event}, headers=auth())
+        assert r.status_code == 200
+    assert httpx.post(server["url"] + "/v1/events", json={"completion_id": "c", "event": "liked"},
+                      headers=auth()).status_code == 400
+    summary = httpx.get(server["url"] + "/v1/events/summary", headers=auth()).json()
+    assert summary["shown"] >= 2 and summary["acceptance_rate"] == pytest.approx(summary["accepted"] / summary["shown"])
+    import sqlite3
+    rows = sqlite3.connect(server["db"]).execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+    assert rows >= 1  # latency history is on disk
