@@ -16,7 +16,7 @@ from runtime.engine import DEFAULT_CONTEXT_TOKENS, Engine
 from runtime.scheduler import MAX_BATCH, Busy, Scheduler
 from runtime.session import load
 from server.metrics import Metrics
-from server.routes import completions, infill, meta
+from server.routes import completions, infill, meta, sessions
 from server.store import Store
 
 log = logging.getLogger("quicksilver.server")
@@ -47,13 +47,14 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         s.engine = Engine(s.loaded, cfg.context_tokens)
         s.scheduler = Scheduler(s.engine, max_batch=cfg.max_batch)
         s.store, s.metrics, s.started = Store(cfg.db), Metrics(), time.time()
+        s.api_key = cfg.api_key
         log.info("serving %s (%s, %s)", s.model_name, s.loaded.model_file, s.loaded.provider)
         yield
         s.scheduler.close()
         s.store.close()
 
     app = FastAPI(title="quicksilver", lifespan=lifespan)
-    for module in (completions, infill, meta):
+    for module in (completions, infill, meta, sessions):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -13,6 +13,15 @@ CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY, route TEXT NOT NULL, ms REAL NOT NULL, first_frame_ms REAL, tokens INTEGER,
     steps INTEGER, forward_passes INTEGER, status INTEGER NOT NULL, ts REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, text TEXT NOT NULL, language TEXT NOT NULL, version INTEGER NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS edits (
+    request_id TEXT NOT NULL, session_id TEXT NOT NULL, start INTEGER NOT NULL, end_ INTEGER NOT NULL,
+    old_text TEXT NOT NULL, new_text TEXT NOT NULL, state TEXT NOT NULL, ts REAL NOT NULL,
+    PRIMARY KEY (session_id, request_id));
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, direction TEXT NOT NULL, body TEXT NOT NULL, ts REAL NOT NULL);
 """
 EVENTS = ("shown", "accepted", "dismissed")
 
@@ -60,3 +69,38 @@ class Store:
             cur = self.db.execute("SELECT * FROM requests ORDER BY ts DESC LIMIT ?", (limit,))
             names = [c[0] for c in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    # --- chat-edit sessions ---------------------------------------------------------------------------
+    def save_session(self, sid: str, text: str, language: str, version: int) -> None:
+        now = time.time()
+        with self.lock, self.db:
+            self.db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                            "text=excluded.text, language=excluded.language, version=excluded.version, updated=?",
+                            (sid, text, language, version, now, now, now))
+
+    def load_session(self, sid: str) -> dict | None:
+        with self.lock:
+            row = self.db.execute("SELECT text, language, version FROM sessions WHERE id = ?", (sid,)).fetchone()
+        return None if row is None else {"text": row[0], "language": row[1], "version": row[2]}
+
+    def save_edit(self, sid: str, rid: str, start: int, end: int, old: str, new: str, state: str) -> None:
+        with self.lock, self.db:
+            self.db.execute("INSERT OR REPLACE INTO edits VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (rid, sid, start, end, old, new, state, time.time()))
+
+    def get_edit(self, sid: str, rid: str) -> dict | None:
+        with self.lock:
+            row = self.db.execute("SELECT start, end_, old_text, new_text, state FROM edits "
+                                  "WHERE session_id = ? AND request_id = ?", (sid, rid)).fetchone()
+        return None if row is None else dict(zip(("start", "end", "old", "new", "state"), row)) | {"request_id": rid}
+
+    def last_accepted(self, sid: str) -> dict | None:
+        with self.lock:
+            row = self.db.execute("SELECT request_id FROM edits WHERE session_id = ? AND state = 'accepted' "
+                                  "ORDER BY ts DESC LIMIT 1", (sid,)).fetchone()
+        return self.get_edit(sid, row[0]) if row else None
+
+    def log_message(self, sid: str, direction: str, body: str) -> None:
+        with self.lock, self.db:
+            self.db.execute("INSERT INTO messages (session_id, direction, body, ts) VALUES (?, ?, ?, ?)",
+                            (sid, direction, body, time.time()))

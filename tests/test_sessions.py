@@ -1,0 +1,128 @@
+"""Chat-edit sessions over a real websocket: streaming, accept/undo, cancel, errors, and resume after a restart."""
+import json
+import threading
+import time
+
+import pytest
+import uvicorn
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from server.app import ServerConfig, create_app
+from tests.test_server import KEY, free_port
+
+DOC = "def area(r):\n    return 3.14 * r * r\n\n\ndef main():\n    print(area(2))\n"
+
+
+def start_server(model_dir, db):
+    app = create_app(ServerConfig(model=model_dir, db=db, api_key=KEY, threads=1))
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    return srv, thread, f"ws://127.0.0.1:{port}/v1/sessions"
+
+
+def stop_server(srv, thread):
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def ws_server(tiny_model_dir, tmp_path_factory):
+    db = tmp_path_factory.mktemp("sessions") / "s.sqlite"
+    srv, thread, url = start_server(tiny_model_dir, db)
+    yield {"url": url, "db": db, "model": tiny_model_dir}
+    stop_server(srv, thread)
+
+
+def talk(ws, msg):
+    ws.send(json.dumps(msg))
+    return json.loads(ws.recv(timeout=60))
+
+
+def until(ws, kind, request_id=None):
+    seen = []
+    while True:
+        msg = json.loads(ws.recv(timeout=60))
+        seen.append(msg)
+        if msg["type"] == kind and (request_id is None or msg.get("request_id") == request_id):
+            return msg, seen
+
+
+def open_session(url, **extra):
+    ws = connect(url, additional_headers={"Authorization": f"Bearer {KEY}"})
+    return ws, talk(ws, {"type": "open", **extra})
+
+
+def test_complete_streams_frames_then_accept_and_undo(ws_server):
+    ws, opened = open_session(ws_server["url"], document={"text": DOC, "language": "python"})
+    assert opened["type"] == "opened" and opened["text"] == DOC
+    offset = DOC.index("return")
+    ws.send(json.dumps({"type": "edit", "request_id": "r1", "range": {"start": offset, "end": DOC.index("\n\n")},
+                        "instruction": "use math.pi"}))
+    result, seen = until(ws, "result", "r1")
+    assert [m["type"] for m in seen[:-1]] and all(m["type"] == "frame" for m in seen[:-1])
+    doc = talk(ws, {"type": "accept", "request_id": "r1"})
+    assert doc["version"] == opened["version"] + 1
+    assert doc["text"] == DOC[:offset] + result["text"] + DOC[DOC.index("\n\n"):]
+    undone = talk(ws, {"type": "undo"})
+    assert undone["text"] == DOC and undone["version"] == doc["version"] + 1
+    ws.close()
+
+
+def test_cancel_a_running_request(ws_server):
+    ws, _ = open_session(ws_server["url"], document={"text": "x = 1\n"})
+    ws.send(json.dumps({"type": "complete", "request_id": "long", "offset": 6, "max_tokens": 400}))
+    until(ws, "frame", "long")
+    ws.send(json.dumps({"type": "cancel", "request_id": "long"}))
+    msg, _ = until(ws, "cancelled", "long")
+    assert msg["request_id"] == "long"
+    ws.close()
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ("not json", "Expecting value"),
+    (json.dumps({"type": "dance"}), "unknown message type"),
+    (json.dumps({"type": "complete", "offset": 999}), "range"),
+    (json.dumps({"type": "accept", "request_id": "nope"}), "no proposed edit"),
+    (json.dumps({"type": "undo"}), "nothing to undo"),
+])
+def test_bad_messages_get_errors_and_the_session_goes_on(ws_server, raw, needle):
+    ws, opened = open_session(ws_server["url"], document={"text": "a = 1\n"})
+    ws.send(raw)
+    err = json.loads(ws.recv(timeout=30))
+    assert err["type"] == "error" and needle in err["message"]
+    assert talk(ws, {"type": "patch", "range": {"start": 0, "end": 1}, "text": "b"})["text"] == "b = 1\n"
+    ws.close()
+
+
+def test_messages_before_open_and_wrong_key(ws_server):
+    ws = connect(ws_server["url"], additional_headers={"Authorization": f"Bearer {KEY}"})
+    assert "open" in talk(ws, {"type": "undo"})["message"]
+    ws.close()
+    with pytest.raises(InvalidStatus, match="403"):
+        connect(ws_server["url"], additional_headers={"Authorization": "Bearer wrong"})
+
+
+def test_resume_after_reconnect_and_server_restart(tiny_model_dir, tmp_path):
+    db = tmp_path / "restart.sqlite"
+    srv, thread, url = start_server(tiny_model_dir, db)
+    ws, opened = open_session(url, document={"text": DOC})
+    sid = opened["session_id"]
+    talk(ws, {"type": "patch", "range": {"start": 0, "end": 3}, "text": "async def"})
+    ws.close()
+    ws, again = open_session(url, session_id=sid)
+    assert again["text"].startswith("async def area") and again["version"] == opened["version"] + 1
+    ws.close()
+    stop_server(srv, thread)
+    srv, thread, url = start_server(tiny_model_dir, db)
+    try:
+        ws, resumed = open_session(url, session_id=sid)
+        assert resumed["text"] == again["text"] and resumed["version"] == again["version"]
+        ws.close()
+    finally:
+        stop_server(srv, thread)
