@@ -83,8 +83,8 @@ class Session:
         start, end = self._range(msg)
         prefix, suffix = self.text[:start], self.text[end:]
         if kind == "complete":
-            req = Request(prefix=prefix, suffix=suffix, max_new_tokens=int(msg.get("max_tokens", 32)), id=rid,
-                          temperature=float(msg.get("temperature", 0.0)))
+            knobs = {k: float(msg[k]) for k in ("temperature", "threshold", "eom_bias") if k in msg}
+            req = Request(prefix=prefix, suffix=suffix, max_new_tokens=int(msg.get("max_tokens", 32)), id=rid, **knobs)
         else:
             if start == end:
                 raise ProtocolError(f"{kind} needs a non-empty range")

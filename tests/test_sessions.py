@@ -76,7 +76,8 @@ def test_complete_streams_frames_then_accept_and_undo(ws_server):
 
 def test_cancel_a_running_request(ws_server):
     ws, _ = open_session(ws_server["url"], document={"text": "x = 1\n"})
-    ws.send(json.dumps({"type": "complete", "request_id": "long", "offset": 6, "max_tokens": 400}))
+    ws.send(json.dumps({"type": "complete", "request_id": "long", "offset": 6, "max_tokens": 400,
+                        "threshold": 1.0, "eom_bias": -50}))
     until(ws, "frame", "long")
     ws.send(json.dumps({"type": "cancel", "request_id": "long"}))
     msg, _ = until(ws, "cancelled", "long")
