@@ -16,12 +16,13 @@ from runtime.engine import DEFAULT_CONTEXT_TOKENS, Engine
 from runtime.scheduler import MAX_BATCH, Busy, Scheduler
 from runtime.session import load
 from server.metrics import Metrics
-from server.routes import completions, infill, meta, sessions
+from server.routes import completions, dashboard, infill, meta, sessions
 from server.store import Store
 
 log = logging.getLogger("quicksilver.server")
 OPEN_PATHS = {"/health"}                         # reachable without the API key
-KNOWN_ROUTES = {"/v1/completions", "/infill", "/v1/models", "/health", "/metrics", "/v1/events", "/v1/events/summary"}
+KNOWN_ROUTES = {"/v1/completions", "/infill", "/v1/models", "/health", "/metrics", "/v1/events", "/v1/events/summary",
+                "/dashboard", "/v1/stats"}
 
 
 @dataclass
@@ -47,22 +48,23 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         s.engine = Engine(s.loaded, cfg.context_tokens)
         s.scheduler = Scheduler(s.engine, max_batch=cfg.max_batch)
         s.store, s.metrics, s.started = Store(cfg.db), Metrics(), time.time()
-        s.api_key = cfg.api_key
+        s.api_key, s.live = cfg.api_key, set()
         log.info("serving %s (%s, %s)", s.model_name, s.loaded.model_file, s.loaded.provider)
         yield
         s.scheduler.close()
         s.store.close()
 
     app = FastAPI(title="quicksilver", lifespan=lifespan)
-    for module in (completions, infill, meta, sessions):
+    for module in (completions, infill, meta, sessions, dashboard):
         app.include_router(module.router)
 
     @app.middleware("http")
     async def guard_and_count(request: HttpRequest, call_next):
         path = request.url.path
         if cfg.api_key and path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given or request.headers.get("x-api-key", ""), cfg.api_key):
+            given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                     or request.headers.get("x-api-key", "") or request.query_params.get("api_key", ""))
+            if not hmac.compare_digest(given, cfg.api_key):
                 response = error(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "authentication_error")
                 app.state.metrics.requests.labels(path if path in KNOWN_ROUTES else "other", "401").inc()
                 return response

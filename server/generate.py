@@ -8,6 +8,16 @@ from runtime.engine import Completion, Request
 from runtime.sampler import Frame
 
 
+LIVE_QUEUE = 256   # frames a slow dashboard may lag behind before it misses some
+
+
+def publish(state, event: dict) -> None:
+    """Hand a frame to every live dashboard; a full queue drops it rather than slow a request down."""
+    for q in list(state.live):
+        if q.qsize() < LIVE_QUEUE:
+            q.put_nowait(event)
+
+
 async def run(state, req: Request, route: str) -> AsyncIterator[Frame | Completion]:
     """Frames then the Completion; the request is cancelled if the consumer stops early (e.g. a disconnect)."""
     t0 = time.perf_counter()
@@ -19,6 +29,8 @@ async def run(state, req: Request, route: str) -> AsyncIterator[Frame | Completi
             if first is None:
                 first = time.perf_counter() - t0
                 state.metrics.first_frame.observe(first)
+            publish(state, {"request_id": req.id, "route": route, "final": isinstance(item, Completion),
+                            "text": item.text, "step": item.stats["steps"] if isinstance(item, Completion) else item.step})
             if isinstance(item, Completion):
                 ms = 1000 * (time.perf_counter() - t0)
                 state.metrics.observe_result(item.stats)

@@ -104,3 +104,19 @@ class Store:
         with self.lock, self.db:
             self.db.execute("INSERT INTO messages (session_id, direction, body, ts) VALUES (?, ?, ?, ?)",
                             (sid, direction, body, time.time()))
+
+    def latency_history(self, since: float, bucket_s: float) -> list[dict]:
+        """p50 / p95 latency, request count and tokens per second per time bucket since `since`."""
+        with self.lock:
+            rows = self.db.execute("SELECT ts, ms, tokens FROM requests WHERE ts >= ? AND status = 200 ORDER BY ts",
+                                   (since,)).fetchall()
+        buckets: dict[int, list[tuple[float, int]]] = {}
+        for ts, ms, tokens in rows:
+            buckets.setdefault(int(ts // bucket_s), []).append((ms, tokens or 0))
+        out = []
+        for b, items in sorted(buckets.items()):
+            ms = sorted(m for m, _ in items)
+            out.append({"t": b * bucket_s, "n": len(items), "p50_ms": ms[len(ms) // 2],
+                        "p95_ms": ms[min(len(ms) - 1, int(0.95 * len(ms)))],
+                        "tokens_per_s": sum(t for _, t in items) / max(1e-9, sum(ms) / 1000)})
+        return out
