@@ -31,12 +31,14 @@ def normalise(code: str) -> list[str]:
     return [" ".join(line.split()) for line in code.splitlines() if line.strip()]
 
 
-def generate(engine: Engine, task: Task, set_name: str, length: str):
+def generate(engine: Engine, task: Task, set_name: str, length: str, eom_bias: float | None = None):
     if length == "oracle":
         req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=oracle_window(engine.tok, task), eom_bias=0.0)
     else:
         stop = ("\n",) if set_name == "single-line" else ()
         req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=UNKNOWN_WINDOW[set_name], stop=stop)
+        if eom_bias is not None:
+            req.eom_bias = eom_bias
     out = engine.complete(req)
     text = out.text
     if set_name == "single-line":  # one line is asked for: cut at its end
@@ -45,7 +47,7 @@ def generate(engine: Engine, task: Task, set_name: str, length: str):
 
 
 def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | None, workers: int,
-             precision: str = "int8") -> tuple[dict, list[dict]]:
+             precision: str = "int8", eom_bias: float | None = None) -> tuple[dict, list[dict]]:
     model = load(model_dir, prefer=precision)
     engine = Engine(model)
     tasks = infill_tasks(set_name)
@@ -54,7 +56,7 @@ def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | No
         tasks = tasks[::step][:limit]
     rows = []
     for task in tqdm(tasks, desc=f"{set_name}/{length}", file=sys.stderr):
-        text, stats = generate(engine, task, set_name, length)
+        text, stats = generate(engine, task, set_name, length, eom_bias)
         rows.append({"task_id": task.task_id, "completion": text, "exact": normalise(text) == normalise(task.middle),
                      **{k: stats[k] for k in ("ms", "steps", "forward_passes", "tokens")}})
     with tqdm(total=len(tasks), desc="tests", file=sys.stderr) as bar:
@@ -68,6 +70,7 @@ def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | No
         "exact_match": float(np.mean([r["exact"] for r in rows])),
         "tokens_per_forward": float(sum(r["tokens"] for r in rows) / max(1, sum(r["forward_passes"] for r in rows))),
         "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+        "eom_bias": 0.0 if length == "oracle" else (eom_bias if eom_bias is not None else Request.eom_bias),
         "model": str(model.model_dir), "model_file": model.model_file,
         "model_sha256": model.card["files"].get(model.model_file, ""),
     }
@@ -82,11 +85,12 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, help="evaluate this many tasks, spread evenly over the set")
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel test processes")
     p.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which ONNX file to prefer")
+    p.add_argument("--eom-bias", type=float, help="unknown length: override the engine's <|eom|> logit bias")
     p.add_argument("--json", type=Path, help="write the summary here (and the per-task rows beside it)")
 
 
 def run(args) -> None:
-    summary, rows = evaluate(args.model, args.set, args.length, args.limit, args.workers, args.precision)
+    summary, rows = evaluate(args.model, args.set, args.length, args.limit, args.workers, args.precision, args.eom_bias)
     print(json.dumps(summary, indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from runtime.sampler import Denoiser, Frame
 log = logging.getLogger("quicksilver.scheduler")
 
 MAX_BATCH = 8        # requests in one forward pass
-MAX_WAITING = 32     # requests queued behind a full batch before callers get Busy
+MAX_WAITING = 64     # requests queued behind a full batch before callers get Busy
 _END = object()
 
 

@@ -21,6 +21,7 @@ from server.store import Store
 
 log = logging.getLogger("quicksilver.server")
 OPEN_PATHS = {"/health"}                         # reachable without the API key
+MAX_BODY_BYTES = 1 << 20
 KNOWN_ROUTES = {"/v1/completions", "/infill", "/v1/models", "/health", "/metrics", "/v1/events", "/v1/events/summary",
                 "/dashboard", "/v1/stats"}
 
@@ -61,6 +62,8 @@ def create_app(cfg: ServerConfig) -> FastAPI:
     @app.middleware("http")
     async def guard_and_count(request: HttpRequest, call_next):
         path = request.url.path
+        if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+            return error(413, f"request body over {MAX_BODY_BYTES} bytes", "invalid_request_error")
         if cfg.api_key and path not in OPEN_PATHS:
             given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
                      or request.headers.get("x-api-key", "") or request.query_params.get("api_key", ""))
@@ -84,7 +87,7 @@ def create_app(cfg: ServerConfig) -> FastAPI:
 
     @app.exception_handler(Busy)
     async def busy(_, exc: Busy):
-        response = error(503, f"server busy: {exc}", "server_busy")
+        response = error(429, f"server busy: {exc}", "server_busy")
         response.headers["Retry-After"] = "1"
         return response
 

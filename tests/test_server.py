@@ -122,3 +122,27 @@ def test_events_are_stored_and_summarised(server):
     import sqlite3
     rows = sqlite3.connect(server["db"]).execute("SELECT COUNT(*) FROM requests").fetchone()[0]
     assert rows >= 1  # latency history is on disk
+
+
+def test_oversized_body_and_invalid_utf8(server):
+    r = httpx.post(server["url"] + "/v1/completions", content=b'{"prompt": "' + b"x" * (2 << 20) + b'"}',
+                   headers={**auth(), "content-type": "application/json"})
+    assert r.status_code == 413
+    r = httpx.post(server["url"] + "/v1/completions", content=b'{"prompt": "\xff\xfe"}',
+                   headers={**auth(), "content-type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_busy_queue_is_429_with_retry_after(tiny_model_dir, tmp_path):
+    from runtime.scheduler import Busy
+
+    app = create_app(ServerConfig(model=tiny_model_dir, db=tmp_path / "b.sqlite", threads=1))
+    from fastapi.testclient import TestClient
+
+    @app.get("/always-busy")
+    async def always_busy():
+        raise Busy("32 requests are waiting")
+
+    with TestClient(app) as c:
+        r = c.get("/always-busy")
+    assert r.status_code == 429 and r.headers["retry-after"] == "1" and "busy" in r.json()["error"]["message"]

@@ -12,6 +12,7 @@ from server.sessions import ProtocolError, Session
 router = APIRouter()
 REQUESTS = ("complete", "edit", "repair")
 REPLIES = ("set_document", "patch", "accept", "reject", "undo")
+MAX_MESSAGE_CHARS = 1 << 20
 
 
 def _authorised(ws: WebSocket) -> bool:
@@ -39,6 +40,8 @@ async def sessions(ws: WebSocket):
             state.store.log_message(session.id if session else "", "in", raw)
             msg = {}
             try:
+                if len(raw) > MAX_MESSAGE_CHARS:
+                    raise ProtocolError(f"message over {MAX_MESSAGE_CHARS} characters")
                 msg = json.loads(raw)
                 kind = msg.get("type") if isinstance(msg, dict) else None
                 if kind == "open":
