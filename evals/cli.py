@@ -5,6 +5,7 @@ import importlib
 
 EVALS = {
     "infill": ("evals.infill", "HumanEval infilling: single-line, multi-line, random-span"),
+    "load": ("evals.loadtest", "bounded load test of the real server on loopback"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
 }
 

@@ -14,6 +14,7 @@ COMMANDS = {
     "complete": ("runtime.complete", "print the model's completion or infill at a cursor"),
     "serve": ("server.serve", "serve completions over HTTP (OpenAI-compatible and llama.cpp /infill)"),
     "eval": ("evals.cli", "measure quality and speed on HumanEval sets"),
+    "bench": ("evals.bench", "engine latency and throughput benchmark"),
 }
 
 

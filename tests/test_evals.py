@@ -84,3 +84,17 @@ def test_infill_command_on_the_tiny_model(tiny_model_dir, tmp_path):
     assert summary["tasks"] == 3 and 0 <= summary["pass@1"] <= 1 and summary["model_sha256"]
     assert {"set", "mode", "exact_match", "tokens_per_forward", "p50_ms", "p95_ms"} <= set(summary)
     assert len(out.with_suffix(".tasks.jsonl").read_text().splitlines()) == 3
+
+
+def test_bench_on_the_tiny_model(tiny_model_dir):
+    from evals.bench import CONTEXTS, SHAPES, STREAMS, bench
+    results = bench(tiny_model_dir, "fp32")
+    assert len(results["cases"]) == len(CONTEXTS) * len(SHAPES) * len(STREAMS)
+    assert all(c["p50_ms"] > 0 and c["requests"] >= 4 for c in results["cases"]) and results["matmul_flops"] > 1e9
+
+
+def test_load_test_against_the_real_server(tiny_model_dir):
+    from evals.loadtest import run_against_server
+    r = run_against_server(tiny_model_dir, http_clients=4, ws_sessions=2, per_client=2)
+    assert r["http_requests"] == 8 and r["ws_requests"] == 4
+    assert r["http_errors"] == 0 and r["ws_errors"] == 0 and r["http_p50_ms"] > 0

@@ -1,0 +1,115 @@
+"""quicksilver eval bench: engine latency and throughput on the shipped model, in one process and one run.
+
+Single-line (<= 32 tokens) and block (<= 128 tokens) completions at 256 and 512 context tokens, one stream and
+8 concurrent streams through the batching scheduler; tokens per forward pass; and this CPU's matmul FLOP/s
+through ONNX Runtime as the yardstick for what the batched engine reaches.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evals.tasks import load_problems
+from runtime.engine import Engine, Request
+from runtime.scheduler import Scheduler
+from runtime.session import load
+
+SHAPES = {"single-line": 32, "block": 128}
+CONTEXTS = (256, 512)
+STREAMS = (1, 8)
+REQUESTS_PER_STREAM = 4
+FILLER = Path(__file__).resolve().parent.parent / "model" / "corpus.py"   # real code to fill the context
+
+
+def prompts(n: int) -> list[tuple[str, str]]:
+    """(prefix, suffix) pairs: project code for context, then a HumanEval prompt to complete."""
+    filler = FILLER.read_text() * 3
+    return [(filler + p["prompt"], "\n") for p in load_problems()[:n]]
+
+
+def matmul_flops(threads: int) -> float:
+    """FLOP/s of a 1024x1024x1024 float32 matmul in ONNX Runtime on this CPU."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    n = 1024
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    a = np.random.rand(n, n).astype(np.float32)
+    sess.run(None, {"a": a, "b": a})
+    t0, reps = time.perf_counter(), 10
+    for _ in range(reps):
+        sess.run(None, {"a": a, "b": a})
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def run_streams(sched: Scheduler, pairs, streams: int, max_tokens: int) -> dict:
+    latencies, tokens, passes, lock = [], [0], [0], threading.Lock()
+
+    def worker(i: int) -> None:
+        for j in range(REQUESTS_PER_STREAM):
+            prefix, suffix = pairs[(i * REQUESTS_PER_STREAM + j) % len(pairs)]
+            t0 = time.perf_counter()
+            c = sched.submit(Request(prefix=prefix, suffix=suffix, max_new_tokens=max_tokens,
+                                     stop=("\n",) if max_tokens <= 32 else ())).result()
+            with lock:
+                latencies.append(1000 * (time.perf_counter() - t0))
+                tokens[0] += c.stats["tokens"]
+                passes[0] += c.stats["forward_passes"]
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95)),
+            "tokens_per_s": tokens[0] / wall, "tokens_per_forward": tokens[0] / max(1, passes[0]),
+            "requests": len(latencies)}
+
+
+def bench(model_dir: Path | None, precision: str) -> dict:
+    model = load(model_dir, prefer=precision)
+    pairs = prompts(32)
+    results = {"model_file": model.model_file, "model_sha256": model.card["files"].get(model.model_file, ""),
+               "provider": model.provider, "cases": []}
+    for context in CONTEXTS:
+        engine = Engine(model, context_tokens=context)
+        sched = Scheduler(engine)
+        try:
+            for shape, max_tokens in SHAPES.items():
+                for streams in STREAMS:
+                    r = run_streams(sched, pairs, streams, max_tokens)
+                    results["cases"].append({"shape": shape, "context": context, "streams": streams, **r})
+        finally:
+            sched.close()
+    results["matmul_flops"] = matmul_flops(0)
+    return results
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
+    p.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which ONNX file to prefer")
+    p.add_argument("--json", type=Path, help="write the results here")
+
+
+def run(args) -> None:
+    results = bench(args.model, args.precision)
+    for c in results["cases"]:
+        print(f"{c['shape']:>11} ctx {c['context']} streams {c['streams']}: p50 {c['p50_ms']:.0f} ms, "
+              f"p95 {c['p95_ms']:.0f} ms, {c['tokens_per_s']:.1f} tok/s, {c['tokens_per_forward']:.2f} tok/forward")
+    print(f"ONNX Runtime matmul: {results['matmul_flops'] / 1e9:.1f} GFLOP/s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
