@@ -31,7 +31,8 @@ def normalise(code: str) -> list[str]:
     return [" ".join(line.split()) for line in code.splitlines() if line.strip()]
 
 
-def generate(engine: Engine, task: Task, set_name: str, length: str, eom_bias: float | None = None):
+def generate(engine: Engine, task: Task, set_name: str, length: str, eom_bias: float | None = None,
+             threshold: float | None = None):
     if length == "oracle":
         req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=oracle_window(engine.tok, task), eom_bias=0.0)
     else:
@@ -39,6 +40,8 @@ def generate(engine: Engine, task: Task, set_name: str, length: str, eom_bias: f
         req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=UNKNOWN_WINDOW[set_name], stop=stop)
         if eom_bias is not None:
             req.eom_bias = eom_bias
+    if threshold is not None:
+        req.threshold = threshold
     out = engine.complete(req)
     text = out.text
     if set_name == "single-line":  # one line is asked for: cut at its end
@@ -47,7 +50,8 @@ def generate(engine: Engine, task: Task, set_name: str, length: str, eom_bias: f
 
 
 def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | None, workers: int,
-             precision: str = "int8", eom_bias: float | None = None) -> tuple[dict, list[dict]]:
+             precision: str = "int8", eom_bias: float | None = None,
+             threshold: float | None = None) -> tuple[dict, list[dict]]:
     model = load(model_dir, prefer=precision)
     engine = Engine(model)
     tasks = infill_tasks(set_name)
@@ -56,7 +60,7 @@ def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | No
         tasks = tasks[::step][:limit]
     rows = []
     for task in tqdm(tasks, desc=f"{set_name}/{length}", file=sys.stderr):
-        text, stats = generate(engine, task, set_name, length, eom_bias)
+        text, stats = generate(engine, task, set_name, length, eom_bias, threshold)
         rows.append({"task_id": task.task_id, "completion": text, "exact": normalise(text) == normalise(task.middle),
                      **{k: stats[k] for k in ("ms", "steps", "forward_passes", "tokens")}})
     with tqdm(total=len(tasks), desc="tests", file=sys.stderr) as bar:
@@ -71,6 +75,7 @@ def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | No
         "tokens_per_forward": float(sum(r["tokens"] for r in rows) / max(1, sum(r["forward_passes"] for r in rows))),
         "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
         "eom_bias": 0.0 if length == "oracle" else (eom_bias if eom_bias is not None else Request.eom_bias),
+        "threshold": threshold if threshold is not None else Request.threshold,
         "model": str(model.model_dir), "model_file": model.model_file,
         "model_sha256": model.card["files"].get(model.model_file, ""),
     }
@@ -85,12 +90,14 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, help="evaluate this many tasks, spread evenly over the set")
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel test processes")
     p.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which ONNX file to prefer")
+    p.add_argument("--threshold", type=float, help="override the engine's confidence threshold for committing slots")
     p.add_argument("--eom-bias", type=float, help="unknown length: override the engine's <|eom|> logit bias")
     p.add_argument("--json", type=Path, help="write the summary here (and the per-task rows beside it)")
 
 
 def run(args) -> None:
-    summary, rows = evaluate(args.model, args.set, args.length, args.limit, args.workers, args.precision, args.eom_bias)
+    summary, rows = evaluate(args.model, args.set, args.length, args.limit, args.workers, args.precision, args.eom_bias,
+                             args.threshold)
     print(json.dumps(summary, indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import sysconfig
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,33 @@ def tiny_engine(tiny_model_dir):
 
 def in_ci() -> bool:
     return os.environ.get("CI") == "true"
+
+
+API_KEY = "test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_dir: Path, db: Path, api_key: str | None = API_KEY):
+    """A real uvicorn server on a free loopback port, in a thread; returns (server, thread, base http url)."""
+    import uvicorn
+    from server.app import ServerConfig, create_app
+    app = create_app(ServerConfig(model=model_dir, db=db, api_key=api_key, threads=1))
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "the server did not start"
+    return srv, thread, f"http://127.0.0.1:{port}"
+
+
+def stop_server(srv, thread) -> None:
+    srv.should_exit = True
+    thread.join(timeout=10)

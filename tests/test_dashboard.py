@@ -6,9 +6,8 @@ import subprocess
 import httpx
 import pytest
 
-from tests.conftest import in_ci
-from tests.test_server import KEY
-from tests.test_sessions import start_server, stop_server
+from tests.conftest import API_KEY as KEY
+from tests.conftest import in_ci, start_server, stop_server
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -27,8 +26,7 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def busy_server(tiny_model_dir, tmp_path_factory):
     db = tmp_path_factory.mktemp("dash") / "d.sqlite"
-    srv, thread, ws_url = start_server(tiny_model_dir, db)
-    base = ws_url.replace("ws://", "http://").removesuffix("/v1/sessions")
+    srv, thread, base = start_server(tiny_model_dir, db)
     for i in range(6):
         r = httpx.post(base + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
                        json={"prompt": f"def f{i}(x):\n    ", "max_tokens": 8})
@@ -61,9 +59,8 @@ def test_dashboard_shows_data_in_chromium(busy_server, tmp_path):
 def test_stats_and_history_survive_a_restart(busy_server):
     stats = httpx.get(busy_server["url"] + "/v1/stats", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert stats["history"] and stats["history"][-1]["n"] >= 1 and len(stats["recent"]) >= 6
-    srv, thread, ws_url = start_server(busy_server["model"], busy_server["db"])
+    srv, thread, base = start_server(busy_server["model"], busy_server["db"])
     try:
-        base = ws_url.replace("ws://", "http://").removesuffix("/v1/sessions")
         again = httpx.get(base + "/v1/stats", headers={"Authorization": f"Bearer {KEY}"}).json()
         assert sum(b["n"] for b in again["history"]) >= 6
     finally:

@@ -1,40 +1,19 @@
 """The HTTP server, for real: uvicorn on 127.0.0.1, the official openai client, httpx, a real SQLite file."""
-import json
-import socket
-import threading
-import time
-
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from server.app import ServerConfig, create_app
-
-KEY = "test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import API_KEY as KEY
+from tests.conftest import start_server, stop_server
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
     db = tmp_path_factory.mktemp("db") / "qs.sqlite"
-    app = create_app(ServerConfig(model=tiny_model_dir, db=db, api_key=KEY, threads=1))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started
-    yield {"url": f"http://127.0.0.1:{port}", "db": db}
-    srv.should_exit = True
-    thread.join(timeout=10)
+    srv, thread, url = start_server(tiny_model_dir, db)
+    yield {"url": url, "db": db}
+    stop_server(srv, thread)
 
 
 @pytest.fixture

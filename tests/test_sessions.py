@@ -1,34 +1,20 @@
 """Chat-edit sessions over a real websocket: streaming, accept/undo, cancel, errors, and resume after a restart."""
 import json
-import threading
-import time
 
 import pytest
-import uvicorn
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from server.app import ServerConfig, create_app
-from tests.test_server import KEY, free_port
+from tests.conftest import API_KEY as KEY
+from tests.conftest import start_server as start_http_server
+from tests.conftest import stop_server
 
 DOC = "def area(r):\n    return 3.14 * r * r\n\n\ndef main():\n    print(area(2))\n"
 
 
 def start_server(model_dir, db):
-    app = create_app(ServerConfig(model=model_dir, db=db, api_key=KEY, threads=1))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    return srv, thread, f"ws://127.0.0.1:{port}/v1/sessions"
-
-
-def stop_server(srv, thread):
-    srv.should_exit = True
-    thread.join(timeout=10)
+    srv, thread, url = start_http_server(model_dir, db)
+    return srv, thread, url.replace("http://", "ws://") + "/v1/sessions"
 
 
 @pytest.fixture(scope="module")
