@@ -41,7 +41,11 @@ async def run(state, req: Request, route: str) -> AsyncIterator[Frame | Completi
         handle.cancel()
 
 
-async def complete(state, req: Request, route: str) -> Completion:
+async def complete(state, req: Request, route: str, http=None) -> Completion | None:
+    """The Completion; None when the HTTP client went away first (its request is then cancelled)."""
     async for item in run(state, req, route):
-        last = item
-    return last
+        if isinstance(item, Completion):
+            return item
+        if http is not None and await http.is_disconnected():
+            return None
+    return None

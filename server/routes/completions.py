@@ -6,7 +6,7 @@ import time
 import uuid
 
 from fastapi import APIRouter, Request as HttpRequest
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from runtime.engine import Completion, Request
@@ -65,7 +65,9 @@ async def completions(body: CompletionBody, http: HttpRequest):
     model = state.model_name
     if body.stream:
         return StreamingResponse(_stream(state, reqs, cid, created, model), media_type="text/event-stream")
-    results = [await complete(state, r, "/v1/completions") for r in reqs]
+    results = [await complete(state, r, "/v1/completions", http) for r in reqs]
+    if any(c is None for c in results):  # the client disconnected: nobody to answer
+        return Response(status_code=499)
     return {"id": cid, "object": "text_completion", "created": created, "model": model,
             "choices": [{"index": i, "text": c.text, "logprobs": None, "finish_reason": finish_reason(c),
                          "quicksilver": {"id": c.id, **c.stats}} for i, c in enumerate(results)],

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Request as HttpRequest
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from runtime.engine import Completion, Request
@@ -56,7 +56,8 @@ def _response(c: Completion) -> dict:
 async def infill(body: InfillBody, http: HttpRequest):
     state, req = http.app.state, to_request(body)
     if not body.stream:
-        return _response(await complete(state, req, "/infill"))
+        result = await complete(state, req, "/infill", http)
+        return _response(result) if result else Response(status_code=499)
 
     async def events():
         async for item in run(state, req, "/infill"):
