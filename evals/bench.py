@@ -21,7 +21,7 @@ from runtime.session import load
 SHAPES = {"single-line": 32, "block": 128}
 CONTEXTS = (256, 512)
 STREAMS = (1, 8)
-REQUESTS_PER_STREAM = 4
+REQUESTS_PER_STREAM = 2
 FILLER = Path(__file__).resolve().parent.parent / "model" / "corpus.py"   # real code to fill the context
 
 

@@ -13,6 +13,7 @@ COMMANDS = {
     "export": ("model.export", "export a checkpoint to ONNX with its card"),
     "complete": ("runtime.complete", "print the model's completion or infill at a cursor"),
     "serve": ("server.serve", "serve completions over HTTP (OpenAI-compatible and llama.cpp /infill)"),
+    "lsp": ("lsp.server", "language server for editors (stdio, or --tcp)"),
     "eval": ("evals.cli", "measure quality and speed on HumanEval sets"),
     "bench": ("evals.bench", "engine latency and throughput benchmark"),
 }
