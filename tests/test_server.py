@@ -41,7 +41,8 @@ def test_openai_client_n_and_stop(client):
 
 
 def test_openai_client_streaming(client):
-    stream = client.completions.create(model="quicksilver", prompt="import os\n", max_tokens=10, stream=True)
+    stream = client.completions.create(model="quicksilver", prompt="import os\n", suffix="\nprint(os.sep)\n",
+                                       max_tokens=10, stream=True)
     chunks = list(stream)
     assert chunks and chunks[-1].choices[0].finish_reason in ("stop", "length")
 
