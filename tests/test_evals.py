@@ -87,10 +87,11 @@ def test_infill_command_on_the_tiny_model(tiny_model_dir, tmp_path):
 
 
 def test_bench_on_the_tiny_model(tiny_model_dir):
-    from evals.bench import CONTEXTS, SHAPES, STREAMS, bench
+    from evals.bench import CONTEXTS, REQUESTS_PER_STREAM, SHAPES, STREAMS, bench
     results = bench(tiny_model_dir, "fp32")
     assert len(results["cases"]) == len(CONTEXTS) * len(SHAPES) * len(STREAMS)
-    assert all(c["p50_ms"] > 0 and c["requests"] >= 4 for c in results["cases"]) and results["matmul_flops"] > 1e9
+    assert all(c["p50_ms"] > 0 and c["requests"] == c["streams"] * REQUESTS_PER_STREAM for c in results["cases"])
+    assert results["matmul_flops"] > 1e9
 
 
 def test_load_test_against_the_real_server(tiny_model_dir):
