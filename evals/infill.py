@@ -12,7 +12,7 @@ from tqdm import tqdm
 from evals.sandbox import run_many
 from evals.tasks import SETS, Task, infill_tasks
 from runtime.engine import Engine, Request
-from runtime.postprocess import _indent, heal
+from runtime.postprocess import indent_of, heal
 from runtime.session import load
 
 UNKNOWN_WINDOW = {"single-line": 32, "multi-line": 128, "random-span": 64}  # slots when the length is unknown
@@ -22,7 +22,7 @@ def oracle_window(tok, task: Task) -> int:
     """The answer's token count as the healed window will hold it (without the forced cursor-line text)."""
     _, forced, _ = heal(task.prefix, task.suffix)
     first = task.suffix.split("\n", 1)[0]
-    w = _indent(first)
+    w = indent_of(first)
     middle = task.middle + (w[:-1] if w and first.strip() else "")
     return max(1, len(tok.encode(forced + middle)) - len(tok.encode(forced)))
 

@@ -1,6 +1,7 @@
 """quicksilver finetune REPO_DIR: adapt a model to a code base (its own held-out files), report infill before/after."""
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import tempfile
@@ -38,7 +39,7 @@ def finetune(args) -> dict:
     start = checkpoint_from_model_dir(args.model, work / "start")
     shutil.copy(corpus / TOKENIZER_FILE, start / TOKENIZER_FILE)
     before = heldout_eval(args.model, corpus, REPORT_TASKS, 0, 0.0, 0.9, "int8")
-    parser = __import__("argparse").ArgumentParser()
+    parser = argparse.ArgumentParser()
     train_arguments(parser)
     targs = parser.parse_args(["--corpus", str(corpus), "--out", str(work / "ckpt"), "--init-from", str(start),
                                "--minutes", str(args.minutes), "--lr", str(args.lr), "--batch", str(args.batch),

@@ -8,7 +8,7 @@ boundaries fall where training put them; `unheal_end` removes the indentation th
 from __future__ import annotations
 
 
-def _indent(line: str) -> str:
+def indent_of(line: str) -> str:
     return line[: len(line) - len(line.lstrip(" \t"))]
 
 
@@ -17,7 +17,7 @@ def heal(prefix: str, suffix: str) -> tuple[str, str, str]:
     cut = prefix.rfind("\n")
     new_prefix, forced = (prefix[:cut], prefix[cut:]) if cut >= 0 else (prefix, "")
     first = suffix.split("\n", 1)[0]
-    w = _indent(first)
+    w = indent_of(first)
     if w and first.strip():
         suffix = suffix[len(w) - 1:]
     return new_prefix, forced, suffix
@@ -26,7 +26,7 @@ def heal(prefix: str, suffix: str) -> tuple[str, str, str]:
 def unheal_end(text: str, suffix: str) -> str:
     """Drop the indentation a finished middle ends with when `heal` left only one indent character on the suffix."""
     first = suffix.split("\n", 1)[0]
-    w = _indent(first)
+    w = indent_of(first)
     if w and first.strip() and text.endswith("\n" + w[:-1]):
         return text[: len(text) - (len(w) - 1)]
     return text
