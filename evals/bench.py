@@ -33,7 +33,6 @@ def prompts(n: int) -> list[tuple[str, str]]:
 
 def matmul_flops(threads: int) -> float:
     """FLOP/s of a 1024x1024x1024 float32 matmul in ONNX Runtime on this CPU."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

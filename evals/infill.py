@@ -33,15 +33,15 @@ def normalise(code: str) -> list[str]:
 
 def generate(engine: Engine, task: Task, set_name: str, length: str, eom_bias: float | None = None,
              threshold: float | None = None):
+    knobs = {"threshold": threshold} if threshold is not None else {}
     if length == "oracle":
-        req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=oracle_window(engine.tok, task), eom_bias=0.0)
+        req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=oracle_window(engine.tok, task),
+                      eom_bias=0.0, **knobs)
     else:
-        stop = ("\n",) if set_name == "single-line" else ()
-        req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=UNKNOWN_WINDOW[set_name], stop=stop)
         if eom_bias is not None:
-            req.eom_bias = eom_bias
-    if threshold is not None:
-        req.threshold = threshold
+            knobs["eom_bias"] = eom_bias
+        req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=UNKNOWN_WINDOW[set_name],
+                      stop=("\n",) if set_name == "single-line" else (), **knobs)
     out = engine.complete(req)
     text = out.text
     if set_name == "single-line":  # one line is asked for: cut at its end

@@ -137,7 +137,7 @@ class Denoiser:
         self.done = False
         self.ids[self.start:self.end][self.masked] = special.mask
         if not self.scoring and not self.masked.any():
-            self._finish("nothing to do")
+            self.finish("nothing to do")
 
     # --- the two calls a scheduler makes -------------------------------------------------------------
     def inputs(self) -> np.ndarray:
@@ -183,13 +183,10 @@ class Denoiser:
         if len(ends):  # everything after the first committed end marker is padding
             win[ends[0]:] = self.special.eom
             self.masked[ends[0]:] = False
-        text = self._committed_text()
-        if self.opts.forced:
-            text = text[len(self.opts.forced):] if text.startswith(self.opts.forced) else ""
-        if any(s in text for s in self.opts.stop):
+        if self.opts.stop and self._stopped():  # decode only when there is a stop sequence to look for
             reason = "stop"
         if reason or not self.masked.any():
-            self._finish(reason or ("eom" if len(ends) else "window"))
+            self.finish(reason or ("eom" if len(ends) else "window"))
         return self.frame()
 
     # --- helpers ---------------------------------------------------------------------------------------
@@ -218,7 +215,7 @@ class Denoiser:
             self.masked = self.scores < REPAIR_THRESHOLD
             self.ids[self.start:self.end][self.masked] = self.special.mask
             if not self.masked.any():
-                self._finish("nothing to repair")
+                self.finish("nothing to repair")
         return self.frame()
 
     def _tokens(self) -> list[int]:
@@ -230,10 +227,13 @@ class Denoiser:
             out.append(t)
         return out
 
-    def _committed_text(self) -> str:
-        return self.decode(self._tokens())
+    def _stopped(self) -> bool:
+        text = self.decode(self._tokens())
+        if self.opts.forced:
+            text = text[len(self.opts.forced):] if text.startswith(self.opts.forced) else ""
+        return any(s in text for s in self.opts.stop)
 
-    def _finish(self, reason: str) -> None:
+    def finish(self, reason: str) -> None:
         self.done = True
         self.stats.stop_reason = reason
         tokens = self._tokens()

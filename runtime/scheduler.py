@@ -90,9 +90,9 @@ class Scheduler:
             self._cv.notify()
         self._thread.join(timeout=10)
 
-    def _finish(self, h: Handle, reason: str | None = None) -> None:
+    def finish(self, h: Handle, reason: str | None = None) -> None:
         if reason:
-            h.d._finish(reason)
+            h.d.finish(reason)
         h._push(self.engine.finish(h.req, h.d))
         h._push(_END)
 
@@ -107,7 +107,7 @@ class Scheduler:
                     self._active.append(self._waiting.popleft())
             for h in [h for h in self._active if h.cancelled.is_set() or h.d.done]:
                 self._active.remove(h)
-                self._finish(h, "cancelled" if not h.d.done else None)
+                self.finish(h, "cancelled" if not h.d.done else None)
             if not self._active:
                 continue
             batch = list(self._active)
@@ -117,12 +117,12 @@ class Scheduler:
                 log.exception("forward pass failed for %s", [h.id for h in batch])
                 for h in batch:
                     self._active.remove(h)
-                    self._finish(h, "error")
+                    self.finish(h, "error")
                 continue
             for h, lg in zip(batch, logits):
                 h._push(h.d.advance(lg))
                 if h.d.done:
                     self._active.remove(h)
-                    self._finish(h)
+                    self.finish(h)
         for h in self._active + list(self._waiting):
-            self._finish(h, "shutdown")
+            self.finish(h, "shutdown")

@@ -1,7 +1,6 @@
 """The FastAPI app: model, engine, scheduler, SQLite store and metrics made in the lifespan; routers; error handlers."""
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -15,6 +14,7 @@ from fastapi.responses import JSONResponse
 from runtime.engine import DEFAULT_CONTEXT_TOKENS, Engine
 from runtime.scheduler import MAX_BATCH, Busy, Scheduler
 from runtime.session import load
+from server.auth import key_ok
 from server.metrics import Metrics
 from server.routes import completions, dashboard, infill, meta, sessions
 from server.store import Store
@@ -64,13 +64,9 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         path = request.url.path
         if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
             return error(413, f"request body over {MAX_BODY_BYTES} bytes", "invalid_request_error")
-        if cfg.api_key and path not in OPEN_PATHS:
-            given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-                     or request.headers.get("x-api-key", "") or request.query_params.get("api_key", ""))
-            if not hmac.compare_digest(given, cfg.api_key):
-                response = error(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "authentication_error")
-                app.state.metrics.requests.labels(path if path in KNOWN_ROUTES else "other", "401").inc()
-                return response
+        if path not in OPEN_PATHS and not key_ok(request.headers, request.query_params, cfg.api_key):
+            app.state.metrics.requests.labels(path if path in KNOWN_ROUTES else "other", "401").inc()
+            return error(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "authentication_error")
         response = await call_next(request)
         app.state.metrics.requests.labels(path if path in KNOWN_ROUTES else "other", str(response.status_code)).inc()
         return response

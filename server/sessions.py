@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
 
 from runtime.engine import Completion, Request
 from server.generate import run
@@ -19,14 +18,6 @@ DEFAULT_LANGUAGE = "python"
 
 class ProtocolError(ValueError):
     """A message the session cannot act on; reported to the client, the connection stays open."""
-
-
-@dataclass
-class Proposal:
-    request_id: str
-    start: int
-    end: int
-    text: str
 
 
 class Session:

@@ -5,7 +5,6 @@ import select
 import subprocess
 import sys
 
-import pytest
 import pytest_asyncio
 from lsprotocol import types as lsp
 from pytest_lsp import client_capabilities, make_test_lsp_client

@@ -5,7 +5,7 @@ import pytest
 from runtime.context import fit
 from runtime.engine import Request
 from runtime.postprocess import drop_suffix_overlap, heal, unheal_end
-from runtime.sampler import PLACEHOLDER, Denoiser, SamplerOptions, SpecialIds, choose, denoise
+from runtime.sampler import PLACEHOLDER, Denoiser, SamplerOptions, choose, denoise
 
 PREFIX = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        "
 SUFFIX = "\n    return data\n"

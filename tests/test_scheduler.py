@@ -1,5 +1,4 @@
 """Continuous batching on the tiny model: batched equals unbatched, cancellation, and a bounded queue."""
-import threading
 
 import pytest
 

@@ -2,7 +2,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.tokenizer import EOM, MASK, SPECIAL_TOKENS, CodeTokenizer
+from model.tokenizer import MASK, SPECIAL_TOKENS, CodeTokenizer
 from tests.conftest import SHIPPED
 
 TOK = CodeTokenizer.load(SHIPPED)

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request as HttpRequest, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
-from server.routes.sessions import _authorised
+from server.auth import key_ok
 
 router = APIRouter()
 PAGE = Path(__file__).resolve().parent.parent / "static" / "dashboard.html"
@@ -34,7 +34,7 @@ async def stats(http: HttpRequest):
 
 @router.websocket("/v1/dashboard/live")
 async def live(ws: WebSocket):
-    if not _authorised(ws):
+    if not key_ok(ws.headers, ws.query_params, ws.app.state.api_key):
         await ws.close(code=1008, reason="missing or wrong API key")
         return
     await ws.accept()

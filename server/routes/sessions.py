@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from server.auth import key_ok
 from server.sessions import ProtocolError, Session
 
 router = APIRouter()
@@ -15,15 +15,9 @@ REPLIES = ("set_document", "patch", "accept", "reject", "undo")
 MAX_MESSAGE_CHARS = 1 << 20
 
 
-def _authorised(ws: WebSocket) -> bool:
-    key = ws.app.state.api_key
-    given = ws.headers.get("authorization", "").removeprefix("Bearer ").strip() or ws.query_params.get("api_key", "")
-    return not key or hmac.compare_digest(given, key)
-
-
 @router.websocket("/v1/sessions")
 async def sessions(ws: WebSocket):
-    if not _authorised(ws):
+    if not key_ok(ws.headers, ws.query_params, ws.app.state.api_key):
         await ws.close(code=1008, reason="missing or wrong API key")
         return
     await ws.accept()
