@@ -1,8 +1,9 @@
 """quicksilver eval bench: engine latency and throughput on the shipped model, in one process and one run.
 
 Single-line (<= 32 tokens) and block (<= 128 tokens) completions at 256 and 512 context tokens, one stream and
-8 concurrent streams through the batching scheduler; tokens per forward pass; and this CPU's matmul FLOP/s
-through ONNX Runtime as the yardstick for what the batched engine reaches.
+8 concurrent streams through the batching scheduler, with the context key/value cache and without it; tokens
+per forward pass; the repeat of a request whose context is still cached (the next keystroke in an editor); and
+this CPU's matmul FLOP/s through ONNX Runtime as the yardstick for what the batched engine reaches.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ SHAPES = {"single-line": 32, "block": 128}
 CONTEXTS = (256, 512)
 STREAMS = (1, 8)
 REQUESTS_PER_STREAM = 2
+REPEATS = 8
 FILLER = Path(__file__).resolve().parent.parent / "model" / "corpus.py"   # real code to fill the context
 
 
@@ -78,21 +80,38 @@ def run_streams(sched: Scheduler, pairs, streams: int, max_tokens: int) -> dict:
             "requests": len(latencies)}
 
 
-def bench(model_dir: Path | None, precision: str) -> dict:
+def repeat_latency(engine: Engine, pairs) -> dict:
+    """Single-line requests made twice: the second finds its context cached and skips the full pass."""
+    first, again = [], []
+    for prefix, suffix in pairs[:REPEATS]:
+        for out in (first, again):
+            c = engine.complete(Request(prefix=prefix, suffix=suffix, max_new_tokens=32, stop=("\n",)))
+            out.append(c.stats["ms"])
+    return {"first_p50_ms": float(np.percentile(first, 50)), "repeat_p50_ms": float(np.percentile(again, 50)),
+            "requests": len(first)}
+
+
+def bench(model_dir: Path | None, precision: str, kv_modes=(True, False)) -> dict:
     model = load(model_dir, prefer=precision)
     pairs = prompts(32)
     results = {"model_file": model.model_file, "model_sha256": model.card["files"].get(model.model_file, ""),
-               "provider": model.provider, "cases": []}
-    for context in CONTEXTS:
-        engine = Engine(model, context_tokens=context)
-        sched = Scheduler(engine)
-        try:
-            for shape, max_tokens in SHAPES.items():
-                for streams in STREAMS:
-                    r = run_streams(sched, pairs, streams, max_tokens)
-                    results["cases"].append({"shape": shape, "context": context, "streams": streams, **r})
-        finally:
-            sched.close()
+               "provider": model.provider, "cases": [], "repeat": []}
+    for kv in kv_modes:
+        for context in CONTEXTS:
+            engine = Engine(model, context_tokens=context, kv_cache=kv)
+            sched = Scheduler(engine)
+            try:
+                for shape, max_tokens in SHAPES.items():
+                    for streams in STREAMS:
+                        engine.clear_cache()  # every case pays for its own contexts
+                        r = run_streams(sched, pairs, streams, max_tokens)
+                        results["cases"].append({"kv_cache": engine.kv_cache, "shape": shape, "context": context,
+                                                 "streams": streams, **r})
+            finally:
+                sched.close()
+            if engine.kv_cache:
+                engine.clear_cache()
+                results["repeat"].append({"context": context, **repeat_latency(engine, pairs)})
     results["matmul_flops"] = matmul_flops(0)
     return results
 
@@ -100,14 +119,21 @@ def bench(model_dir: Path | None, precision: str) -> dict:
 def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
     p.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which ONNX file to prefer")
+    p.add_argument("--kv-cache", choices=["both", "on", "off"], default="both",
+                   help="measure with the context key/value cache, without it, or both (the speed-up)")
     p.add_argument("--json", type=Path, help="write the results here")
 
 
 def run(args) -> None:
-    results = bench(args.model, args.precision)
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.kv_cache]
+    results = bench(args.model, args.precision, modes)
     for c in results["cases"]:
-        print(f"{c['shape']:>11} ctx {c['context']} streams {c['streams']}: p50 {c['p50_ms']:.0f} ms, "
-              f"p95 {c['p95_ms']:.0f} ms, {c['tokens_per_s']:.1f} tok/s, {c['tokens_per_forward']:.2f} tok/forward")
+        print(f"cache {'on ' if c['kv_cache'] else 'off'} {c['shape']:>11} ctx {c['context']} streams {c['streams']}: "
+              f"p50 {c['p50_ms']:.0f} ms, p95 {c['p95_ms']:.0f} ms, {c['tokens_per_s']:.1f} tok/s, "
+              f"{c['tokens_per_forward']:.2f} tok/forward")
+    for r in results["repeat"]:
+        print(f"repeated context ctx {r['context']}: first p50 {r['first_p50_ms']:.0f} ms, "
+              f"repeat p50 {r['repeat_p50_ms']:.0f} ms")
     print(f"ONNX Runtime matmul: {results['matmul_flops'] / 1e9:.1f} GFLOP/s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

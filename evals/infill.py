@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from evals.sandbox import run_many
 from evals.tasks import SETS, Task, infill_tasks
-from runtime.engine import Engine, Request
+from runtime.engine import REFRESH_EVERY, Engine, Request
 from runtime.postprocess import indent_of, heal
 from runtime.session import load
 
@@ -51,9 +51,10 @@ def generate(engine: Engine, task: Task, set_name: str, length: str, eom_bias: f
 
 def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | None, workers: int,
              precision: str = "int8", eom_bias: float | None = None,
-             threshold: float | None = None) -> tuple[dict, list[dict]]:
+             threshold: float | None = None, kv_cache: bool = True,
+             refresh_every: int = REFRESH_EVERY) -> tuple[dict, list[dict]]:
     model = load(model_dir, prefer=precision)
-    engine = Engine(model)
+    engine = Engine(model, kv_cache=kv_cache, refresh_every=refresh_every)
     tasks = infill_tasks(set_name)
     if limit:
         step = max(1, len(tasks) // limit)  # spread over problems rather than the first few
@@ -76,6 +77,7 @@ def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | No
         "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
         "eom_bias": 0.0 if length == "oracle" else (eom_bias if eom_bias is not None else Request.eom_bias),
         "threshold": threshold if threshold is not None else Request.threshold,
+        "kv_cache": engine.kv_cache, "refresh_every": refresh_every if engine.kv_cache else None,
         "model": str(model.model_dir), "model_file": model.model_file,
         "model_sha256": model.card["files"].get(model.model_file, ""),
     }
@@ -92,12 +94,16 @@ def add_arguments(p) -> None:
     p.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which ONNX file to prefer")
     p.add_argument("--threshold", type=float, help="override the engine's confidence threshold for committing slots")
     p.add_argument("--eom-bias", type=float, help="unknown length: override the engine's <|eom|> logit bias")
+    p.add_argument("--no-kv-cache", dest="kv_cache", action="store_false",
+                   help="recompute the whole sequence at every step (no context key/value cache)")
+    p.add_argument("--refresh-every", type=int, default=REFRESH_EVERY,
+                   help="with the cache: recompute the whole sequence every N steps (0: only the first)")
     p.add_argument("--json", type=Path, help="write the summary here (and the per-task rows beside it)")
 
 
 def run(args) -> None:
     summary, rows = evaluate(args.model, args.set, args.length, args.limit, args.workers, args.precision, args.eom_bias,
-                             args.threshold)
+                             args.threshold, args.kv_cache, args.refresh_every)
     print(json.dumps(summary, indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

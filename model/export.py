@@ -18,36 +18,50 @@ from model.tokenizer import TOKENIZER_FILE, file_sha256
 OPSET = 17
 PARITY_ATOL = 2e-3            # max |logit difference| between torch fp32 and ONNX Runtime fp32
 MODEL_FILE, INT8_FILE, CARD_FILE = "model.onnx", "model.int8.onnx", "card.json"
-INPUT_NAMES = ["input_ids", "attention_mask", "logits_from"]
+INPUT_NAMES = ["input_ids", "positions", "attention_mask", "past_keys", "past_values", "logits_from"]
+OUTPUT_NAMES = ["logits", "keys", "values"]
 
 
 class _Exported(torch.nn.Module):
-    """The network as the runtime calls it: a key mask, and logits only from position `logits_from` on
-    (the decoding window), which saves the vocabulary projection over the fixed context."""
+    """The network as the runtime calls it (Transformer.forward_cached): explicit positions, a key mask over
+    cached plus new keys, a key/value cache in and the new keys/values out, and logits only from position
+    `logits_from` on (the decoding window), which saves the vocabulary projection over the fixed context."""
 
     def __init__(self, model: Transformer):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, logits_from):
-        return self.model(input_ids, attention_mask.bool(), logits_from)
+    def forward(self, input_ids, positions, attention_mask, past_keys, past_values, logits_from):
+        return self.model.forward_cached(input_ids, positions, attention_mask.bool(), past_keys, past_values,
+                                         logits_from)
+
+
+def empty_cache(model: Transformer, batch: int, length: int = 0) -> torch.Tensor:
+    cfg = model.cfg
+    return torch.zeros(cfg.n_layer, batch, cfg.n_head, length, cfg.d_model // cfg.n_head)
 
 
 def export_onnx(model: Transformer, path: Path) -> None:
     model = model.float().eval()
     ids = torch.randint(0, model.cfg.vocab_size, (2, 16))
-    mask = torch.ones(2, 16, dtype=torch.bool)
+    positions = torch.arange(5, 21).expand(2, 16)
+    mask = torch.ones(2, 21, dtype=torch.bool)
+    past = empty_cache(model, 2, 5)
     with torch.no_grad():
         torch.onnx.export(
-            _Exported(model), (ids, mask, torch.tensor(3)), str(path), dynamo=False, opset_version=OPSET,
-            input_names=INPUT_NAMES, output_names=["logits"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-                          "logits": {0: "batch", 1: "window"}},
+            _Exported(model), (ids, positions, mask, past, past, torch.tensor(3)), str(path), dynamo=False,
+            opset_version=OPSET, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+            dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "positions": {0: "batch", 1: "length"},
+                          "attention_mask": {0: "batch", 1: "keys"},
+                          "past_keys": {1: "batch", 3: "past"}, "past_values": {1: "batch", 3: "past"},
+                          "logits": {0: "batch", 1: "window"},
+                          "keys": {1: "batch", 3: "length"}, "values": {1: "batch", 3: "length"}},
         )
 
 
 def parity(model: Transformer, path: Path, lengths=(7, 33)) -> float:
-    """Largest |torch − ONNX Runtime| logit difference over a few shapes (with padding, and a logits window)."""
+    """Largest |torch − ONNX Runtime| logit difference over a few shapes (with padding, and a logits window),
+    both in one pass and in two: the first part's keys/values fed back as the cache of the second."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -59,10 +73,22 @@ def parity(model: Transformer, path: Path, lengths=(7, 33)) -> float:
         mask[1, T // 2:] = False
         with torch.no_grad():
             ref = model(ids, mask).numpy()
+        valid = mask.numpy()
+        pos = np.broadcast_to(np.arange(T), (2, T)).copy()
         for start in (0, T // 3):
-            got = sess.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
-                                  "logits_from": np.array(start, dtype=np.int64)})[0]
-            worst = max(worst, float(np.abs(ref[:, start:] - got)[mask.numpy()[:, start:]].max()))
+            empty = empty_cache(model, 2).numpy()
+            got, keys, values = sess.run(None, {
+                "input_ids": ids.numpy(), "positions": pos, "attention_mask": valid, "past_keys": empty,
+                "past_values": empty, "logits_from": np.array(start, dtype=np.int64)})
+            worst = max(worst, float(np.abs(ref[:, start:] - got)[valid[:, start:]].max()))
+            if start:
+                # the tail again, attending to the head's cached keys/values: the same logits
+                tail = sess.run(None, {
+                    "input_ids": ids.numpy()[:, start:], "positions": pos[:, start:], "attention_mask": valid,
+                    "past_keys": np.ascontiguousarray(keys[:, :, :, :start]),
+                    "past_values": np.ascontiguousarray(values[:, :, :, :start]),
+                    "logits_from": np.array(0, dtype=np.int64)})[0]
+                worst = max(worst, float(np.abs(ref[:, start:] - tail)[valid[:, start:]].max()))
     return worst
 
 

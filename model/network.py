@@ -61,6 +61,13 @@ def rope_tables(T: int, head_dim: int, device) -> tuple[torch.Tensor, torch.Tens
     return freqs.cos()[None, None], freqs.sin()[None, None]                          # (1, 1, T, hs/2)
 
 
+def rope_at(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE tables for explicit positions (B, T) → (B, 1, T, hs/2): the same values rope_tables gives for arange(T)."""
+    inv = 1.0 / (ROPE_BASE ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = positions.float()[..., None] * inv
+    return freqs.cos()[:, None], freqs.sin()[:, None]
+
+
 def apply_rope(x, cos, sin):
     x1, x2 = x[..., ::2], x[..., 1::2]
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
@@ -85,6 +92,15 @@ class Attention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+    def forward_cached(self, x, cos, sin, mask, past_k, past_v):
+        """Attend from x's positions to cached keys/values plus x's own; mask (B, 1, T, P + T) bool.
+        Returns the output and x's keys and values (B, nh, T, hs), for the caller's cache."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, torch.cat([past_k, k], 2), torch.cat([past_v, v], 2), attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C)), k, v
 
 
 class SwiGLU(nn.Module):
@@ -138,6 +154,32 @@ class Transformer(nn.Module):
         if logits_from is not None:
             x = x[:, logits_from:]
         return self.head(self.norm(x))
+
+    def forward_cached(self, ids, positions, key_mask, past_k, past_v, logits_from):
+        """The inference graph with a key/value cache (what `quicksilver export` writes).
+
+        ids, positions (B, T); key_mask (B, P + T) over the P cached keys then the T new ones; past_k, past_v
+        (n_layer, B, nh, P, hs), P may be 0. Returns logits (B, T - logits_from, V) and the new positions'
+        keys and values (n_layer, B, nh, T, hs). With P = 0 and positions = arange(T) it equals forward();
+        the diffusion runtime caches the fixed context this way and re-runs only the decoding window
+        (Fast-dLLM's approximate cache), and the autoregressive twin decodes token by token with it (exact).
+        """
+        x = self.embed(ids)
+        cos, sin = rope_at(positions, self.cfg.d_model // self.cfg.n_head)
+        T, P = ids.shape[1], past_k.shape[3]
+        mask = key_mask[:, None, None, :]
+        if self.cfg.causal:  # new position i sees every cached key and the new keys up to itself
+            keys = torch.arange(P + T, device=ids.device)
+            mask = mask & (keys[None, :] <= P + torch.arange(T, device=ids.device)[:, None])
+        new_k, new_v = [], []
+        for i, block in enumerate(self.blocks):
+            a, k, v = block.attn.forward_cached(block.norm1(x), cos, sin, mask, past_k[i], past_v[i])
+            x = x + a
+            x = x + block.mlp(block.norm2(x))
+            new_k.append(k)
+            new_v.append(v)
+        logits = self.head(self.norm(x[:, logits_from:]))
+        return logits, torch.stack(new_k), torch.stack(new_v)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -4,13 +4,14 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from collections import OrderedDict
 from typing import Iterator
 
 import numpy as np
 
 from runtime.context import fit
 from runtime.postprocess import clean_completion, heal, unheal_end
-from runtime.sampler import Denoiser, Frame, Result, SamplerOptions, SpecialIds, denoise
+from runtime.sampler import Denoiser, Frame, Result, SamplerOptions, SpecialIds
 from runtime.session import LoadedModel
 
 MODES = ("completion", "infill", "edit")
@@ -18,6 +19,8 @@ DEFAULT_MAX_NEW_TOKENS = 32
 DEFAULT_CONTEXT_TOKENS = 384      # prefix + window + suffix; smaller is faster on a CPU
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
 DEFAULT_EOM_BIAS = 2.0            # unknown-length infill overfills its window without it: see `quicksilver eval heldout`
+REFRESH_EVERY = 0                 # context cache: recompute the whole sequence every N steps (0: only the first)
+CONTEXT_CACHE_ENTRIES = 8         # contexts kept across requests (≈ 10 MB each for the shipped model at 384 tokens)
 
 
 @dataclass
@@ -56,12 +59,34 @@ class Completion:
     stats: dict
 
 
+class ContextCache:
+    """The fixed context's keys/values of one request: every position except the window and the slot before it
+    (whose output predicts the window's first token). Window passes attend to these instead of recomputing them."""
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray):
+        self.keys, self.values = keys, values   # (n_layer, 1, heads, C, head_dim)
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[3]
+
+
 class Engine:
-    def __init__(self, model: LoadedModel, context_tokens: int = DEFAULT_CONTEXT_TOKENS):
+    """Requests → denoising → completions. With a cache-capable graph (`kv_cache`), a request's first pass runs
+    the whole sequence and keeps the context's keys/values; later passes run only the window against them
+    (Fast-dLLM's approximate cache: the context does not see the window's newly committed tokens until a
+    refresh, every `refresh_every` steps). Contexts are also kept across requests: the same context and window
+    (a retry, the next keystroke inside a token, another sample) skips the full pass altogether."""
+
+    def __init__(self, model: LoadedModel, context_tokens: int = DEFAULT_CONTEXT_TOKENS, kv_cache: bool = True,
+                 refresh_every: int = REFRESH_EVERY):
         self.model, self.tok = model, model.tokenizer
         self.special = SpecialIds.from_tokenizer(self.tok)
         self.max_len = int(model.card["config"]["max_len"])
         self.context_tokens = min(context_tokens, self.max_len)
+        self.kv_cache = kv_cache and model.cached
+        self.refresh_every = refresh_every
+        self._contexts: OrderedDict[bytes, ContextCache] = OrderedDict()
 
     def denoiser(self, req: Request) -> Denoiser:
         """Tokenize and window a request into the sampler's state."""
@@ -96,7 +121,8 @@ class Engine:
     def stream(self, req: Request) -> Iterator[Frame | Completion]:
         """Frames, one per forward pass, then the Completion."""
         d = self.denoiser(req)
-        yield from denoise(self.model.forward, d)
+        while not d.done:
+            yield d.advance(self.forward_batch([d])[0])
         yield self.finish(req, d)
 
     def complete(self, req: Request) -> Completion:
@@ -104,8 +130,36 @@ class Engine:
             pass
         return item
 
+    def clear_cache(self) -> None:
+        """Forget the contexts kept across requests."""
+        self._contexts.clear()
+
+    # --- forward passes ----------------------------------------------------------------------------------
     def forward_batch(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
-        """One batched forward pass for several requests (right-padded); each gets its window's logits."""
+        """One step for several requests: each gets its window's logits (window, V). Requests with a context
+        cache run a batched window pass; the rest (new, refreshing, or no cache) a batched full pass."""
+        if not self.kv_cache:
+            return self._full(denoisers)
+        out: dict[int, np.ndarray] = {}
+        full, window = [], []
+        for d in denoisers:
+            if d.cache is None:
+                d.cache = self._contexts.get(self._context_key(d))
+                if d.cache is not None:
+                    self._contexts.move_to_end(self._context_key(d))
+            refresh = self.refresh_every and d.stats.forward_passes % self.refresh_every == 0
+            (full if d.cache is None or refresh else window).append(d)
+        if full:
+            out.update(zip(map(id, full), self._full(full)))
+        if window:
+            out.update(zip(map(id, window), self._window(window)))
+        return [out[id(d)] for d in denoisers]
+
+    def _context_key(self, d: Denoiser) -> bytes:
+        return np.array([d.start, d.end], np.int64).tobytes() + d.inputs().tobytes()
+
+    def _full(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
+        """The whole sequences, right-padded; with a cache-capable graph, their contexts' keys/values are kept."""
         seqs = [d.inputs() for d in denoisers]
         T = max(len(s) for s in seqs)
         ids = np.full((len(seqs), T), self.tok.pad_id, np.int64)
@@ -113,5 +167,42 @@ class Engine:
         for i, s in enumerate(seqs):
             ids[i, :len(s)], mask[i, :len(s)] = s, True
         lf = min(d.start for d in denoisers) - 1
-        logits = self.model.forward(ids, mask, lf)
+        if not self.kv_cache:
+            logits = self.model.forward(ids, mask, lf)
+        else:
+            positions = np.broadcast_to(np.arange(T, dtype=np.int64), ids.shape)
+            empty = self.model.empty_cache(len(seqs))
+            logits, keys, values = self.model.forward_kv(ids, positions, mask, empty, empty, lf)
+            for i, (d, s) in enumerate(zip(denoisers, seqs)):
+                keep = np.r_[0:d.start - 1, d.end:len(s)]
+                key = self._context_key(d) if d.stats.forward_passes == 0 else None
+                d.cache = ContextCache(keys[:, i:i + 1, :, keep], values[:, i:i + 1, :, keep])
+                if key is not None:
+                    self._contexts[key] = d.cache
+                    while len(self._contexts) > CONTEXT_CACHE_ENTRIES:
+                        self._contexts.popitem(last=False)
         return [logits[i, d.start - 1 - lf:d.end - lf] for i, d in enumerate(denoisers)]
+
+    def _window(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
+        """The slot before each window and the window, attending to the cached context plus themselves."""
+        B = len(denoisers)
+        Q = max(d.end - d.start + 1 for d in denoisers)
+        P = max(d.cache.length for d in denoisers)
+        ids = np.full((B, Q), self.tok.pad_id, np.int64)
+        positions = np.zeros((B, Q), np.int64)
+        mask = np.zeros((B, P + Q), bool)
+        if B == 1:
+            past_k, past_v = denoisers[0].cache.keys, denoisers[0].cache.values
+        else:
+            shape = list(denoisers[0].cache.keys.shape)
+            shape[1], shape[3] = B, P
+            past_k, past_v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        for i, d in enumerate(denoisers):
+            q, c = d.end - d.start + 1, d.cache.length
+            ids[i, :q] = d.inputs()[d.start - 1:d.end]
+            positions[i, :q] = np.arange(d.start - 1, d.end)
+            mask[i, :c], mask[i, P:P + q] = True, True
+            if B > 1:
+                past_k[:, i, :, :c], past_v[:, i, :, :c] = d.cache.keys[:, 0], d.cache.values[:, 0]
+        logits = self.model.forward_kv(ids, positions, mask, past_k, past_v, 0)[0]
+        return [logits[i, :d.end - d.start] for i, d in enumerate(denoisers)]

@@ -135,6 +135,7 @@ class Denoiser:
         self.rng = np.random.default_rng(opts.seed)
         self.stats, self.t0 = Stats(), time.perf_counter()
         self.done = False
+        self.cache = None   # the engine's keys/values for the fixed context (opaque here)
         self.ids[self.start:self.end][self.masked] = special.mask
         if not self.scoring and not self.masked.any():
             self.finish("nothing to do")

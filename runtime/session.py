@@ -66,11 +66,35 @@ class LoadedModel:
     model_file: str
     card_sha256: str
 
+    @property
+    def cached(self) -> bool:
+        """Whether the graph takes a key/value cache (every model `quicksilver export` writes now does)."""
+        return "past_keys" in {i.name for i in self.session.get_inputs()}
+
+    def empty_cache(self, batch: int) -> np.ndarray:
+        c = self.card["config"]
+        return np.zeros((c["n_layer"], batch, c["n_head"], 0, c["d_model"] // c["n_head"]), np.float32)
+
     def forward(self, ids: np.ndarray, attention_mask: np.ndarray, logits_from: int) -> np.ndarray:
         """(B, T) ids → (B, T - logits_from, V) float32 logits; logits[:, i] predict the token after position logits_from + i."""
-        return self.session.run(None, {"input_ids": ids.astype(np.int64, copy=False),
-                                       "attention_mask": attention_mask.astype(bool, copy=False),
-                                       "logits_from": np.array(logits_from, dtype=np.int64)})[0]
+        if not self.cached:  # a graph exported before the cache existed
+            return self.session.run(["logits"], {"input_ids": ids.astype(np.int64, copy=False),
+                                                 "attention_mask": attention_mask.astype(bool, copy=False),
+                                                 "logits_from": np.array(logits_from, dtype=np.int64)})[0]
+        positions = np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape)
+        empty = self.empty_cache(len(ids))
+        return self.forward_kv(ids, positions, attention_mask, empty, empty, logits_from)[0]
+
+    def forward_kv(self, ids: np.ndarray, positions: np.ndarray, attention_mask: np.ndarray, past_keys: np.ndarray,
+                   past_values: np.ndarray, logits_from: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One pass with a key/value cache: ids and positions (B, T); attention_mask (B, P + T) over the P cached
+        keys then the new ones; past (n_layer, B, heads, P, head_dim). → logits from logits_from, and the new
+        positions' keys and values (n_layer, B, heads, T, head_dim)."""
+        logits, keys, values = self.session.run(None, {
+            "input_ids": ids.astype(np.int64, copy=False), "positions": positions.astype(np.int64, copy=False),
+            "attention_mask": attention_mask.astype(bool, copy=False), "past_keys": past_keys,
+            "past_values": past_values, "logits_from": np.array(logits_from, dtype=np.int64)})
+        return logits, keys, values
 
 
 def load(model_dir: str | Path | None = None, prefer: str = "int8", threads: int = 0, verify: bool = True) -> LoadedModel:

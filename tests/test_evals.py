@@ -89,7 +89,9 @@ def test_infill_command_on_the_tiny_model(tiny_model_dir, tmp_path):
 def test_bench_on_the_tiny_model(tiny_model_dir):
     from evals.bench import CONTEXTS, REQUESTS_PER_STREAM, SHAPES, STREAMS, bench
     results = bench(tiny_model_dir, "fp32")
-    assert len(results["cases"]) == len(CONTEXTS) * len(SHAPES) * len(STREAMS)
+    assert len(results["cases"]) == 2 * len(CONTEXTS) * len(SHAPES) * len(STREAMS)
+    assert {c["kv_cache"] for c in results["cases"]} == {True, False}
+    assert len(results["repeat"]) == len(CONTEXTS) and all(r["repeat_p50_ms"] > 0 for r in results["repeat"])
     assert all(c["p50_ms"] > 0 and c["requests"] == c["streams"] * REQUESTS_PER_STREAM for c in results["cases"])
     assert results["matmul_flops"] > 1e9
 

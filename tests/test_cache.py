@@ -1,0 +1,87 @@
+"""The context key/value cache: the window pass against cached context equals the full pass, a refresh every
+step equals no cache, and a repeated context skips the full pass (tiny model, real ONNX Runtime sessions)."""
+import numpy as np
+import pytest
+
+from runtime.engine import Engine, Request
+
+PREFIX = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        "
+SUFFIX = "\n    return data\n"
+
+
+class Counting:
+    """Wraps a LoadedModel and counts full passes (empty cache) and window passes (cached context)."""
+
+    def __init__(self, model):
+        self._model, self.full, self.window = model, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def forward_kv(self, ids, positions, mask, past_k, past_v, logits_from):
+        if past_k.shape[3]:
+            self.window += 1
+        else:
+            self.full += 1
+        return self._model.forward_kv(ids, positions, mask, past_k, past_v, logits_from)
+
+
+def requests():
+    return [Request(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=10, threshold=1.0, eom_bias=-100.0),
+            Request(prefix="class A:\n    def __init__(self):\n        self.", max_new_tokens=6, threshold=1.0),
+            Request(prefix=PREFIX, suffix=SUFFIX, mode="edit", existing="data = f.read()", edit="repair")]
+
+
+def test_window_pass_equals_the_full_pass(tiny_engine):
+    engine = Engine(tiny_engine.model)
+    assert engine.kv_cache
+    d = engine.denoiser(requests()[0])
+    full = engine._full([d])[0][:d.end - d.start]  # (the full pass also returns the last slot's output)
+    assert d.cache is not None and d.cache.length == len(d.inputs()) - (d.end - d.start + 1)
+    window = engine._window([d])[0]
+    assert full.shape == window.shape == (d.end - d.start, engine.tok.vocab_size)
+    np.testing.assert_allclose(window, full, atol=1e-3)
+
+
+def test_refreshing_every_step_equals_no_cache(tiny_engine):
+    plain = Engine(tiny_engine.model, kv_cache=False)
+    fresh = Engine(tiny_engine.model, refresh_every=1)
+    for req in requests():
+        assert fresh.complete(req).raw == plain.complete(req).raw
+
+
+def test_cache_runs_one_full_pass_then_window_passes(tiny_engine):
+    model = Counting(tiny_engine.model)
+    engine = Engine(model)
+    res = engine.complete(requests()[0])
+    assert res.stats["forward_passes"] >= 10  # threshold 1: one slot a step
+    assert (model.full, model.window) == (1, res.stats["forward_passes"] - 1)
+    assert res.text.strip()
+
+
+def test_a_repeated_context_skips_the_full_pass(tiny_engine):
+    model = Counting(tiny_engine.model)
+    engine = Engine(model)
+    first = engine.complete(requests()[1])
+    full = model.full
+    again = engine.complete(requests()[1])
+    assert model.full == full and again.raw == first.raw
+    other = engine.complete(Request(prefix=PREFIX + "x = 1\n", max_new_tokens=6, threshold=1.0))
+    assert model.full == full + 1 and other.raw
+
+
+def test_batched_cached_requests_match_single_ones(tiny_engine):
+    engine = Engine(tiny_engine.model)
+    alone = [engine.complete(r).raw for r in requests()]
+    ds = [engine.denoiser(r) for r in requests()]
+    engine._contexts.clear()
+    while not all(d.done for d in ds):
+        live = [d for d in ds if not d.done]
+        for d, logits in zip(live, engine.forward_batch(live)):
+            d.advance(logits)
+    assert [engine.finish(r, d).raw for r, d in zip(requests(), ds)] == alone
+
+
+@pytest.mark.parametrize("kv_cache", [True, False])
+def test_cache_switch_is_reported(tiny_engine, kv_cache):
+    assert Engine(tiny_engine.model, kv_cache=kv_cache).kv_cache is kv_cache
