@@ -60,11 +60,13 @@ class Completion:
 
 
 class ContextCache:
-    """The fixed context's keys/values of one request: every position except the window and the slot before it
-    (whose output predicts the window's first token). Window passes attend to these instead of recomputing them."""
+    """One request's keys/values for every position outside its active region [lo, hi) (the block being decoded)
+    and the slot before it (whose output predicts the block's first token). Window passes run only that region
+    and attend to these instead of recomputing them."""
 
-    def __init__(self, keys: np.ndarray, values: np.ndarray):
+    def __init__(self, keys: np.ndarray, values: np.ndarray, region: tuple[int, int]):
         self.keys, self.values = keys, values   # (n_layer, 1, heads, C, head_dim)
+        self.region = region
 
     @property
     def length(self) -> int:
@@ -73,10 +75,11 @@ class ContextCache:
 
 class Engine:
     """Requests → denoising → completions. With a cache-capable graph (`kv_cache`), a request's first pass runs
-    the whole sequence and keeps the context's keys/values; later passes run only the window against them
-    (Fast-dLLM's approximate cache: the context does not see the window's newly committed tokens until a
-    refresh, every `refresh_every` steps). Contexts are also kept across requests: the same context and window
-    (a retry, the next keystroke inside a token, another sample) skips the full pass altogether."""
+    the whole sequence and keeps the keys/values of everything outside the block being decoded; later passes run
+    only that block against them (Fast-dLLM's approximate dual cache: the context does not see newly committed
+    tokens until a refresh — at each new block, and every `refresh_every` steps if set). Contexts are also kept
+    across requests: the same context and window (a retry, the next keystroke inside a token, another sample)
+    skips the full pass altogether."""
 
     def __init__(self, model: LoadedModel, context_tokens: int = DEFAULT_CONTEXT_TOKENS, kv_cache: bool = True,
                  refresh_every: int = REFRESH_EVERY):
@@ -147,8 +150,10 @@ class Engine:
                 d.cache = self._contexts.get(self._context_key(d))
                 if d.cache is not None:
                     self._contexts.move_to_end(self._context_key(d))
-            refresh = self.refresh_every and d.stats.forward_passes % self.refresh_every == 0
-            (full if d.cache is None or refresh else window).append(d)
+            late = d.opts.deadline is not None and time.monotonic() >= d.opts.deadline  # fills all: needs all logits
+            refresh = late or d.cache is None or d.cache.region != d.active() or (
+                self.refresh_every and d.stats.forward_passes % self.refresh_every == 0)
+            (full if refresh else window).append(d)
         if full:
             out.update(zip(map(id, full), self._full(full)))
         if window:
@@ -174,9 +179,10 @@ class Engine:
             empty = self.model.empty_cache(len(seqs))
             logits, keys, values = self.model.forward_kv(ids, positions, mask, empty, empty, lf)
             for i, (d, s) in enumerate(zip(denoisers, seqs)):
-                keep = np.r_[0:d.start - 1, d.end:len(s)]
+                lo, hi = d.active()
+                keep = np.r_[0:lo - 1, hi:len(s)]
                 key = self._context_key(d) if d.stats.forward_passes == 0 else None
-                d.cache = ContextCache(keys[:, i:i + 1, :, keep], values[:, i:i + 1, :, keep])
+                d.cache = ContextCache(keys[:, i:i + 1, :, keep], values[:, i:i + 1, :, keep], (lo, hi))
                 if key is not None:
                     self._contexts[key] = d.cache
                     while len(self._contexts) > CONTEXT_CACHE_ENTRIES:
@@ -184,9 +190,10 @@ class Engine:
         return [logits[i, d.start - 1 - lf:d.end - lf] for i, d in enumerate(denoisers)]
 
     def _window(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
-        """The slot before each window and the window, attending to the cached context plus themselves."""
+        """The slot before each active block and the block, attending to the cached rest plus themselves; the
+        logits of the window's other slots are -inf (the sampler only looks at the active block)."""
         B = len(denoisers)
-        Q = max(d.end - d.start + 1 for d in denoisers)
+        Q = max(d.cache.region[1] - d.cache.region[0] + 1 for d in denoisers)
         P = max(d.cache.length for d in denoisers)
         ids = np.full((B, Q), self.tok.pad_id, np.int64)
         positions = np.zeros((B, Q), np.int64)
@@ -198,11 +205,21 @@ class Engine:
             shape[1], shape[3] = B, P
             past_k, past_v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
         for i, d in enumerate(denoisers):
-            q, c = d.end - d.start + 1, d.cache.length
-            ids[i, :q] = d.inputs()[d.start - 1:d.end]
-            positions[i, :q] = np.arange(d.start - 1, d.end)
+            (lo, hi), c = d.cache.region, d.cache.length
+            q = hi - lo + 1
+            ids[i, :q] = d.inputs()[lo - 1:hi]
+            positions[i, :q] = np.arange(lo - 1, hi)
             mask[i, :c], mask[i, P:P + q] = True, True
             if B > 1:
                 past_k[:, i, :, :c], past_v[:, i, :, :c] = d.cache.keys[:, 0], d.cache.values[:, 0]
         logits = self.model.forward_kv(ids, positions, mask, past_k, past_v, 0)[0]
-        return [logits[i, :d.end - d.start] for i, d in enumerate(denoisers)]
+        out = []
+        for i, d in enumerate(denoisers):
+            lo, hi = d.cache.region
+            if (lo, hi) == (d.start, d.end):
+                out.append(logits[i, :hi - lo])
+            else:
+                full = np.full((d.end - d.start, logits.shape[-1]), -np.inf, np.float32)
+                full[lo - d.start:hi - d.start] = logits[i, :hi - lo]
+                out.append(full)
+        return out

@@ -190,6 +190,13 @@ class Denoiser:
             self.finish(reason or ("eom" if len(ends) else "window"))
         return self.frame()
 
+    def active(self) -> tuple[int, int]:
+        """Positions [lo, hi) the next step can change: the current block (the whole window while scoring)."""
+        if self.scoring or self.done:
+            return self.start, self.end
+        first = int(np.flatnonzero(self.masked)[0]) // self.opts.block * self.opts.block
+        return self.start + first, min(self.start + first + self.opts.block, self.end)
+
     # --- helpers ---------------------------------------------------------------------------------------
     def _healing_left(self) -> str:
         """The part of the forced text that the committed leading tokens do not cover yet."""

@@ -85,3 +85,24 @@ def test_batched_cached_requests_match_single_ones(tiny_engine):
 @pytest.mark.parametrize("kv_cache", [True, False])
 def test_cache_switch_is_reported(tiny_engine, kv_cache):
     assert Engine(tiny_engine.model, kv_cache=kv_cache).kv_cache is kv_cache
+
+
+def test_blocks_refresh_the_cache_and_match_uncached_decoding_when_refreshed(tiny_engine):
+    model = Counting(tiny_engine.model)
+    engine = Engine(model)
+    req = Request(prefix="def add(a, b):\n", mode="completion", max_new_tokens=24, block=8, threshold=1.0,
+                  eom_bias=-100.0)
+    res = engine.complete(req)
+    window = engine.denoiser(req).end - engine.denoiser(req).start  # 24, or 25 with a healed newline
+    blocks = -(-window // 8)
+    assert res.stats["forward_passes"] == window and model.full == blocks  # a full pass per block
+    assert model.window == window - blocks
+    plain = Engine(tiny_engine.model, kv_cache=False).complete(req)
+    assert Engine(tiny_engine.model, refresh_every=1).complete(req).raw == plain.raw
+
+
+def test_a_passed_deadline_fills_the_window_from_a_full_pass(tiny_engine):
+    req = Request(prefix="def add(a, b):\n", mode="completion", max_new_tokens=24, block=8, threshold=1.0,
+                  eom_bias=-100.0, deadline_ms=0.001)
+    res = Engine(tiny_engine.model).complete(req)
+    assert res.stats["stop_reason"] == "deadline" and res.stats["forward_passes"] == 1
