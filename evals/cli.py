@@ -1,10 +1,12 @@
-"""quicksilver eval: the evaluation subcommands (infill and heldout now; humaneval and compare next)."""
+"""quicksilver eval: the evaluation subcommands."""
 from __future__ import annotations
 
 import importlib
 
 EVALS = {
+    "humaneval": ("evals.humaneval", "HumanEval completion: pass@1 and pass@k"),
     "infill": ("evals.infill", "HumanEval infilling: single-line, multi-line, random-span"),
+    "compare": ("evals.compare", "diffusion against the autoregressive twin on the same tasks, with a plot"),
     "load": ("evals.loadtest", "bounded load test of the real server on loopback"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
 }

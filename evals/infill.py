@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from evals.sandbox import run_many
 from evals.tasks import SETS, Task, infill_tasks
+from runtime.autoregressive import make_engine
 from runtime.engine import REFRESH_EVERY, Engine, Request
 from runtime.postprocess import indent_of, heal
 from runtime.session import load
@@ -49,18 +50,18 @@ def generate(engine: Engine, task: Task, set_name: str, length: str, eom_bias: f
     return text, out.stats
 
 
-def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | None, workers: int,
-             precision: str = "int8", eom_bias: float | None = None,
-             threshold: float | None = None, kv_cache: bool = True,
-             refresh_every: int = REFRESH_EVERY) -> tuple[dict, list[dict]]:
-    model = load(model_dir, prefer=precision)
-    engine = Engine(model, kv_cache=kv_cache, refresh_every=refresh_every)
-    tasks = infill_tasks(set_name)
-    if limit:
-        step = max(1, len(tasks) // limit)  # spread over problems rather than the first few
-        tasks = tasks[::step][:limit]
+def pick(tasks: list, limit: int | None) -> list:
+    """`limit` tasks spread evenly over the set (rather than the first few problems)."""
+    if not limit:
+        return tasks
+    return tasks[::max(1, len(tasks) // limit)][:limit]
+
+
+def run_tasks(engine, tasks: list[Task], set_name: str, length: str, workers: int, eom_bias: float | None = None,
+              threshold: float | None = None, desc: str = "") -> tuple[dict, list[dict]]:
+    """Generate every task's middle with `engine` (diffusion or the autoregressive twin), then run the tests."""
     rows = []
-    for task in tqdm(tasks, desc=f"{set_name}/{length}", file=sys.stderr):
+    for task in tqdm(tasks, desc=desc or f"{set_name}/{length}", file=sys.stderr):
         text, stats = generate(engine, task, set_name, length, eom_bias, threshold)
         rows.append({"task_id": task.task_id, "completion": text, "exact": normalise(text) == normalise(task.middle),
                      **{k: stats[k] for k in ("ms", "steps", "forward_passes", "tokens")}})
@@ -68,20 +69,38 @@ def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | No
         outcomes = run_many([t.program(r["completion"]) for t, r in zip(tasks, rows)], workers, bar)
     for r, o in zip(rows, outcomes):
         r["passed"], r["outcome"] = o.passed, o.reason
+    return summarise(rows, engine, set_name, length, eom_bias, threshold), rows
+
+
+def summarise(rows: list[dict], engine, set_name: str, length: str, eom_bias: float | None,
+              threshold: float | None) -> dict:
+    model = engine.model
     ms = np.array([r["ms"] for r in rows])
-    summary = {
+    tokens, passes = sum(r["tokens"] for r in rows), sum(r["forward_passes"] for r in rows)
+    causal = bool(model.card["config"].get("causal"))
+    return {
         "set": set_name, "mode": length, "tasks": len(rows),
+        "decoder": "autoregressive" if causal else "diffusion",
         "pass@1": float(np.mean([r["passed"] for r in rows])),
         "exact_match": float(np.mean([r["exact"] for r in rows])),
-        "tokens_per_forward": float(sum(r["tokens"] for r in rows) / max(1, sum(r["forward_passes"] for r in rows))),
+        "tokens_per_forward": tokens / max(1, passes),
+        "forwards_per_token": passes / max(1, tokens),
+        "tokens_per_s": 1000 * tokens / max(1e-9, ms.sum()),
         "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-        "eom_bias": 0.0 if length == "oracle" else (eom_bias if eom_bias is not None else Request.eom_bias),
-        "threshold": threshold if threshold is not None else Request.threshold,
-        "kv_cache": engine.kv_cache, "refresh_every": refresh_every if engine.kv_cache else None,
+        "eom_bias": None if causal else 0.0 if length == "oracle" else (
+            eom_bias if eom_bias is not None else Request.eom_bias),
+        "threshold": None if causal else threshold if threshold is not None else Request.threshold,
+        "kv_cache": engine.kv_cache, "refresh_every": getattr(engine, "refresh_every", None),
         "model": str(model.model_dir), "model_file": model.model_file,
         "model_sha256": model.card["files"].get(model.model_file, ""),
     }
-    return summary, rows
+
+
+def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | None, workers: int,
+             precision: str = "int8", eom_bias: float | None = None, threshold: float | None = None,
+             kv_cache: bool = True, refresh_every: int = REFRESH_EVERY) -> tuple[dict, list[dict]]:
+    engine = make_engine(load(model_dir, prefer=precision), kv_cache=kv_cache, refresh_every=refresh_every)
+    return run_tasks(engine, pick(infill_tasks(set_name), limit), set_name, length, workers, eom_bias, threshold)
 
 
 def add_arguments(p) -> None:
@@ -101,11 +120,16 @@ def add_arguments(p) -> None:
     p.add_argument("--json", type=Path, help="write the summary here (and the per-task rows beside it)")
 
 
+def write(path: Path | None, summary, rows: list[dict]) -> None:
+    """The summary as JSON at `path`, the per-task rows beside it (PATH with .tasks.jsonl)."""
+    print(json.dumps(summary, indent=1))
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=1) + "\n")
+        path.with_suffix(".tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
 def run(args) -> None:
     summary, rows = evaluate(args.model, args.set, args.length, args.limit, args.workers, args.precision, args.eom_bias,
                              args.threshold, args.kv_cache, args.refresh_every)
-    print(json.dumps(summary, indent=1))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=1) + "\n")
-        args.json.with_suffix(".tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write(args.json, summary, rows)

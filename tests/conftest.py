@@ -55,6 +55,19 @@ def tiny_model_dir(tiny_ckpt, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_twin_dir(tiny_corpus, tmp_path_factory) -> Path:
+    """The autoregressive twin of the tiny model, exported (fp32)."""
+    from model.export import export
+    from model.train import train
+    ckpt = tmp_path_factory.mktemp("ckpt") / "twin"
+    train(train_args("--corpus", str(tiny_corpus), "--out", str(ckpt), "--size", "tiny", "--steps", "30",
+                     "--batch", "8", "--warmup", "5", "--threads", "2", "--objective", "autoregressive"))
+    out = tmp_path_factory.mktemp("models") / "twin"
+    export(ckpt, out, precision="fp32")
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_engine(tiny_model_dir):
     from runtime.engine import Engine
     from runtime.session import load

@@ -101,3 +101,47 @@ def test_load_test_against_the_real_server(tiny_model_dir):
     r = run_against_server(tiny_model_dir, http_clients=4, ws_sessions=2, per_client=2)
     assert r["http_requests"] == 8 and r["ws_requests"] == 4
     assert r["http_errors"] == 0 and r["ws_errors"] == 0 and r["http_p50_ms"] > 0
+
+
+def test_humaneval_command_on_the_tiny_model(tiny_model_dir, tmp_path):
+    out = tmp_path / "h.json"
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", "humaneval", "--model", str(tiny_model_dir),
+                           "--precision", "fp32", "--limit", "2", "--samples", "2", "--temperature", "0.8",
+                           "--max-tokens", "16", "--block", "8", "--workers", "2", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    assert summary["tasks"] == 2 and summary["samples"] == 2 and summary["decoder"] == "diffusion"
+    assert 0 <= summary["pass@1"] <= 1 and "pass@10" not in summary and summary["model_sha256"]
+    rows = [json.loads(line) for line in out.with_suffix(".tasks.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and {r["sample"] for r in rows} == {0, 1} and all("outcome" in r for r in rows)
+
+
+def test_humaneval_program_runs_the_canonical_solution():
+    from evals.humaneval import program
+    from evals.tasks import load_problems
+    problems = load_problems()[:3]
+    assert all(run_program(program(p, p["canonical_solution"])).passed for p in problems)
+    assert not run_program(program(problems[0], "    return None\n")).passed
+
+
+def test_compare_command_on_the_tiny_models(tiny_model_dir, tiny_twin_dir, tmp_path):
+    out, png = tmp_path / "c.json", tmp_path / "c.png"
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", "compare", "--model", str(tiny_model_dir),
+                           "--twin", str(tiny_twin_dir), "--precision", "fp32", "--set", "single-line",
+                           "--length", "unknown", "--limit", "3", "--thresholds", "0.9,0.3", "--workers", "2",
+                           "--json", str(out), "--plot", str(png)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert [r["decoder"] for r in results] == ["diffusion", "diffusion", "autoregressive"]
+    assert [r["threshold"] for r in results] == [0.9, 0.3, None]
+    assert all(r["tasks"] == 3 and r["tokens_per_s"] >= 0 and r["p95_ms"] >= r["p50_ms"] > 0 for r in results)
+    assert results[2]["tokens_per_forward"] <= 1.0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_infill_command_runs_the_twin(tiny_twin_dir):
+    from evals.infill import evaluate
+    summary, rows = evaluate(tiny_twin_dir, "random-span", "oracle", 2, 2, precision="fp32")
+    assert summary["decoder"] == "autoregressive" and summary["tasks"] == 2 and len(rows) == 2
