@@ -17,6 +17,12 @@ from runtime.postprocess import indent_of, heal
 from runtime.session import load
 
 UNKNOWN_WINDOW = {"single-line": 32, "multi-line": 128, "random-span": 64}  # slots when the length is unknown
+BLOCK = 32   # multi-line and random-span windows decode in blocks of this many slots, left to right (each step
+             # runs only the block against the cached rest); a single line is one block
+
+
+def block_for(set_name: str) -> int | None:
+    return None if set_name == "single-line" else BLOCK
 
 
 def oracle_window(tok, task: Task) -> int:
@@ -37,11 +43,12 @@ def generate(engine: Engine, task: Task, set_name: str, length: str, eom_bias: f
     knobs = {"threshold": threshold} if threshold is not None else {}
     if length == "oracle":
         req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=oracle_window(engine.tok, task),
-                      eom_bias=0.0, **knobs)
+                      eom_bias=0.0, block=block_for(set_name), **knobs)
     else:
         if eom_bias is not None:
             knobs["eom_bias"] = eom_bias
         req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=UNKNOWN_WINDOW[set_name],
+                      block=block_for(set_name),
                       stop=("\n",) if set_name == "single-line" else (), **knobs)
     out = engine.complete(req)
     text = out.text
@@ -90,7 +97,8 @@ def summarise(rows: list[dict], engine, set_name: str, length: str, eom_bias: fl
         "eom_bias": None if causal else 0.0 if length == "oracle" else (
             eom_bias if eom_bias is not None else Request.eom_bias),
         "threshold": None if causal else threshold if threshold is not None else Request.threshold,
-        "kv_cache": engine.kv_cache, "refresh_every": getattr(engine, "refresh_every", None),
+        "block": None if causal else block_for(set_name), "kv_cache": engine.kv_cache,
+        "refresh_every": getattr(engine, "refresh_every", None),
         "model": str(model.model_dir), "model_file": model.model_file,
         "model_sha256": model.card["files"].get(model.model_file, ""),
     }

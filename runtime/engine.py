@@ -90,6 +90,7 @@ class Engine:
         self.kv_cache = kv_cache and model.cached
         self.refresh_every = refresh_every
         self._contexts: OrderedDict[bytes, ContextCache] = OrderedDict()
+        self._stacked: tuple[list[ContextCache], np.ndarray, np.ndarray] | None = None
 
     def denoiser(self, req: Request) -> Denoiser:
         """Tokenize and window a request into the sampler's state."""
@@ -189,6 +190,23 @@ class Engine:
                         self._contexts.popitem(last=False)
         return [logits[i, d.start - 1 - lf:d.end - lf] for i, d in enumerate(denoisers)]
 
+    def _batch_past(self, denoisers: list[Denoiser], P: int) -> tuple[np.ndarray, np.ndarray]:
+        """The caches of a batch, right-padded to P and stacked; kept while the batch's caches stay the same
+        (a batch usually runs several steps unchanged), so the copy is paid once, not every step."""
+        caches = [d.cache for d in denoisers]
+        if len(caches) == 1:
+            return caches[0].keys, caches[0].values
+        last = self._stacked
+        if last is not None and len(last[0]) == len(caches) and all(a is b for a, b in zip(last[0], caches)):
+            return last[1], last[2]
+        shape = list(caches[0].keys.shape)
+        shape[1], shape[3] = len(caches), P
+        past_k, past_v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        for i, c in enumerate(caches):
+            past_k[:, i, :, :c.length], past_v[:, i, :, :c.length] = c.keys[:, 0], c.values[:, 0]
+        self._stacked = (caches, past_k, past_v)
+        return past_k, past_v
+
     def _window(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
         """The slot before each active block and the block, attending to the cached rest plus themselves; the
         logits of the window's other slots are -inf (the sampler only looks at the active block)."""
@@ -198,20 +216,13 @@ class Engine:
         ids = np.full((B, Q), self.tok.pad_id, np.int64)
         positions = np.zeros((B, Q), np.int64)
         mask = np.zeros((B, P + Q), bool)
-        if B == 1:
-            past_k, past_v = denoisers[0].cache.keys, denoisers[0].cache.values
-        else:
-            shape = list(denoisers[0].cache.keys.shape)
-            shape[1], shape[3] = B, P
-            past_k, past_v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        past_k, past_v = self._batch_past(denoisers, P)
         for i, d in enumerate(denoisers):
             (lo, hi), c = d.cache.region, d.cache.length
             q = hi - lo + 1
             ids[i, :q] = d.inputs()[lo - 1:hi]
             positions[i, :q] = np.arange(lo - 1, hi)
             mask[i, :c], mask[i, P:P + q] = True, True
-            if B > 1:
-                past_k[:, i, :, :c], past_v[:, i, :, :c] = d.cache.keys[:, 0], d.cache.values[:, 0]
         logits = self.model.forward_kv(ids, positions, mask, past_k, past_v, 0)[0]
         out = []
         for i, d in enumerate(denoisers):
