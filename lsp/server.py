@@ -1,104 +1,268 @@
-"""quicksilver lsp: a pygls language server for ghost-text completions (stdio or --tcp), engine in-process.
+"""quicksilver lsp: a pygls language server for ghost-text completions and whole-block edits (stdio or --tcp).
 
-One handler per LSP feature; the logic is in plain functions: `cursor_context` → `build_request` → `run_request`
-→ `format_*`. Logs go to stderr (stdout is the protocol). A newer version of a document cancels the request
-running on it; so does `$/cancelRequest`.
+The model runs in-process on the runtime's scheduler, or on a `quicksilver serve` reached with `--server ws://…`
+(lsp/remote.py). One handler per LSP feature; the logic is in plain functions: `cursor_context` →
+`build_request` → `run_request` → `format_*`. Logs go to stderr or --log-file (stdout is the protocol). A newer
+version of a document cancels the request running on it; so does `$/cancelRequest`.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+import types
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 
 from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 
 from runtime.engine import Completion, Request
-from runtime.scheduler import Scheduler
+from runtime.syntax import enclosing_block, language_of, wants_block
 
 log = logging.getLogger("quicksilver.lsp")
 
 SINGLE_LINE_TOKENS = 32
 BLOCK_TOKENS = 96
-ACCEPT, REJECT = "quicksilver/accept", "quicksilver/reject"
+CACHE_ENTRIES = 64
+ACCEPT, REJECT, EDIT_BLOCK = "quicksilver/accept", "quicksilver/reject", "quicksilver/editBlock"
+EDIT_COMMAND = "quicksilver.editBlock"
+ACTIONS = {"complete": "Complete block", "rewrite": "Rewrite block", "repair": "Repair block"}
+
+
+class Protocol(LanguageServerProtocol):
+    """Answers a request whose params do not decode with an Invalid Params *error response* (pygls alone would
+    only show a message, leaving the client's request unanswered)."""
+
+    def structure_message(self, data):
+        try:
+            return super().structure_message(data)
+        except JsonRpcInvalidParams:
+            if "id" in data and "method" in data:
+                log.warning("invalid params for %s (request %s)", data["method"], data["id"])
+                error = JsonRpcInvalidParams(f"Invalid params for {data['method']}")
+                self._send_response(data["id"], None, error.to_response_error())
+                return types.SimpleNamespace(jsonrpc="answered")  # handle_message ignores it
+            raise
+
+
+class CompletionCache:
+    """Completions shown recently: when the user types the start of one, the rest is served without the model."""
+
+    def __init__(self, size: int = CACHE_ENTRIES):
+        self.size, self.items = size, OrderedDict()   # (uri, prefix, suffix) → (completion id, text)
+
+    def put(self, uri: str, prefix: str, suffix: str, cid: str, text: str) -> None:
+        self.items[(uri, prefix, suffix)] = (cid, text)
+        self.items.move_to_end((uri, prefix, suffix))
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+
+    def get(self, uri: str, prefix: str, suffix: str) -> tuple[str, str] | None:
+        for (u, p, s), (cid, text) in reversed(self.items.items()):
+            if u == uri and s == suffix and prefix.startswith(p):
+                typed = prefix[len(p):]
+                if len(text) > len(typed) and text.startswith(typed) and text[len(typed):].strip():
+                    return cid, text[len(typed):]
+        return None
 
 
 class QuicksilverServer(LanguageServer):
-    def __init__(self, scheduler: Scheduler):
-        super().__init__("quicksilver", "0.1.0")
+    def __init__(self, backend):
+        super().__init__("quicksilver", "0.2.0", protocol_cls=Protocol)
+        self.backend = backend                           # LocalBackend (in-process) or RemoteBackend (lsp/remote.py)
+        self.running: dict[str, asyncio.Task] = {}      # document uri → the request running on it
+        self.cache = CompletionCache()
+        self.stats = {"model": 0, "cache": 0}
+
+
+class LocalBackend:
+    """The engine in this process, through the runtime's batching scheduler."""
+
+    def __init__(self, scheduler):
         self.scheduler = scheduler
-        self.running: dict[str, asyncio.Task] = {}     # document uri → the request running on it
+
+    async def run(self, uri: str, req: Request) -> Completion | None:
+        handle = self.scheduler.submit(req)
+        try:
+            async for item in handle.aiter():
+                if isinstance(item, Completion):
+                    return item if item.stats["stop_reason"] != "cancelled" else None
+        finally:
+            handle.cancel()  # on cancellation the scheduler drops it at its next step
+        return None
+
+    async def feedback(self, kind: str, cid: str) -> None:
+        pass
 
 
-def cursor_context(ls: LanguageServer, uri: str, position: lsp.Position) -> tuple[str, str, bool]:
-    """(prefix, suffix, single_line) at an LSP position (UTF-16 as negotiated; pygls converts)."""
-    doc = ls.workspace.get_text_document(uri)
+def document(ls: LanguageServer, uri: str):
+    return ls.workspace.get_text_document(uri)
+
+
+def cursor_context(ls: LanguageServer, uri: str, position: lsp.Position) -> tuple[str, str, bool, str | None]:
+    """(prefix, suffix, single_line, language) at an LSP position (UTF-16 as negotiated; pygls converts)."""
+    doc = document(ls, uri)
     offset = doc.offset_at_position(position)
     prefix, suffix = doc.source[:offset], doc.source[offset:]
-    line_before = prefix[prefix.rfind("\n") + 1:]
-    line_after = suffix.split("\n", 1)[0]
-    single = bool(line_before.strip()) or bool(line_after.strip())  # mid-line: finish the line; blank line: a block
-    return prefix, suffix, single
+    language = language_of(uri, doc.language_id)
+    return prefix, suffix, not wants_block(prefix, suffix, language), language
 
 
-def build_request(prefix: str, suffix: str, single_line: bool) -> Request:
+def build_request(prefix: str, suffix: str, single_line: bool, language: str | None = None) -> Request:
     return Request(prefix=prefix, suffix=suffix, id=uuid.uuid4().hex[:12], single_line=single_line,
                    max_new_tokens=SINGLE_LINE_TOKENS if single_line else BLOCK_TOKENS,
-                   stop=("\n",) if single_line else ())
+                   stop=("\n",) if single_line else (), language=language)
 
 
 async def run_request(ls: QuicksilverServer, uri: str, req: Request) -> Completion | None:
-    """Run on the scheduler; a newer request on the same document cancels this one."""
+    """Run on the backend; a newer request on the same document cancels this one."""
     if (old := ls.running.get(uri)) is not None:
         old.cancel()
     task = asyncio.current_task()
     ls.running[uri] = task
-    handle = ls.scheduler.submit(req)
     try:
-        async for item in handle.aiter():
-            if isinstance(item, Completion):
-                log.info("request %s: %d tokens in %.0f ms (%s)", req.id, item.stats["tokens"], item.stats["ms"],
-                         item.stats["stop_reason"])
-                return item if item.stats["stop_reason"] != "cancelled" else None
+        result = await ls.backend.run(uri, req)
+        if result is not None:
+            ls.stats["model"] += 1
+            log.info("request %s: %d tokens in %.0f ms (%s)", req.id, result.stats["tokens"], result.stats["ms"],
+                     result.stats["stop_reason"])
+        return result
     except asyncio.CancelledError:
         log.info("request %s cancelled", req.id)
         raise
     finally:
-        handle.cancel()
         if ls.running.get(uri) is task:
             del ls.running[uri]
-    return None
 
 
-def create_server(scheduler: Scheduler) -> QuicksilverServer:
-    server = QuicksilverServer(scheduler)
+async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position) -> tuple[str, str] | None:
+    """(completion id, text) at the cursor: from the cache when the user is typing into a shown completion."""
+    prefix, suffix, single, language = cursor_context(ls, uri, position)
+    if (hit := ls.cache.get(uri, prefix, suffix)) is not None:
+        ls.stats["cache"] += 1
+        log.info("completion %s served from the cache", hit[0])
+        return hit
+    result = await run_request(ls, uri, build_request(prefix, suffix, single, language))
+    if result is None or not result.text.strip():
+        return None
+    ls.cache.put(uri, prefix, suffix, result.id, result.text)
+    return result.id, result.text
+
+
+async def block_edit(ls: QuicksilverServer, uri: str, rng: lsp.Range | None, position: lsp.Position | None,
+                     mode: str, instruction: str = "") -> tuple[str, lsp.TextEdit] | None:
+    """Complete, rewrite or repair the selection (or the block around the position, found with tree-sitter)."""
+    if mode not in ACTIONS:
+        raise ValueError(f"mode must be one of {sorted(ACTIONS)}, not {mode!r}")
+    doc = document(ls, uri)
+    text, language = doc.source, language_of(uri, doc.language_id)
+    if rng is not None and rng.start != rng.end:
+        start, end = doc.offset_at_position(rng.start), doc.offset_at_position(rng.end)
+    else:
+        start, end = enclosing_block(text, doc.offset_at_position(position or rng.start), language)
+    prefix, block, suffix = text[:start], text[start:end], text[end:]
+    if instruction:  # a plain-code prompt: the model reads it as a comment above the block
+        indent = block[:len(block) - len(block.lstrip(" \t"))]
+        prefix += f"{indent}# {instruction.strip()}\n"
+    if mode == "complete":  # keep the block, fill what should follow it inside the same scope
+        req = Request(prefix=prefix + block, suffix=suffix, max_new_tokens=BLOCK_TOKENS, language=language)
+        start = end
+    else:
+        if not block.strip():
+            return None
+        req = Request(prefix=prefix, suffix=suffix, mode="edit", existing=block,
+                      edit="all" if mode == "rewrite" else "repair", language=language)
+    result = await run_request(ls, uri, req)
+    if result is None:
+        return None
+    new = result.text
+    if mode != "complete" and block.endswith("\n") and not new.endswith("\n"):
+        new += "\n"
+    edit_range = lsp.Range(start=doc.client_position_at_offset(start), end=doc.client_position_at_offset(end))
+    return result.id, lsp.TextEdit(range=edit_range, new_text=new)
+
+
+def create_server(backend) -> QuicksilverServer:
+    server = QuicksilverServer(backend)
 
     @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions())
     async def inline_completion(ls: QuicksilverServer, params: lsp.InlineCompletionParams):
-        prefix, suffix, single = cursor_context(ls, params.text_document.uri, params.position)
-        req = build_request(prefix, suffix, single)
-        result = await run_request(ls, params.text_document.uri, req)
-        if result is None or not result.text.strip():
+        got = await complete_at(ls, params.text_document.uri, params.position)
+        if got is None:
             return lsp.InlineCompletionList(items=[])
+        cid, text = got
         here = lsp.Range(start=params.position, end=params.position)
         return lsp.InlineCompletionList(items=[lsp.InlineCompletionItem(
-            insert_text=result.text, range=here,
-            command=lsp.Command(title="accepted", command=ACCEPT, arguments=[result.id]))])
+            insert_text=text, range=here, command=lsp.Command(title="accepted", command=ACCEPT, arguments=[cid]))])
 
     @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(trigger_characters=[".", "(", " "]))
     async def completion(ls: QuicksilverServer, params: lsp.CompletionParams):
-        prefix, suffix, single = cursor_context(ls, params.text_document.uri, params.position)
-        result = await run_request(ls, params.text_document.uri, build_request(prefix, suffix, single))
-        if result is None or not result.text.strip():
+        got = await complete_at(ls, params.text_document.uri, params.position)
+        if got is None:
             return lsp.CompletionList(is_incomplete=True, items=[])
+        cid, text = got
         here = lsp.Range(start=params.position, end=params.position)
-        label = result.text.strip().split("\n", 1)[0][:60]
+        label = text.strip().split("\n", 1)[0][:60]
         return lsp.CompletionList(is_incomplete=True, items=[lsp.CompletionItem(
-            label=label, kind=lsp.CompletionItemKind.Snippet, detail="quicksilver", data={"id": result.id},
-            insert_text_format=lsp.InsertTextFormat.PlainText,
-            text_edit=lsp.TextEdit(range=here, new_text=result.text))])
+            label=label, kind=lsp.CompletionItemKind.Snippet, detail="quicksilver", data={"id": cid},
+            filter_text=text, insert_text_format=lsp.InsertTextFormat.PlainText,
+            text_edit=lsp.TextEdit(range=here, new_text=text))])
+
+    @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION, lsp.CodeActionOptions(
+        code_action_kinds=[lsp.CodeActionKind.RefactorRewrite]))
+    def code_actions(ls: QuicksilverServer, params: lsp.CodeActionParams):
+        uri = params.text_document.uri
+        rng = {"start": {"line": params.range.start.line, "character": params.range.start.character},
+               "end": {"line": params.range.end.line, "character": params.range.end.character}}
+        return [lsp.CodeAction(title=f"quicksilver: {title}", kind=lsp.CodeActionKind.RefactorRewrite,
+                               command=lsp.Command(title=title, command=EDIT_COMMAND, arguments=[uri, rng, mode]))
+                for mode, title in ACTIONS.items()]
+
+    @server.command(EDIT_COMMAND)
+    async def edit_command(ls: QuicksilverServer, *args):
+        """Arguments: uri, range, mode, and optionally an instruction."""
+        if len(args) not in (3, 4):
+            raise JsonRpcInvalidParams(f"{EDIT_COMMAND} takes uri, range, mode and an optional instruction")
+        uri, rng, mode, instruction = (*args, "")[:4]
+        r = ls.protocol._converter.structure(vars_of(rng), lsp.Range)
+        got = await block_edit(ls, uri, r, None, mode, instruction)
+        if got is None:
+            return {"applied": False}
+        cid, edit = got
+        answer = await ls.workspace_apply_edit_async(lsp.ApplyWorkspaceEditParams(
+            edit=lsp.WorkspaceEdit(changes={uri: [edit]}), label=f"quicksilver: {ACTIONS[mode]}"))
+        log.info("block edit %s (%s) applied: %s", cid, mode, answer.applied)
+        return {"applied": answer.applied, "id": cid}
+
+    @server.feature(EDIT_BLOCK)
+    async def edit_block(ls: QuicksilverServer, params):
+        """{textDocument: {uri}, range? | position?, mode: complete|rewrite|repair, instruction?} →
+        {id, edit: TextEdit} (the client applies it), or null when there is nothing to do."""
+        conv = ls.protocol._converter
+        try:
+            uri = field(field(params, "textDocument"), "uri")
+            rng, pos = field(params, "range"), field(params, "position")
+            rng = conv.structure(vars_of(rng), lsp.Range) if rng is not None else None
+            pos = conv.structure(vars_of(pos), lsp.Position) if pos is not None else None
+            mode = field(params, "mode") or "rewrite"
+            if not isinstance(uri, str):
+                raise TypeError("textDocument.uri must be a string")
+        except Exception as e:
+            raise JsonRpcInvalidParams(f"{EDIT_BLOCK} needs textDocument.uri and a range or position ({e})")
+        if rng is None and pos is None:
+            raise JsonRpcInvalidParams(f"{EDIT_BLOCK} needs a range or a position")
+        try:
+            got = await block_edit(ls, uri, rng, pos, mode, field(params, "instruction") or "")
+        except ValueError as e:
+            raise JsonRpcInvalidParams(str(e))
+        if got is None:
+            return None
+        cid, edit = got
+        return {"id": cid, "edit": conv.unstructure(edit)}
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: QuicksilverServer, params: lsp.DidChangeTextDocumentParams):
@@ -106,18 +270,49 @@ def create_server(scheduler: Scheduler) -> QuicksilverServer:
             task.cancel()  # the text it was computed for is gone
 
     @server.feature(ACCEPT)
-    def accepted(ls: QuicksilverServer, params):
+    async def accepted(ls: QuicksilverServer, params):
         log.info("completion accepted: %s", params)
+        await ls.backend.feedback("accept", completion_id(params))
 
     @server.feature(REJECT)
-    def rejected(ls: QuicksilverServer, params):
+    async def rejected(ls: QuicksilverServer, params):
         log.info("completion rejected: %s", params)
+        await ls.backend.feedback("reject", completion_id(params))
 
     return server
 
 
+def field(obj, name: str):
+    """A member of custom params, whether pygls hands them over as a dict or as a namespace."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def vars_of(obj):
+    """pygls hands unknown-method params over as namespaces or named tuples; the converter wants dicts."""
+    if hasattr(obj, "_asdict"):  # pygls' namedtuple-style objects
+        return {k: vars_of(v) for k, v in obj._asdict().items()}
+    if isinstance(obj, dict):
+        return {k: vars_of(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [vars_of(x) for x in obj]
+    if hasattr(obj, "__dict__"):
+        return {k: vars_of(v) for k, v in vars(obj).items()}
+    return obj
+
+
+def completion_id(params) -> str:
+    """The id from the notification's params: [id], {"id": id} or the id itself."""
+    if isinstance(params, (list, tuple)):
+        return str(params[0]) if params else ""
+    if isinstance(params, str):
+        return params
+    return str(field(params, "id") or "")
+
+
 def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
+    p.add_argument("--server", help="use a running `quicksilver serve` at this ws:// URL instead of a local model")
+    p.add_argument("--api-key", help="the server's API key (with --server)")
     p.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio")
     p.add_argument("--host", default="127.0.0.1", help="TCP host")
     p.add_argument("--port", type=int, default=2087, help="TCP port")
@@ -125,18 +320,21 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from runtime.engine import Engine
-    from runtime.session import ModelError, load
-
     handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
     logging.basicConfig(level=logging.INFO, handlers=[handler], format="%(asctime)s %(name)s %(message)s")
-    try:
-        scheduler = Scheduler(Engine(load(args.model)))
-    except ModelError as e:
-        raise SystemExit(f"error: {e}")
-    server = create_server(scheduler)
+    if args.server:
+        from lsp.remote import RemoteBackend
+        backend = RemoteBackend(args.server, args.api_key)
+    else:
+        from runtime.engine import Engine
+        from runtime.scheduler import Scheduler
+        from runtime.session import ModelError, load
+        try:
+            backend = LocalBackend(Scheduler(Engine(load(args.model))))
+        except ModelError as e:
+            raise SystemExit(f"error: {e}")
+    server = create_server(backend)
     if args.tcp:
         server.start_tcp(args.host, args.port)
     else:
         server.start_io()
-

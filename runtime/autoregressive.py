@@ -14,8 +14,8 @@ from typing import Iterator
 import numpy as np
 
 from runtime.context import fit
-from runtime.engine import DEFAULT_CONTEXT_TOKENS, Completion, Engine, Request
-from runtime.postprocess import clean_completion, heal, unheal_end
+from runtime.engine import DEFAULT_CONTEXT_TOKENS, Completion, Engine, Request, postprocess
+from runtime.postprocess import heal
 from runtime.sampler import Frame, SpecialIds, Stats, choose
 from runtime.session import LoadedModel, ModelError
 
@@ -63,7 +63,8 @@ class AutoregressiveEngine:
             lg[self.special.banned] = -np.inf
             text = self.tok.decode(out)
             if len(text) < len(forced):  # token healing: the first tokens must spell the cursor's line
-                lg[~self.special.agrees(forced[len(text):])] = -np.inf
+                if (ok := self.special.agrees(forced[len(text):])).any():
+                    lg[~ok] = -np.inf
             token = int(choose(lg[None], req.temperature, req.top_p, rng)[0][0])
             if token in self.special.ends_set:
                 reason = "eom"
@@ -96,11 +97,7 @@ class AutoregressiveEngine:
         stats.tokens_per_forward = stats.tokens / stats.forward_passes
         stats.ms = 1000 * (time.perf_counter() - t0)
         stats.stop_reason = reason
-        raw = text
-        if req.mode != "completion" and reason == "eom":
-            text = unheal_end(text, req.suffix)
-        text = clean_completion(text, req.prefix, req.suffix if req.mode != "completion" else "",
-                                single_line=req.single_line)
+        raw, text = text, postprocess(req, text, reason)
         yield Completion(req.id, text, raw, vars(stats).copy())
 
     def complete(self, req: Request) -> Completion:

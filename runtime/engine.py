@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -13,6 +13,7 @@ from runtime.context import fit
 from runtime.postprocess import clean_completion, heal, unheal_end
 from runtime.sampler import Denoiser, Frame, Result, SamplerOptions, SpecialIds
 from runtime.session import LoadedModel
+from runtime.syntax import keep_valid, trim_to_scope
 
 MODES = ("completion", "infill", "edit")
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -40,6 +41,7 @@ class Request:
     existing: str = ""                # edit mode: the block being rewritten (between prefix and suffix)
     edit: str = "all"                 # edit mode: 'all', 'repair', or 'none'
     single_line: bool = False         # end the result at the first newline
+    language: str | None = None       # 'python': syntax-aware post-processing (scope, validity) with tree-sitter
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self):
@@ -57,6 +59,28 @@ class Completion:
     text: str
     raw: str
     stats: dict
+
+
+def postprocess(req: Request, text: str, stop_reason: str) -> str:
+    """Generated text → what the front ends show: healing undone, suffix repeats dropped, one line when asked; with
+    a language, cut at the end of the cursor's scope and never breaking the syntax of a file that was valid."""
+    suffix = req.suffix if req.mode != "completion" else ""
+    if suffix and stop_reason == "eom":
+        text = unheal_end(text, suffix)
+    return shape(req, clean_completion(text, req.prefix, suffix, single_line=req.single_line))
+
+
+def shape(req: Request, text: str) -> str:
+    """The editor-facing part of post-processing: one line when asked; with a language, the cursor's scope and
+    never a completion that breaks the syntax of a file that was valid (also applied to a remote server's text)."""
+    if req.single_line:
+        text = text.split("\n", 1)[0]
+    if req.language and req.mode != "edit":
+        suffix = req.suffix if req.mode != "completion" else ""
+        if not req.single_line:
+            text = trim_to_scope(text, req.prefix)
+        text = keep_valid(req.prefix, text, suffix, req.language)
+    return text
 
 
 class ContextCache:
@@ -115,12 +139,7 @@ class Engine:
 
     def finish(self, req: Request, d: Denoiser) -> Completion:
         res: Result = d.result()
-        text = res.text
-        if req.mode != "completion" and res.stats.stop_reason == "eom":
-            text = unheal_end(text, req.suffix)
-        text = clean_completion(text, req.prefix, req.suffix if req.mode != "completion" else "",
-                                single_line=req.single_line)
-        return Completion(req.id, text, res.text, vars(res.stats).copy())
+        return Completion(req.id, postprocess(req, res.text, res.stats.stop_reason), res.text, vars(res.stats).copy())
 
     def stream(self, req: Request) -> Iterator[Frame | Completion]:
         """Frames, one per forward pass, then the Completion."""

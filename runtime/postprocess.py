@@ -16,6 +16,8 @@ def heal(prefix: str, suffix: str) -> tuple[str, str, str]:
     """(prefix, forced window start, suffix) with the boundaries moved to where the tokenizer splits."""
     cut = prefix.rfind("\n")
     new_prefix, forced = (prefix[:cut], prefix[cut:]) if cut >= 0 else (prefix, "")
+    if not forced.isascii():  # a character spread over several byte tokens cannot be spelled token by token
+        new_prefix, forced = prefix, ""
     first = suffix.split("\n", 1)[0]
     w = indent_of(first)
     if w and first.strip():

@@ -164,7 +164,8 @@ class Denoiser:
         heal = self._healing_left()
         if heal:  # only the leftmost slot, and only tokens that agree with the forced text
             cand = cand[:1]
-            logits[cand[0], ~self.special.agrees(heal)] = -np.inf
+            if (ok := self.special.agrees(heal)).any():
+                logits[cand[0], ~ok] = -np.inf
         if self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
             cand, reason = np.flatnonzero(self.masked), "deadline"
         else:

@@ -1,30 +1,57 @@
-"""The language server end to end over stdio with pytest-lsp's client: inline completion, completion, cancellation."""
+"""The language server end to end over stdio with pytest-lsp's client — in-process and as a client of a real
+`quicksilver serve` on loopback (--server ws://): inline completion, completion, cancellation, code actions with
+workspace/applyEdit, quicksilver/editBlock, the completion cache, feedback, malformed params."""
 import asyncio
 import json
 import select
 import subprocess
 import sys
+import urllib.request
 
+import pytest
 import pytest_asyncio
 from lsprotocol import types as lsp
 from pytest_lsp import client_capabilities, make_test_lsp_client
 
-from tests.conftest import ROOT
+from tests.conftest import API_KEY, ROOT, SHIPPED, start_server, stop_server
 
 URI = "file:///tmp/example.py"
 TEXT = 'import os\n\n\ndef read(path):\n    """Return the text — in UTF-8 — of a file."""\n    \n\n\nprint(read("x"))\n'
 
 
-@pytest_asyncio.fixture
-async def client(tiny_model_dir):
+@pytest.fixture(scope="module")
+def remote_server(tmp_path_factory):
+    srv, thread, url = start_server(SHIPPED, tmp_path_factory.mktemp("db") / "q.sqlite")
+    yield url
+    stop_server(srv, thread)
+
+
+@pytest_asyncio.fixture(params=["local", "remote"])
+async def session(request, tmp_path):
+    """(client, log file, server http url or None): the language server on the shipped model, in either mode."""
+    log_file = tmp_path / "lsp.log"
+    args = ["-m", "runtime.cli", "lsp", "--log-file", str(log_file)]
+    url = None
+    if request.param == "remote":
+        url = request.getfixturevalue("remote_server")
+        args += ["--server", url.replace("http://", "ws://"), "--api-key", API_KEY]
     c = make_test_lsp_client()
-    await c.start_io(sys.executable, "-m", "runtime.cli", "lsp", "--model", str(tiny_model_dir), cwd=str(ROOT))
+    edits = []
+
+    @c.feature(lsp.WORKSPACE_APPLY_EDIT)
+    def apply_edit(params: lsp.ApplyWorkspaceEditParams):
+        edits.append(params)
+        return lsp.ApplyWorkspaceEditResult(applied=True)
+
+    c.edits = edits
+    await c.start_io(sys.executable, *args, cwd=str(ROOT))
     result = await c.initialize_session(lsp.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"), root_uri="file:///tmp"))
     assert result.capabilities.inline_completion_provider is not None
+    assert result.capabilities.code_action_provider is not None
     c.text_document_did_open(lsp.DidOpenTextDocumentParams(
         text_document=lsp.TextDocumentItem(uri=URI, language_id="python", version=1, text=TEXT)))
-    yield c
+    yield c, log_file, url
     await c.shutdown_session()
     await c.stop()
 
@@ -33,16 +60,37 @@ def at(line, character):
     return lsp.Position(line=line, character=character)
 
 
-async def test_inline_completion_returns_an_item_or_nothing(client):
+async def inline(client, position, kind=lsp.InlineCompletionTriggerKind.Invoked):
     result = await client.text_document_inline_completion_async(lsp.InlineCompletionParams(
-        text_document=lsp.TextDocumentIdentifier(uri=URI), position=at(5, 4),
-        context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked)))
-    items = result.items if hasattr(result, "items") else result
-    for item in items:
-        assert item.range.start == at(5, 4) and item.insert_text.strip()
+        text_document=lsp.TextDocumentIdentifier(uri=URI), position=position,
+        context=lsp.InlineCompletionContext(trigger_kind=kind)))
+    return result.items if hasattr(result, "items") else result
 
 
-async def test_completion_after_non_ascii_text_uses_utf16_positions(client):
+async def test_inline_completion_returns_the_model_text(session):
+    client, log_file, _ = session
+    items = await inline(client, at(5, 4))  # the empty body after the docstring: a block
+    assert len(items) == 1 and items[0].range.start == at(5, 4) and items[0].insert_text.strip()
+    assert items[0].command.command == "quicksilver/accept"
+    compile(TEXT.replace('"""\n    \n', '"""\n    ' + items[0].insert_text + "\n", 1), "example.py", "exec")
+
+
+async def test_typing_into_a_shown_completion_is_served_from_the_cache(session):
+    client, log_file, _ = session
+    items = await inline(client, at(5, 4))
+    text = items[0].insert_text
+    typed = text[:2]
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        text_document=lsp.VersionedTextDocumentIdentifier(uri=URI, version=2),
+        content_changes=[lsp.TextDocumentContentChangePartial(range=lsp.Range(start=at(5, 4), end=at(5, 4)),
+                                                              text=typed)]))
+    again = await inline(client, at(5, 4 + len(typed)), lsp.InlineCompletionTriggerKind.Automatic)
+    assert again and again[0].insert_text == text[2:]
+    assert "served from the cache" in log_file.read_text()
+
+
+async def test_completion_after_non_ascii_text_uses_utf16_positions(session):
+    client, _, _ = session
     line = TEXT.splitlines()[4]
     utf16 = len(line.encode("utf-16-le")) // 2
     result = await client.text_document_completion_async(lsp.CompletionParams(
@@ -51,23 +99,65 @@ async def test_completion_after_non_ascii_text_uses_utf16_positions(client):
         assert item.text_edit.range.start == at(4, utf16)
 
 
-async def test_did_change_cancels_the_running_request(client):
-    task = asyncio.ensure_future(client.text_document_inline_completion_async(lsp.InlineCompletionParams(
-        text_document=lsp.TextDocumentIdentifier(uri=URI), position=at(5, 4),
-        context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Automatic))))
-    await asyncio.sleep(0.01)
+async def test_did_change_cancels_the_running_request(session):
+    client, log_file, _ = session
+    task = asyncio.ensure_future(inline(client, at(5, 4), lsp.InlineCompletionTriggerKind.Automatic))
+    await asyncio.sleep(0.05)
     client.text_document_did_change(lsp.DidChangeTextDocumentParams(
         text_document=lsp.VersionedTextDocumentIdentifier(uri=URI, version=2),
-        content_changes=[lsp.TextDocumentContentChangePartial(range=lsp.Range(start=at(5, 4), end=at(5, 4)), text="x")]))
+        content_changes=[lsp.TextDocumentContentChangePartial(range=lsp.Range(start=at(5, 4), end=at(5, 4)),
+                                                              text="x")]))
     try:
         result = await asyncio.wait_for(task, 60)
-        assert result is None or isinstance(result, (list, lsp.InlineCompletionList))
+        assert result is None or isinstance(result, list)
     except Exception as e:  # a cancelled request answers with an error: also fine
         assert "cancel" in str(e).lower() or "Request" in type(e).__name__
-    # the server is still alive
-    ok = await client.text_document_completion_async(lsp.CompletionParams(
+    ok = await client.text_document_completion_async(lsp.CompletionParams(  # the server is still alive
         text_document=lsp.TextDocumentIdentifier(uri=URI), position=at(0, 0)))
     assert ok is not None
+
+
+async def test_code_action_applies_a_block_edit_through_apply_edit(session):
+    client, _, _ = session
+    actions = await client.text_document_code_action_async(lsp.CodeActionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=URI), range=lsp.Range(start=at(4, 8), end=at(4, 8)),
+        context=lsp.CodeActionContext(diagnostics=[])))
+    titles = [a.title for a in actions]
+    assert titles == ["quicksilver: Complete block", "quicksilver: Rewrite block", "quicksilver: Repair block"]
+    # lsprotocol's client-side hook reads any action carrying a command as a bare Command, so the command the
+    # action holds is checked on the raw wire in test_malformed_params...; here the editor runs it
+    rng = {"start": {"line": 4, "character": 8}, "end": {"line": 4, "character": 8}}
+    answer = await client.workspace_execute_command_async(lsp.ExecuteCommandParams(
+        command="quicksilver.editBlock", arguments=[URI, rng, "rewrite"]))
+    assert answer["applied"] is True and len(client.edits) == 1
+    edit = client.edits[0].edit.changes[URI][0]
+    assert edit.range.start == at(3, 0) and edit.range.end == at(5, 0)   # the whole function, found by tree-sitter
+    assert edit.new_text.strip()
+
+
+async def test_edit_block_request_and_bad_mode(session):
+    client, _, _ = session
+    answer = await client.protocol.send_request_async("quicksilver/editBlock", {
+        "textDocument": {"uri": URI}, "position": {"line": 4, "character": 6}, "mode": "repair",
+        "instruction": "read the file"})
+    assert answer is None or answer.edit.range.start.line == 3
+    with pytest.raises(Exception, match="mode"):
+        await client.protocol.send_request_async("quicksilver/editBlock", {
+            "textDocument": {"uri": URI}, "position": {"line": 4, "character": 6}, "mode": "poem"})
+
+
+async def test_accept_is_logged_and_forwarded_when_remote(session):
+    client, log_file, url = session
+    items = await inline(client, at(5, 4))
+    cid = items[0].command.arguments[0]
+    client.protocol.notify("quicksilver/accept", [cid])
+    await client.text_document_completion_async(lsp.CompletionParams(  # a round trip: the notification is handled
+        text_document=lsp.TextDocumentIdentifier(uri=URI), position=at(0, 0)))
+    await asyncio.sleep(0.5)
+    assert f"completion accepted: ['{cid}']" in log_file.read_text()
+    if url:
+        req = urllib.request.Request(url + "/v1/events/summary", headers={"Authorization": f"Bearer {API_KEY}"})
+        assert json.loads(urllib.request.urlopen(req, timeout=10).read())["accepted"] >= 1
 
 
 def test_malformed_params_get_an_error_and_the_server_stays_up(tiny_model_dir):
@@ -80,7 +170,7 @@ def test_malformed_params_get_an_error_and_the_server_stays_up(tiny_model_dir):
         proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
         proc.stdin.flush()
 
-    def reply(request_id, or_method=None):
+    def reply(request_id):
         while True:
             ready, _, _ = select.select([proc.stdout], [], [], 60)
             assert ready, f"no answer to request {request_id}"
@@ -89,7 +179,7 @@ def test_malformed_params_get_an_error_and_the_server_stays_up(tiny_model_dir):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             msg = json.loads(proc.stdout.read(length))
-            if msg.get("id") == request_id or (or_method and msg.get("method") == or_method):
+            if msg.get("id") == request_id:
                 return msg
 
     try:
@@ -97,15 +187,22 @@ def test_malformed_params_get_an_error_and_the_server_stays_up(tiny_model_dir):
         assert "capabilities" in reply(1)["result"]
         send({"method": "initialized", "params": {}})
         send({"id": 2, "method": "textDocument/inlineCompletion", "params": {"textDocument": {"uri": 5}}})
-        answer = reply(2, or_method="window/showMessage")  # pygls reports undecodable params this way
-        assert "error" in answer or "Invalid Params" in answer["params"]["message"]
+        assert reply(2)["error"]["code"] == -32602
+        send({"id": 3, "method": "quicksilver/editBlock", "params": {"textDocument": {}}})
+        assert reply(3)["error"]["code"] == -32602
         send({"method": "textDocument/didOpen", "params": {"textDocument": {"uri": URI, "languageId": "python",
                                                                               "version": 1, "text": TEXT}}})
-        send({"id": 3, "method": "textDocument/completion",
+        send({"id": 4, "method": "textDocument/completion",
               "params": {"textDocument": {"uri": URI}, "position": {"line": 0, "character": 3}}})
-        assert "result" in reply(3)
-        send({"id": 4, "method": "shutdown"})
-        reply(4)
+        assert "result" in reply(4)
+        rng = {"start": {"line": 4, "character": 8}, "end": {"line": 4, "character": 8}}
+        send({"id": 6, "method": "textDocument/codeAction",
+              "params": {"textDocument": {"uri": URI}, "range": rng, "context": {"diagnostics": []}}})
+        actions = reply(6)["result"]
+        assert [a["command"]["arguments"] for a in actions] == [[URI, rng, m] for m in ("complete", "rewrite", "repair")]
+        assert {a["command"]["command"] for a in actions} == {"quicksilver.editBlock"}
+        send({"id": 5, "method": "shutdown"})
+        reply(5)
         send({"method": "exit"})
         assert proc.wait(timeout=30) == 0
     finally:

@@ -1,0 +1,121 @@
+"""Syntax-aware decisions with tree-sitter: a line or a block at the cursor, the block around a position, and
+whether a completion keeps an otherwise valid file valid. Python has a grammar; every other language degrades
+to plain-text rules (no syntax decisions), never an error.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import PurePosixPath
+
+from runtime.postprocess import indent_of
+
+EXTENSIONS = {".py": "python", ".pyi": "python", ".pyw": "python"}
+# inside these the cursor is in the middle of an expression: finish the line, not a block
+LINE_CONTEXTS = {"argument_list", "parameters", "list", "dictionary", "set", "tuple", "parenthesized_expression",
+                 "subscript", "string", "list_comprehension", "dictionary_comprehension", "set_comprehension",
+                 "generator_expression", "lambda_parameters", "import_from_statement"}
+BLOCKS = {"function_definition", "class_definition", "decorated_definition", "if_statement", "for_statement",
+          "while_statement", "with_statement", "try_statement", "match_statement"}
+
+
+def language_of(uri: str, language_id: str | None = None) -> str | None:
+    """'python' for a Python document (by the client's languageId, else the file extension), None otherwise."""
+    if language_id:
+        return "python" if language_id.lower() == "python" else None
+    return EXTENSIONS.get(PurePosixPath(uri.split("?", 1)[0]).suffix.lower())
+
+
+@lru_cache(maxsize=None)
+def parser_for(language: str | None):
+    if language != "python":
+        return None
+    import tree_sitter
+    import tree_sitter_python
+
+    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_python.language()))
+
+
+def _parse(language: str | None, text: str):
+    parser = parser_for(language)
+    return None if parser is None else parser.parse(text.encode("utf-8"))
+
+
+def error_count(language: str | None, text: str) -> int:
+    """ERROR and MISSING nodes in the parse of `text` (0 for a language without a grammar)."""
+    tree = _parse(language, text)
+    if tree is None or not tree.root_node.has_error:
+        return 0
+    count, stack = 0, [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.is_error or node.is_missing:
+            count += 1
+        stack.extend(c for c in node.children if c.has_error or c.is_missing)
+    return count
+
+
+def wants_block(prefix: str, suffix: str, language: str | None) -> bool:
+    """A block (several lines) at a cursor on a blank line outside any bracket; the rest of a line otherwise."""
+    before, after = prefix[prefix.rfind("\n") + 1:], suffix.split("\n", 1)[0]
+    if before.strip() or after.strip():
+        return False
+    tree = _parse(language, prefix + suffix)
+    if tree is None:
+        return True
+    offset = len(prefix.encode("utf-8"))
+    node = tree.root_node.descendant_for_byte_range(offset, offset)
+    while node is not None:
+        if node.type in LINE_CONTEXTS and node.start_byte < offset < node.end_byte:
+            return False
+        node = node.parent
+    return True
+
+
+def enclosing_block(text: str, offset: int, language: str | None) -> tuple[int, int]:
+    """(start, end) character offsets of the smallest function, class or compound statement around `offset`,
+    as whole lines; without a grammar, the run of non-blank lines around it."""
+    data = text.encode("utf-8")
+    tree = _parse(language, text)
+    start = end = None
+    if tree is not None:
+        b = len(text[:offset].encode("utf-8"))
+        node = tree.root_node.descendant_for_byte_range(b, b)
+        while node is not None and node.type not in BLOCKS:
+            node = node.parent
+        if node is not None:
+            start = len(data[:node.start_byte].decode("utf-8", "replace"))
+            end = len(data[:node.end_byte].decode("utf-8", "replace"))
+    if start is None:  # paragraph: blank lines bound it
+        start = text.rfind("\n\n", 0, offset)
+        start = 0 if start < 0 else start + 2
+        end = text.find("\n\n", offset)
+        end = len(text) if end < 0 else end
+    start = text.rfind("\n", 0, start) + 1               # whole lines
+    nl = text.find("\n", end)
+    return start, len(text) if nl < 0 else nl + 1
+
+
+def trim_to_scope(text: str, prefix: str) -> str:
+    """Cut a multi-line completion where it leaves the cursor's indentation scope (a line indented less)."""
+    lines = text.split("\n")
+    indent = len(indent_of(prefix[prefix.rfind("\n") + 1:] + lines[0]))  # the completion's first line
+    for i, l in enumerate(lines[1:], 1):
+        if l.strip() and len(indent_of(l)) < indent:
+            return "\n".join(lines[:i]).rstrip() + "\n"
+    return text
+
+
+def keep_valid(prefix: str, text: str, suffix: str, language: str | None) -> str:
+    """The completion, or the longest whole-line part of it that adds no syntax error to the file; '' if every
+    part breaks a file that parses cleanly without it. Without a grammar, the completion unchanged."""
+    if parser_for(language) is None or not text:
+        return text
+    base = error_count(language, prefix + suffix)
+    if error_count(language, prefix + text + suffix) <= base:
+        return text
+    lines = text.split("\n")
+    for n in range(len(lines) - 1, 0, -1):
+        part = "\n".join(lines[:n]) + "\n"
+        if part.strip() and error_count(language, prefix + part + suffix) <= base:
+            return part
+    return "" if base == 0 else text
