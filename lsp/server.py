@@ -322,6 +322,7 @@ def add_arguments(p) -> None:
 def run(args) -> None:
     handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
     logging.basicConfig(level=logging.INFO, handlers=[handler], format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("pygls").setLevel(logging.WARNING)  # it logs every message at INFO
     if args.server:
         from lsp.remote import RemoteBackend
         backend = RemoteBackend(args.server, args.api_key)
