@@ -7,6 +7,7 @@ EVALS = {
     "humaneval": ("evals.humaneval", "HumanEval completion: pass@1 and pass@k"),
     "infill": ("evals.infill", "HumanEval infilling: single-line, multi-line, random-span"),
     "compare": ("evals.compare", "diffusion against the autoregressive twin on the same tasks, with a plot"),
+    "typing": ("evals.typing", "replay an editing session against the language server: keystroke to ghost text"),
     "load": ("evals.loadtest", "bounded load test of the real server on loopback"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
 }

@@ -71,11 +71,11 @@ class CompletionCache:
 
 
 class QuicksilverServer(LanguageServer):
-    def __init__(self, backend):
+    def __init__(self, backend, cache: bool = True):
         super().__init__("quicksilver", "0.2.0", protocol_cls=Protocol)
         self.backend = backend                           # LocalBackend (in-process) or RemoteBackend (lsp/remote.py)
         self.running: dict[str, asyncio.Task] = {}      # document uri → the request running on it
-        self.cache = CompletionCache()
+        self.cache = CompletionCache(CACHE_ENTRIES if cache else 0)
         self.stats = {"model": 0, "cache": 0}
 
 
@@ -186,8 +186,8 @@ async def block_edit(ls: QuicksilverServer, uri: str, rng: lsp.Range | None, pos
     return result.id, lsp.TextEdit(range=edit_range, new_text=new)
 
 
-def create_server(backend) -> QuicksilverServer:
-    server = QuicksilverServer(backend)
+def create_server(backend, cache: bool = True) -> QuicksilverServer:
+    server = QuicksilverServer(backend, cache)
 
     @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions())
     async def inline_completion(ls: QuicksilverServer, params: lsp.InlineCompletionParams):
@@ -313,6 +313,8 @@ def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
     p.add_argument("--server", help="use a running `quicksilver serve` at this ws:// URL instead of a local model")
     p.add_argument("--api-key", help="the server's API key (with --server)")
+    p.add_argument("--no-completion-cache", dest="completion_cache", action="store_false",
+                   help="always ask the model (no serving of typed-ahead completions from the cache)")
     p.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio")
     p.add_argument("--host", default="127.0.0.1", help="TCP host")
     p.add_argument("--port", type=int, default=2087, help="TCP port")
@@ -334,7 +336,7 @@ def run(args) -> None:
             backend = LocalBackend(Scheduler(Engine(load(args.model))))
         except ModelError as e:
             raise SystemExit(f"error: {e}")
-    server = create_server(backend)
+    server = create_server(backend, args.completion_cache)
     if args.tcp:
         server.start_tcp(args.host, args.port)
     else:

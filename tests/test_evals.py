@@ -145,3 +145,13 @@ def test_infill_command_runs_the_twin(tiny_twin_dir):
     from evals.infill import evaluate
     summary, rows = evaluate(tiny_twin_dir, "random-span", "oracle", 2, 2, precision="fp32")
     assert summary["decoder"] == "autoregressive" and summary["tasks"] == 2 and len(rows) == 2
+
+
+def test_typing_replay_on_the_tiny_model(tiny_model_dir, tmp_path):
+    import asyncio
+    from evals.typing import record, replay
+    session = record("def f(x):\n    \n", 14, "return x\n")
+    r = asyncio.run(replay(session, tiny_model_dir, tmp_path / "lsp.log"))
+    assert r["keystrokes"] == 9 and r["answered"] + r["superseded"] == 9 and r["cache_hits"] is not None
+    assert r["answered"] == 0 or r["p95_ms"] >= r["p50_ms"] > 0
+    assert session["keys"][-1] == {"text": "\n", "delay_ms": 800}
