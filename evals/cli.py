@@ -8,6 +8,7 @@ EVALS = {
     "infill": ("evals.infill", "HumanEval infilling: single-line, multi-line, random-span"),
     "compare": ("evals.compare", "diffusion against the autoregressive twin on the same tasks, with a plot"),
     "typing": ("evals.typing", "replay an editing session against the language server: keystroke to ghost text"),
+    "report": ("evals.report", "evals/results/*.json → REPORT.md and the learning-curve plot"),
     "load": ("evals.loadtest", "bounded load test of the real server on loopback"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
 }

@@ -98,10 +98,10 @@ def quantize_int8(src: Path, dst: Path) -> None:
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
 
 
-def write_card(out: Path, state: dict, extra: dict) -> dict:
+def write_card(out: Path, state: dict, extra: dict, name: str | None = None) -> dict:
     files = sorted(p.name for p in out.iterdir() if p.name != CARD_FILE)
     card = {
-        "name": out.name,
+        "name": name or out.name,
         "config": state["config"],
         "objective": state["objective"],
         "tokenizer_sha256": file_sha256(out / TOKENIZER_FILE),
@@ -139,7 +139,8 @@ def export(ckpt: Path, out: Path, precision: str = "fp32", extra: dict | None = 
         (tmp / MODEL_FILE).unlink()
         save_int8_weights(model, tmp / INT8_WEIGHTS_FILE)  # lets `quicksilver finetune` start from it
     shutil.copy(ckpt / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
-    card = write_card(tmp, state, {"parity_max_abs_diff": diff, "parity_atol": PARITY_ATOL, **(extra or {})})
+    card = write_card(tmp, state, {"parity_max_abs_diff": diff, "parity_atol": PARITY_ATOL, **(extra or {})},
+                      name=out.name)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

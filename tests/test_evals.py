@@ -155,3 +155,15 @@ def test_typing_replay_on_the_tiny_model(tiny_model_dir, tmp_path):
     assert r["keystrokes"] == 9 and r["answered"] + r["superseded"] == 9 and r["cache_hits"] is not None
     assert r["answered"] == 0 or r["p95_ms"] >= r["p50_ms"] > 0
     assert session["keys"][-1] == {"text": "\n", "delay_ms": 800}
+
+
+def test_report_reads_the_committed_results(tmp_path):
+    import shutil
+    from evals.report import report
+    from tests.conftest import SHIPPED
+    for path in (ROOT / "evals" / "results").glob("*.json"):
+        shutil.copy(path, tmp_path / path.name)
+    text = report(tmp_path, SHIPPED)
+    assert "| single-line | oracle | 1033 |" in text and "unknown / oracle pass@1" in text
+    assert "## Engine speed" in text and "## Typing in an editor" in text
+    assert (tmp_path / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"

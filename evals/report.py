@@ -1,0 +1,155 @@
+"""quicksilver eval report: evals/results/*.json → evals/results/REPORT.md, plus the shipped model's learning curve.
+
+Every number in the report is read from a result file that a command wrote; the table says which command.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def num(x, fmt="{:.0f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def load(results: Path) -> dict[str, object]:
+    out = {}
+    for path in sorted(results.glob("*.json")):
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def infill_command(r: dict, name: str) -> str:
+    return (f"quicksilver eval infill --set {r['set']} --length {r['mode']}"
+            + (f" --limit {r['tasks']}" if name.endswith("-limited") else "") + f" --json evals/results/{name}.json")
+
+
+def learning_curve(card: dict, name: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = [h for h in card["training"]["history"] if "masked_ce@0.5" in h]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for key, label in (("masked_ce@0.15", "15 % masked"), ("masked_ce@0.5", "50 % masked"),
+                       ("masked_ce@0.85", "85 % masked")):
+        ax.plot([h["tokens"] / 1e6 for h in hist], [h[key] for h in hist], "o-", label=label)
+    if card.get("unigram_ce"):
+        ax.axhline(card["unigram_ce"], color="gray", linestyle="--", label="unigram baseline")
+    ax.set_xlabel("training tokens (M), autoregressive warm start included")
+    ax.set_ylabel("held-out masked-token cross-entropy (nats)")
+    ax.set_title(f"model/{name}: {card['training']['tokens'] / 1e6:.0f} M tokens on {card.get('trained_on', '')[:40]}",
+                 fontsize=9)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(results: Path, model_dir: Path | None = None) -> str:
+    from runtime.session import DEFAULT_MODEL_DIR, read_card
+
+    model_dir = model_dir or DEFAULT_MODEL_DIR
+    card = read_card(model_dir)
+    learning_curve(card, model_dir.name, results / "learning-curve.png")
+    data = load(results)
+    lines = ["# quicksilver evaluation report", "",
+             "Written by `quicksilver eval report` from the JSON files in this folder; each row names the command",
+             "that produced it. Model: `model/default` unless a row says otherwise. CPU numbers come from a 2-core",
+             "machine shared with a niced training run.", ""]
+    lines += ["## Learning curve", "", "![learning curve](learning-curve.png)", "",
+              f"Held-out masked-token cross-entropy at the shipped checkpoint: "
+              + ", ".join(f"{k.split('@')[1]}: {v:.2f}" for k, v in card["heldout"].items())
+              + f" (unigram {card['unigram_ce']:.2f}).", ""]
+    infill = [(n, r) for n, r in data.items() if isinstance(r, dict) and r.get("set") in
+              ("single-line", "multi-line", "random-span")]
+    if infill:
+        lines += ["## HumanEval infilling (pass@1, greedy)", "",
+                  "| set | length | tasks | pass@1 | exact match | tokens / forward | p50 ms | p95 ms | command |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for n, r in sorted(infill, key=lambda x: (x[1]["set"], x[1]["mode"])):
+            lines.append(f"| {r['set']} | {r['mode']} | {r['tasks']} | {pct(r['pass@1'])} | {pct(r['exact_match'])} "
+                         f"| {r['tokens_per_forward']:.2f} | {num(r['p50_ms'])} | {num(r['p95_ms'])} | "
+                         f"`{infill_command(r, n)}` |")
+        by = {(r["set"], r["mode"]): r for _, r in infill if r["tasks"] in (1033, 4782, 1640)}
+        for s in ("single-line", "multi-line", "random-span"):
+            if (s, "oracle") in by and (s, "unknown") in by and by[(s, "oracle")]["pass@1"]:
+                ratio = by[(s, "unknown")]["pass@1"] / by[(s, "oracle")]["pass@1"]
+                lines.append(f"\n{s}: unknown / oracle pass@1 = **{ratio:.2f}**")
+        lines.append("")
+    humaneval = [(n, r) for n, r in data.items() if isinstance(r, dict) and r.get("set") == "humaneval"]
+    if humaneval:
+        lines += ["## HumanEval completion", "",
+                  "| model | decoder | problems | samples | pass@1 | tokens / forward | tokens/s | p50 ms | command |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for n, r in humaneval:
+            model = "" if "default" in r["model"] else f" --model {r['model']}"
+            lines.append(f"| {Path(r['model']).name} | {r['decoder']} | {r['tasks']} | {r['samples']} | "
+                         f"{pct(r['pass@1'])} | {r['tokens_per_forward']:.2f} | {r['tokens_per_s']:.1f} | "
+                         f"{num(r['p50_ms'])} | `quicksilver eval humaneval{model} --json evals/results/{n}.json` |")
+        lines.append("")
+    for n, r in data.items():
+        if isinstance(r, list) and r and r[0].get("decoder"):
+            twin = next((x for x in r if x["decoder"] == "autoregressive"), None)
+            lines += [f"## Diffusion against the autoregressive twin ({r[0]['set']}, {r[0]['mode']} length)", "",
+                      f"![quality against speed]({n}.png)", "",
+                      "| decoder | threshold | pass@1 | exact match | tokens / forward | tokens/s | p50 ms | p95 ms |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            for x in r:
+                lines.append(f"| {x['decoder']} | {num(x['threshold'], '{}')} | {pct(x['pass@1'])} | "
+                             f"{pct(x['exact_match'])} | {x['tokens_per_forward']:.2f} | {x['tokens_per_s']:.1f} | "
+                             f"{num(x['p50_ms'])} | {num(x['p95_ms'])} |")
+            if twin:
+                lines += ["", f"Command: `quicksilver eval compare --twin {twin['model']} --set {r[0]['set']} "
+                              f"--length {r[0]['mode']} --json evals/results/{n}.json --plot evals/results/{n}.png`"]
+            lines.append("")
+    bench = data.get("bench")
+    if isinstance(bench, dict) and bench.get("cases"):
+        lines += ["## Engine speed (`quicksilver bench --json evals/results/bench.json`)", "",
+                  "| context cache | shape | context | streams | p50 ms | p95 ms | tokens/s | tokens / forward |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for c in bench["cases"]:
+            lines.append(f"| {'on' if c.get('kv_cache') else 'off'} | {c['shape']} | {c['context']} | {c['streams']} "
+                         f"| {num(c['p50_ms'])} | {num(c['p95_ms'])} | {c['tokens_per_s']:.1f} | "
+                         f"{c['tokens_per_forward']:.2f} |")
+        for r in bench.get("repeat", []):
+            lines.append(f"\nSame context again (context {r['context']}): p50 {r['first_p50_ms']:.0f} ms → "
+                         f"{r['repeat_p50_ms']:.0f} ms.")
+        lines += ["", f"ONNX Runtime float32 matmul on this CPU: {bench['matmul_flops'] / 1e9:.0f} GFLOP/s.", ""]
+    typing = data.get("typing")
+    if isinstance(typing, dict) and typing.get("runs"):
+        lines += ["## Typing in an editor (`quicksilver eval typing --json evals/results/typing.json`)", "",
+                  "| completion cache | keystrokes | answered before the next key | superseded | from cache | "
+                  "p50 ms | p95 ms |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in typing["runs"]:
+            lines.append(f"| {'on' if r['completion_cache'] else 'off'} | {r['keystrokes']} | {r['answered']} | "
+                         f"{r['superseded']} | {r['cache_hits']} | {num(r['p50_ms'])} | {num(r['p95_ms'])} |")
+        lines += ["", "Latency runs from didChange to the inline completion response, over the requests answered "
+                      "before the next keystroke (150 ms, 800 ms after Enter).", ""]
+    load_test = data.get("loadtest")
+    if isinstance(load_test, dict):
+        lines += ["## Server under load (`quicksilver eval load --json evals/results/loadtest.json`)", "",
+                  "```", json.dumps(load_test, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of result JSON files")
+    p.add_argument("--model", type=Path, help="model directory for the learning curve (default: the shipped model)")
+
+
+def run(args) -> None:
+    text = report(args.results, args.model)
+    (args.results / "REPORT.md").write_text(text + "\n")
+    print(f"wrote {args.results / 'REPORT.md'} and {args.results / 'learning-curve.png'}")
