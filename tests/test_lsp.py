@@ -207,3 +207,26 @@ def test_malformed_params_get_an_error_and_the_server_stays_up(tiny_model_dir):
         assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
+
+
+def test_cursor_context_with_tabs_crlf_and_characters_outside_the_bmp():
+    """UTF-16 positions (an emoji is two code units), tabs, CRLF line ends, and an incremental change."""
+    from types import SimpleNamespace
+
+    from pygls.workspace import Workspace
+
+    from lsp.server import cursor_context
+    ws = Workspace(None)
+    text = "def f(x):\r\n\tname = '😀é'  # ü\r\n\t\r\n\treturn x\r\n"
+    ws.put_text_document(lsp.TextDocumentItem(uri=URI, language_id="python", version=1, text=text))
+    ls = SimpleNamespace(workspace=ws)
+    pos = at(1, len("\tname = '😀é".encode("utf-16-le")) // 2)
+    prefix, suffix, single, language = cursor_context(ls, URI, pos)
+    assert prefix == "def f(x):\r\n\tname = '😀é" and suffix.startswith("'  # ü\r\n") and single
+    assert language == "python"
+    prefix, suffix, single, _ = cursor_context(ls, URI, at(2, 1))      # the tab-indented blank line: a block
+    assert prefix.endswith("ü\r\n\t") and suffix.startswith("\r\n\treturn") and not single
+    ws.get_text_document(URI).apply_change(lsp.TextDocumentContentChangePartial(
+        range=lsp.Range(start=pos, end=pos), text="ß"))
+    prefix, _, _, _ = cursor_context(ls, URI, at(1, pos.character + 1))
+    assert prefix.endswith("'😀éß")
