@@ -28,6 +28,7 @@ log = logging.getLogger("quicksilver.lsp")
 SINGLE_LINE_TOKENS = 32
 BLOCK_TOKENS = 96
 CACHE_ENTRIES = 64
+WINDOW_MULTIPLE = 8     # keystrokes within a line then reuse the engine's cached context (runtime/engine.py)
 ACCEPT, REJECT, EDIT_BLOCK = "quicksilver/accept", "quicksilver/reject", "quicksilver/editBlock"
 EDIT_COMMAND = "quicksilver.editBlock"
 ACTIONS = {"complete": "Complete block", "rewrite": "Rewrite block", "repair": "Repair block"}
@@ -115,7 +116,7 @@ def cursor_context(ls: LanguageServer, uri: str, position: lsp.Position) -> tupl
 def build_request(prefix: str, suffix: str, single_line: bool, language: str | None = None) -> Request:
     return Request(prefix=prefix, suffix=suffix, id=uuid.uuid4().hex[:12], single_line=single_line,
                    max_new_tokens=SINGLE_LINE_TOKENS if single_line else BLOCK_TOKENS,
-                   stop=("\n",) if single_line else (), language=language)
+                   stop=("\n",) if single_line else (), language=language, window_multiple=WINDOW_MULTIPLE)
 
 
 async def run_request(ls: QuicksilverServer, uri: str, req: Request) -> Completion | None:

@@ -42,6 +42,9 @@ class Request:
     edit: str = "all"                 # edit mode: 'all', 'repair', or 'none'
     single_line: bool = False         # end the result at the first newline
     language: str | None = None       # 'python': syntax-aware post-processing (scope, validity) with tree-sitter
+    window_multiple: int = 1          # round the window up to a multiple of this: while the user types a line, the
+                                      # healed cursor line grows token by token, and a window that does not change
+                                      # with it keeps the context (and its cached keys/values) identical
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self):
@@ -49,6 +52,8 @@ class Request:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
         if not 1 <= self.max_new_tokens <= 1024:
             raise ValueError("max_new_tokens must be between 1 and 1024")
+        if not 1 <= self.window_multiple <= 64:
+            raise ValueError("window_multiple must be between 1 and 64")
         if self.mode == "edit" and not self.existing:
             raise ValueError("edit mode needs the existing block text")
 
@@ -124,7 +129,9 @@ class Engine:
         if existing is None:
             prefix, forced, suffix = heal(prefix, suffix)
         window = len(existing) + EDIT_GROWTH if existing is not None else req.max_new_tokens
-        window = min(window + len(self.tok.encode(forced)), self.context_tokens - 2)
+        window += len(self.tok.encode(forced))
+        window = -(-window // req.window_multiple) * req.window_multiple  # stable while typing: see Request
+        window = min(window, self.context_tokens - 2)
         ctx = fit(self.tok, prefix, suffix, self.context_tokens - window)
         if req.mode == "completion":
             ctx.suffix = []

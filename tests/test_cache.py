@@ -106,3 +106,23 @@ def test_a_passed_deadline_fills_the_window_from_a_full_pass(tiny_engine):
                   eom_bias=-100.0, deadline_ms=0.001)
     res = Engine(tiny_engine.model).complete(req)
     assert res.stats["stop_reason"] == "deadline" and res.stats["forward_passes"] == 1
+
+
+def test_typing_within_a_line_reuses_the_context_when_the_window_is_rounded(tiny_engine):
+    model = Counting(tiny_engine.model)
+    engine = Engine(model)
+    line = "        data = f.read().split()"
+    full = {}
+    for multiple in (1, 8):
+        model.full = 0
+        engine.clear_cache()
+        for n in range(9, len(line) + 1):  # the line typed key by key after its indentation
+            engine.complete(Request(prefix=PREFIX.rstrip(" ") + line[:n], suffix=SUFFIX, max_new_tokens=8,
+                                    window_multiple=multiple, threshold=1.0))
+        full[multiple] = model.full
+    # each new token of the healed cursor line changes an exact window (and the context's cache key) ...
+    assert full[1] >= 4
+    # ... a rounded one changes only where the line crosses a multiple of 8 tokens
+    assert full[8] <= 3 and full[8] < full[1]
+    with pytest.raises(ValueError, match="window_multiple"):
+        Request(prefix="x", window_multiple=0)
