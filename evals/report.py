@@ -69,7 +69,7 @@ def report(results: Path, model_dir: Path | None = None) -> str:
              "that produced it. Model: `model/default` unless a row says otherwise. CPU numbers come from a 2-core",
              "machine shared with a niced training run.", ""]
     lines += ["## Learning curve", "", "![learning curve](learning-curve.png)", "",
-              f"Held-out masked-token cross-entropy at the shipped checkpoint: "
+              "Held-out masked-token cross-entropy at the shipped checkpoint: "
               + ", ".join(f"{k.split('@')[1]}: {v:.2f}" for k, v in card["heldout"].items())
               + f" (unigram {card['unigram_ce']:.2f}).", ""]
     infill = [(n, r) for n, r in data.items() if isinstance(r, dict) and r.get("set") in

@@ -78,6 +78,17 @@ def in_ci() -> bool:
     return os.environ.get("CI") == "true"
 
 
+def program(*names: str, package: str) -> str:
+    """The path of a system program the test drives: skipped on a laptop without it, a failure in CI (whose
+    .ci/run installs `package`)."""
+    path = next((p for p in map(shutil.which, names) if p), None)
+    if path is None:
+        if in_ci():
+            pytest.fail(f"{names[0]} is missing: .ci/run installs Debian's {package} package")
+        pytest.skip(f"{names[0]} is not installed (apt-get install {package})")
+    return path
+
+
 API_KEY = "test-key"
 
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tests.conftest import API_KEY as KEY
-from tests.conftest import in_ci, start_server, stop_server
+from tests.conftest import program, start_server, stop_server
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -15,12 +15,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if in_ci():
-            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    return path
+    return program("chromium", "chromium-browser", package="chromium")
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,16 @@
 Python buffer through its own LSP client, requests a completion and receives the shipped model's text."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
-import pytest
-
-from tests.conftest import ROOT, in_ci
+from tests.conftest import ROOT, program
 
 SOURCE = 'import os\n\n\ndef read(path):\n    """Return the text of a file."""\n    \n\nprint(read("x"))\n'
 
 
 def test_neovim_gets_a_completion_from_the_language_server(tmp_path):
-    nvim = shutil.which("nvim")
-    if nvim is None:
-        if in_ci():
-            pytest.fail("CI must install neovim (.ci/run does)")
-        pytest.skip("neovim is not installed")
+    nvim = program("nvim", package="neovim")
     src = tmp_path / "example.py"
     src.write_text(SOURCE)
     out = tmp_path / "out.json"

@@ -4,19 +4,13 @@ import shutil
 import subprocess
 import zipfile
 
-import pytest
-
-from tests.conftest import ROOT, in_ci
+from tests.conftest import ROOT, program
 
 EXTENSION = ROOT / "lsp" / "clients" / "vscode"
 
 
 def test_extension_builds_and_packages(tmp_path):
-    npm = shutil.which("npm")
-    if npm is None:
-        if in_ci():
-            pytest.fail("CI must have node and npm (.ci/run installs them)")
-        pytest.skip("npm is not installed")
+    npm = program("npm", package="npm")
     work = tmp_path / "vscode"
     shutil.copytree(EXTENSION, work, ignore=shutil.ignore_patterns("node_modules", "out", "*.vsix"))
     for step in (["ci", "--no-audit", "--no-fund"], ["run", "compile"], ["run", "package"]):
