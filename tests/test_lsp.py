@@ -230,3 +230,15 @@ def test_cursor_context_with_tabs_crlf_and_characters_outside_the_bmp():
         range=lsp.Range(start=pos, end=pos), text="ß"))
     prefix, _, _, _ = cursor_context(ls, URI, at(1, pos.character + 1))
     assert prefix.endswith("'😀éß")
+
+
+async def test_other_languages_get_plain_completions(session):
+    client, _, _ = session
+    uri = "file:///tmp/example.rs"
+    client.text_document_did_open(lsp.DidOpenTextDocumentParams(text_document=lsp.TextDocumentItem(
+        uri=uri, language_id="rust", version=1, text="fn main() {\n    let x = \n}\n")))
+    result = await client.text_document_inline_completion_async(lsp.InlineCompletionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), position=at(1, 12),
+        context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked)))
+    items = result.items if hasattr(result, "items") else result
+    assert all("\n" not in item.insert_text for item in items)  # mid-line: the rest of the line, no grammar needed
