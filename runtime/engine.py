@@ -173,10 +173,9 @@ class Engine:
         out: dict[int, np.ndarray] = {}
         full, window = [], []
         for d in denoisers:
-            if d.cache is None:
-                d.cache = self._contexts.get(self._context_key(d))
-                if d.cache is not None:
-                    self._contexts.move_to_end(self._context_key(d))
+            if d.cache is None and (key := self._context_key(d)) in self._contexts:
+                d.cache = self._contexts[key]
+                self._contexts.move_to_end(key)
             late = d.opts.deadline is not None and time.monotonic() >= d.opts.deadline  # fills all: needs all logits
             refresh = late or d.cache is None or d.cache.region != d.active() or (
                 self.refresh_every and d.stats.forward_passes % self.refresh_every == 0)
