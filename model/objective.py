@@ -18,6 +18,7 @@ MAX_EXTRA_SLOTS = 48        # an infill window is longer than its middle by U(0,
 SINGLE_LINE_SHARE = 0.5     # infill middles of exactly one line (the single-line eval shape)
 MAX_MIDDLE_LINES = 12
 FIM_RATE = 0.5              # share of autoregressive rows in prefix-suffix-middle order
+FIM_SENTINELS = 4           # <|fim_prefix|>, <|fim_suffix|>, <|fim_middle|> and the closing <|eom|>
 EVAL_MASK_RATES = (0.15, 0.5, 0.85)
 
 
@@ -90,11 +91,11 @@ class Examples:
         for r in range(B):
             if rng.random() >= FIM_RATE:
                 continue
-            a, b = self._span(raw[r], rng, lo=1)
+            src = raw[r, :T - FIM_SENTINELS]  # the three sentinels and <|eom|> take the place of the row's last tokens,
+            a, b = self._span(src, rng, lo=1)  # so the whole middle and its <|eom|> are in the row
             t = self.tok
-            row = np.concatenate([[t.fim_prefix_id], raw[r, :a], [t.fim_suffix_id], raw[r, b:],
-                                  [t.fim_middle_id], raw[r, a:b], [t.eom_id]])
-            out[r] = row[:T]
+            out[r] = np.concatenate([[t.fim_prefix_id], src[:a], [t.fim_suffix_id], src[b:],
+                                     [t.fim_middle_id], src[a:b], [t.eom_id]])
         return out
 
 

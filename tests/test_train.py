@@ -73,3 +73,23 @@ def test_gpu_recipe_rehearsal_on_cpu(tmp_path):
     assert sum(p.stat().st_size for p in files) <= 64 * 2**20
     state = json.loads((out / "diffusion" / "state.json").read_text())
     assert state["objective"] == "diffusion" and state["init_tokens"] > 0
+
+
+def test_fill_in_the_middle_rows_keep_the_whole_middle_and_its_end(tiny_corpus):
+    import numpy as np
+
+    from model.objective import Examples
+    from model.tokenizer import CodeTokenizer
+    tok = CodeTokenizer.load(tiny_corpus / "tokenizer.json")
+    data = np.fromfile(tiny_corpus / "train.bin", dtype=np.uint16)
+    ex = Examples(tok)
+    rng = np.random.default_rng(0)
+    raw = ex.windows(data, 64, 128, rng)
+    rows = ex.autoregressive(raw, rng)
+    fim = [r for r in rows if r[0] == tok.fim_prefix_id]
+    assert len(fim) > 10 and all(r.shape == (128,) for r in rows)
+    for r in fim:
+        p, s, m = (int(np.flatnonzero(r == i)[0]) for i in (tok.fim_prefix_id, tok.fim_suffix_id, tok.fim_middle_id))
+        assert 0 == p < s < m and r[-1] == tok.eom_id
+        src = np.concatenate([r[p + 1:s], r[m + 1:-1], r[s + 1:m]])  # prefix, middle, suffix: the original text
+        assert len(src) == 124 and any((src == w[:124]).all() for w in raw)
