@@ -216,9 +216,7 @@ def create_server(backend, cache: bool = True) -> QuicksilverServer:
     @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION, lsp.CodeActionOptions(
         code_action_kinds=[lsp.CodeActionKind.RefactorRewrite]))
     def code_actions(ls: QuicksilverServer, params: lsp.CodeActionParams):
-        uri = params.text_document.uri
-        rng = {"start": {"line": params.range.start.line, "character": params.range.start.character},
-               "end": {"line": params.range.end.line, "character": params.range.end.character}}
+        uri, rng = params.text_document.uri, ls.protocol._converter.unstructure(params.range)
         return [lsp.CodeAction(title=f"quicksilver: {title}", kind=lsp.CodeActionKind.RefactorRewrite,
                                command=lsp.Command(title=title, command=EDIT_COMMAND, arguments=[uri, rng, mode]))
                 for mode, title in ACTIONS.items()]
