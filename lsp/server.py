@@ -77,7 +77,6 @@ class QuicksilverServer(LanguageServer):
         self.backend = backend                           # LocalBackend (in-process) or RemoteBackend (lsp/remote.py)
         self.running: dict[str, asyncio.Task] = {}      # document uri → the request running on it
         self.cache = CompletionCache(CACHE_ENTRIES if cache else 0)
-        self.stats = {"model": 0, "cache": 0}
 
 
 class LocalBackend:
@@ -128,7 +127,6 @@ async def run_request(ls: QuicksilverServer, uri: str, req: Request) -> Completi
     try:
         result = await ls.backend.run(uri, req)
         if result is not None:
-            ls.stats["model"] += 1
             log.info("request %s: %d tokens in %.0f ms (%s)", req.id, result.stats["tokens"], result.stats["ms"],
                      result.stats["stop_reason"])
         return result
@@ -144,7 +142,6 @@ async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position) -
     """(completion id, text) at the cursor: from the cache when the user is typing into a shown completion."""
     prefix, suffix, single, language = cursor_context(ls, uri, position)
     if (hit := ls.cache.get(uri, prefix, suffix)) is not None:
-        ls.stats["cache"] += 1
         log.info("completion %s served from the cache", hit[0])
         return hit
     result = await run_request(ls, uri, build_request(prefix, suffix, single, language))
