@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request as HttpRequest, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
-from server.auth import key_ok
+from server.auth import accept_websocket
 
 router = APIRouter()
 PAGE = Path(__file__).resolve().parent.parent / "static" / "dashboard.html"
@@ -34,10 +34,8 @@ async def stats(http: HttpRequest):
 
 @router.websocket("/v1/dashboard/live")
 async def live(ws: WebSocket):
-    if not key_ok(ws.headers, ws.query_params, ws.app.state.api_key):
-        await ws.close(code=1008, reason="missing or wrong API key")
+    if not await accept_websocket(ws):
         return
-    await ws.accept()
     queue: asyncio.Queue = asyncio.Queue()
     ws.app.state.live.add(queue)
     try:

@@ -6,7 +6,7 @@ import json
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from server.auth import key_ok
+from server.auth import accept_websocket
 from server.sessions import ProtocolError, Session
 
 router = APIRouter()
@@ -17,10 +17,8 @@ MAX_MESSAGE_CHARS = 1 << 20
 
 @router.websocket("/v1/sessions")
 async def sessions(ws: WebSocket):
-    if not key_ok(ws.headers, ws.query_params, ws.app.state.api_key):
-        await ws.close(code=1008, reason="missing or wrong API key")
+    if not await accept_websocket(ws):
         return
-    await ws.accept()
     state, lock, session = ws.app.state, asyncio.Lock(), None
 
     async def send(msg: dict) -> None:
