@@ -58,10 +58,10 @@ class AutoregressiveEngine:
         logits, past_k, past_v = self.model.forward_kv(
             np.array([ids]), np.arange(n)[None], np.ones((1, n), bool), empty, empty, n - 1)
         stats.forward_passes = 1
+        text = ""  # decode(out), kept up to date once per token
         while True:
             lg = logits[0, -1].copy()
             lg[self.special.banned] = -np.inf
-            text = self.tok.decode(out)
             if len(text) < len(forced):  # token healing: the first tokens must spell the cursor's line
                 if (ok := self.special.agrees(forced[len(text):])).any():
                     lg[~ok] = -np.inf
@@ -71,7 +71,8 @@ class AutoregressiveEngine:
                 break
             out.append(token)
             stats.steps += 1
-            shown = self.tok.decode(out)[len(forced):]
+            text = self.tok.decode(out)
+            shown = text[len(forced):]
             yield Frame(stats.steps, shown, len(out), 0)
             if req.stop and any(s in shown for s in req.stop):
                 reason = "stop"
@@ -86,7 +87,6 @@ class AutoregressiveEngine:
                                                  past_k, past_v, 0)
             past_k, past_v = np.concatenate([past_k, k], 3), np.concatenate([past_v, v], 3)
             stats.forward_passes += 1
-        text = self.tok.decode(out)
         text = text[len(forced):] if text.startswith(forced) else text
         cut = min((text.find(s) for s in req.stop if s and s in text), default=-1)
         text = text[:cut] if cut >= 0 else text
