@@ -68,7 +68,7 @@ def run_streams(sched: Scheduler, pairs, streams: int, max_tokens: int) -> dict:
                 tokens[0] += c.stats["tokens"]
                 passes[0] += c.stats["forward_passes"]
 
-    t0 = time.perf_counter()
+    flops0, t0 = sched.engine.model.flops, time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(streams)]
     for t in threads:
         t.start()
@@ -77,7 +77,7 @@ def run_streams(sched: Scheduler, pairs, streams: int, max_tokens: int) -> dict:
     wall = time.perf_counter() - t0
     return {"p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95)),
             "tokens_per_s": tokens[0] / wall, "tokens_per_forward": tokens[0] / max(1, passes[0]),
-            "requests": len(latencies)}
+            "requests": len(latencies), "engine_flops": (sched.engine.model.flops - flops0) / wall}
 
 
 def repeat_latency(engine: Engine, pairs) -> dict:
@@ -113,6 +113,8 @@ def bench(model_dir: Path | None, precision: str, kv_modes=(True, False)) -> dic
                 engine.clear_cache()
                 results["repeat"].append({"context": context, **repeat_latency(engine, pairs)})
     results["matmul_flops"] = matmul_flops(0)
+    for c in results["cases"]:  # how much of what this CPU's matmul can do the engine's passes reached
+        c["matmul_fraction"] = c["engine_flops"] / results["matmul_flops"]
     return results
 
 
@@ -130,7 +132,8 @@ def run(args) -> None:
     for c in results["cases"]:
         print(f"cache {'on ' if c['kv_cache'] else 'off'} {c['shape']:>11} ctx {c['context']} streams {c['streams']}: "
               f"p50 {c['p50_ms']:.0f} ms, p95 {c['p95_ms']:.0f} ms, {c['tokens_per_s']:.1f} tok/s, "
-              f"{c['tokens_per_forward']:.2f} tok/forward")
+              f"{c['tokens_per_forward']:.2f} tok/forward, {c['engine_flops'] / 1e9:.1f} GFLOP/s "
+              f"({100 * c['matmul_fraction']:.0f} % of the matmul)")
     for r in results["repeat"]:
         print(f"repeated context ctx {r['context']}: first p50 {r['first_p50_ms']:.0f} ms, "
               f"repeat p50 {r['repeat_p50_ms']:.0f} ms")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -65,6 +66,16 @@ class LoadedModel:
     provider: str
     model_file: str
     card_sha256: str
+    flops: float = 0.0  # multiply-adds ×2 done by the passes so far (matmuls only): what the benchmark divides by time
+
+    def pass_flops(self, batch: int, new: int, past: int, logit_positions: int) -> float:
+        """Matmul FLOPs of one pass: `new` positions per row against `past` cached keys, logits at `logit_positions`."""
+        c = self.card["config"]
+        d, layers = c["d_model"], c["n_layer"]
+        hidden = 64 * math.ceil(8 * d / 3 / 64)  # the network's SwiGLU width
+        weights = layers * (4 * d * d + 3 * d * hidden)  # qkv, proj, gate_up, down
+        attention = layers * 2 * 2 * new * (past + new) * d  # scores and the weighted sum
+        return batch * (2 * weights * new + attention + 2 * d * c["vocab_size"] * logit_positions)
 
     @property
     def cached(self) -> bool:
@@ -78,6 +89,7 @@ class LoadedModel:
     def forward(self, ids: np.ndarray, attention_mask: np.ndarray, logits_from: int) -> np.ndarray:
         """(B, T) ids → (B, T - logits_from, V) float32 logits; logits[:, i] predict the token after position logits_from + i."""
         if not self.cached:  # a graph exported before the cache existed
+            self.flops += self.pass_flops(ids.shape[0], ids.shape[1], 0, ids.shape[1] - logits_from)
             return self.session.run(["logits"], {"input_ids": ids.astype(np.int64, copy=False),
                                                  "attention_mask": attention_mask.astype(bool, copy=False),
                                                  "logits_from": np.array(logits_from, dtype=np.int64)})[0]
@@ -94,6 +106,7 @@ class LoadedModel:
             "input_ids": ids.astype(np.int64, copy=False), "positions": positions.astype(np.int64, copy=False),
             "attention_mask": attention_mask.astype(bool, copy=False), "past_keys": past_keys,
             "past_values": past_values, "logits_from": np.array(logits_from, dtype=np.int64)})
+        self.flops += self.pass_flops(ids.shape[0], ids.shape[1], past_keys.shape[3], logits.shape[1])
         return logits, keys, values
 
 

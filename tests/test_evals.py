@@ -94,6 +94,7 @@ def test_bench_on_the_tiny_model(tiny_model_dir):
     assert len(results["repeat"]) == len(CONTEXTS) and all(r["repeat_p50_ms"] > 0 for r in results["repeat"])
     assert all(c["p50_ms"] > 0 and c["requests"] == c["streams"] * REQUESTS_PER_STREAM for c in results["cases"])
     assert results["matmul_flops"] > 1e9
+    assert all(c["engine_flops"] > 0 and 0 < c["matmul_fraction"] < 10 for c in results["cases"])
 
 
 def test_load_test_against_the_real_server(tiny_model_dir):
@@ -167,3 +168,27 @@ def test_report_reads_the_committed_results(tmp_path):
     assert "| single-line | oracle | 1033 |" in text and "unknown / oracle pass@1" in text
     assert "## Engine speed" in text and "## Typing in an editor" in text
     assert (tmp_path / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_interrupted_infill_run_resumes_where_it_stopped(tiny_model_dir, tmp_path, monkeypatch):
+    import evals.infill as infill
+    journal = tmp_path / "r.partial.jsonl"
+    real, calls, killed = infill.generate, [], []
+
+    def flaky(engine, task, *args):
+        calls.append(task.task_id)
+        if len(calls) == 3 and not killed:
+            killed.append(task.task_id)
+            raise RuntimeError("killed")  # the run is stopped during its third task
+        return real(engine, task, *args)
+
+    monkeypatch.setattr(infill, "generate", flaky)
+    with pytest.raises(RuntimeError, match="killed"):
+        infill.evaluate(tiny_model_dir, "single-line", "oracle", 5, 2, precision="fp32", journal=journal)
+    assert len(journal.read_text().splitlines()) == 1 + 2  # the settings, then the two finished generations
+    calls.clear()
+    summary, rows = infill.evaluate(tiny_model_dir, "single-line", "oracle", 5, 2, precision="fp32",
+                                    journal=journal, resume=True)
+    assert len(calls) == 3 and summary["tasks"] == 5 and len({r["task_id"] for r in rows}) == 5
+    with pytest.raises(SystemExit, match="other settings"):  # another mode must not pick up these generations
+        infill.evaluate(tiny_model_dir, "single-line", "unknown", 5, 2, precision="fp32", journal=journal, resume=True)
