@@ -3,7 +3,8 @@
 Infilling follows Bavarian et al. 2022 ("Efficient Training of Language Models to Fill in the Middle"): the
 middle is cut from the canonical solution and the prefix is the prompt plus the solution before it.
 - single-line: every non-blank solution line in turn (1033 tasks);
-- multi-line: every contiguous block of two or more non-blank-bounded lines (see `multi_line`);
+- multi-line: every contiguous block of lines that starts and ends on a non-blank line, one line included
+  (5815 tasks, the paper's count: n(n+1)/2 blocks for a solution of n non-blank lines);
 - random-span: RANDOM_SPANS_PER_PROBLEM character spans per problem from a fixed seed.
 """
 from __future__ import annotations
@@ -63,14 +64,14 @@ def single_line(problems: list[dict]) -> list[Task]:
 
 
 def multi_line(problems: list[dict]) -> list[Task]:
-    """Every block of >= 2 consecutive lines that starts and ends on a non-blank line."""
+    """Every block of consecutive lines that starts and ends on a non-blank line (a single line is a block too)."""
     tasks = []
     for p in problems:
         lines = _lines(p)
         nonblank = [i for i, line in enumerate(lines) if line.strip()]
         n = 0
         for a_idx, a in enumerate(nonblank):
-            for b in nonblank[a_idx + 1:]:
+            for b in nonblank[a_idx:]:
                 tasks.append(_task(p, "multi-line", n, "".join(lines[:a]), "".join(lines[a:b + 1]), "".join(lines[b + 1:])))
                 n += 1
     return tasks

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from runtime.context import fit
-from runtime.engine import DEFAULT_CONTEXT_TOKENS, Completion, Engine, Request, postprocess
+from runtime.engine import DEFAULT_CONTEXT_TOKENS, Completion, Engine, Request, postprocess, stops_of
 from runtime.postprocess import heal
 from runtime.sampler import Frame, SpecialIds, Stats, choose
 from runtime.session import LoadedModel, ModelError
@@ -53,6 +53,7 @@ class AutoregressiveEngine:
         deadline = time.monotonic() + req.deadline_ms / 1000 if req.deadline_ms else None
         rng = np.random.default_rng(req.seed)
         stats, out, reason = Stats(), [], "window"
+        stops = stops_of(req)
         n = len(ids)
         empty = self.model.empty_cache(1)
         logits, past_k, past_v = self.model.forward_kv(
@@ -74,7 +75,7 @@ class AutoregressiveEngine:
             text = self.tok.decode(out)
             shown = text[len(forced):]
             yield Frame(stats.steps, shown, len(out), 0)
-            if req.stop and any(s in shown for s in req.stop):
+            if stops and any(s in shown for s in stops):
                 reason = "stop"
                 break
             if len(out) >= budget:
@@ -88,7 +89,7 @@ class AutoregressiveEngine:
             past_k, past_v = np.concatenate([past_k, k], 3), np.concatenate([past_v, v], 3)
             stats.forward_passes += 1
         text = text[len(forced):] if text.startswith(forced) else text
-        cut = min((text.find(s) for s in req.stop if s and s in text), default=-1)
+        cut = min((text.find(s) for s in stops if s and s in text), default=-1)
         text = text[:cut] if cut >= 0 else text
         healed = 0
         while healed < len(out) and len(self.tok.decode(out[:healed])) < len(forced):

@@ -66,6 +66,24 @@ class Completion:
     stats: dict
 
 
+def suffix_echo(suffix: str) -> str:
+    """The suffix from its start through its second non-blank line. A middle that writes this is re-writing the
+    code that follows the cursor (an unknown-length window the model overfills): decoding stops there and the
+    result ends before it. Empty when the suffix has fewer than two non-blank lines (too little to be sure)."""
+    lines, seen = suffix.split("\n"), 0
+    for i, line in enumerate(lines):
+        seen += bool(line.strip())
+        if seen == 2:
+            return "\n".join(lines[:i + 1])
+    return ""
+
+
+def stops_of(req: Request) -> tuple[str, ...]:
+    """A request's stop sequences: the caller's, and for a multi-line infill the suffix's echo."""
+    echo = suffix_echo(req.suffix) if req.mode == "infill" and not req.single_line else ""
+    return tuple(req.stop) + ((echo,) if echo else ())
+
+
 def postprocess(req: Request, text: str, stop_reason: str) -> str:
     """Generated text → what the front ends show: healing undone, suffix repeats dropped, one line when asked; with
     a language, cut at the end of the cursor's scope and never breaking the syntax of a file that was valid."""
@@ -137,7 +155,7 @@ class Engine:
             ctx.suffix = []
         opts = SamplerOptions(
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
-            top_p=req.top_p, seed=req.seed, stop=tuple(req.stop), edit=req.edit, forced=forced, eom_bias=req.eom_bias,
+            top_p=req.top_p, seed=req.seed, stop=stops_of(req), edit=req.edit, forced=forced, eom_bias=req.eom_bias,
             deadline=time.monotonic() + req.deadline_ms / 1000 if req.deadline_ms else None)
         init = None
         if existing is not None:

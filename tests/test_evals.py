@@ -17,7 +17,7 @@ def test_task_counts():
     problems = load_problems()
     assert len(problems) == 164
     assert len(infill_tasks("single-line", problems)) == 1033
-    assert len(infill_tasks("multi-line", problems)) == 4782
+    assert len(infill_tasks("multi-line", problems)) == 5815  # Bavarian et al.'s count
     assert len(infill_tasks("random-span", problems)) == 1640
     again = infill_tasks("random-span", problems)
     assert again == infill_tasks("random-span", problems)  # deterministic

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from runtime.context import fit
-from runtime.engine import Request
+from runtime.engine import Request, suffix_echo
 from runtime.postprocess import drop_suffix_overlap, heal, unheal_end
 from runtime.sampler import PLACEHOLDER, Denoiser, SamplerOptions, choose, denoise
 
@@ -113,3 +113,36 @@ def test_heal_moves_boundaries_to_tokenizer_splits():
     assert heal("def f():\n", "    return 1\n") == ("def f():", "\n", " return 1\n")
     assert unheal_end("    y = 2\n   ", "    return 1\n") == "    y = 2\n"
     assert drop_suffix_overlap("a = 1\n    return x\n", "    return x\n") == "a = 1\n"
+
+
+def test_suffix_echo_is_the_suffix_through_its_second_non_blank_line():
+    assert suffix_echo("    return data\n\ndef g():\n    pass\n") == "    return data\n\ndef g():"
+    assert suffix_echo(")\n    y = 2\n") == ")\n    y = 2"       # the cursor line's rest counts as a line
+    assert suffix_echo("\n    return data\n") == ""             # one non-blank line: too little to be sure
+    assert suffix_echo("") == ""
+
+
+def test_a_middle_that_rewrites_the_suffix_is_cut_before_it(tiny_engine):
+    tok = tiny_engine.tok
+    suffix = "    return data\n\nprint(read)\n"
+    target = tok.encode("    data = f.read()\n" + suffix + "x = 1\n")
+    opts = SamplerOptions(window=len(target) + 4, stop=(suffix_echo(suffix),), eom_bias=-100.0)
+    d = Denoiser(tok.encode("def read(path):\n"), None, tok.encode(suffix), opts, tiny_engine.special, tok.decode)
+
+    def scripted(ids, mask, logits_from):  # a model that writes the middle, then the suffix again
+        logits = np.zeros((1, ids.shape[1] - logits_from, tiny_engine.model.card["config"]["vocab_size"]), np.float32)
+        for i, t in enumerate(target):
+            logits[0, d.start - 1 - logits_from + i, t] = 50.0
+        return logits
+
+    frames = list(denoise(scripted, d))
+    assert d.stats.stop_reason == "stop" and d.result().text == "    data = f.read()\n"
+    assert len(frames) == 1
+
+
+def test_engine_adds_the_echo_to_multi_line_infills_only(tiny_engine):
+    suffix = "    return data\n\nprint(read)\n"
+    echo = suffix_echo(suffix)
+    assert echo in tiny_engine.denoiser(Request(prefix=PREFIX, suffix=suffix, stop=("#",))).opts.stop
+    assert echo not in tiny_engine.denoiser(Request(prefix=PREFIX, suffix=suffix, single_line=True)).opts.stop
+    assert tiny_engine.denoiser(Request(prefix=PREFIX, mode="completion")).opts.stop == ()
