@@ -85,17 +85,32 @@ class Examples:
         return clean, region
 
     def autoregressive(self, raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Rows for next-token training; FIM_RATE of them in prefix-suffix-middle order."""
+        """Rows for next-token training; in FIM_RATE of them one document is put in prefix-suffix-middle order.
+
+        As in Bavarian et al. the transformation is per document: a file (a stretch between <|eos|> markers) becomes
+        <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|> middle <|eom|>, with the file's <|eos|> after it,
+        so the suffix ends where the file ends and the prefix starts where it starts — as at inference, where the
+        prompt is one file. The row's other files stay as they are."""
         B, T = raw.shape
+        t = self.tok
         out = raw.copy()
         for r in range(B):
             if rng.random() >= FIM_RATE:
                 continue
-            src = raw[r, :T - FIM_SENTINELS]  # the three sentinels and <|eom|> take the place of the row's last tokens,
-            a, b = self._span(src, rng, lo=1)  # so the whole middle and its <|eom|> are in the row
-            t = self.tok
-            out[r] = np.concatenate([[t.fim_prefix_id], src[:a], [t.fim_suffix_id], src[b:],
-                                     [t.fim_middle_id], src[a:b], [t.eom_id]])
+            src = raw[r, :T - FIM_SENTINELS]  # the sentinels and <|eom|> take the place of the row's last tokens
+            ends = np.flatnonzero(src == t.eos_id)
+            edges = np.concatenate([[0], ends + 1, [len(src)]])
+            i = int(np.searchsorted(edges, rng.integers(0, len(src)), side="right")) - 1  # a file, by its length
+            lo, hi = int(edges[i]), int(edges[i + 1])
+            doc_end = hi - 1 if hi > lo and src[hi - 1] == t.eos_id else hi
+            doc = src[lo:doc_end]
+            if len(doc) < 2:
+                out[r] = raw[r]
+                continue
+            a, b = self._span(doc, rng, lo=0)
+            fim = [[t.fim_prefix_id], doc[:a], [t.fim_suffix_id], doc[b:], [t.fim_middle_id], doc[a:b], [t.eom_id]]
+            tail = src[doc_end:]  # the file's <|eos|> (if the row holds its end) and the files after it
+            out[r] = np.concatenate([src[:lo], *fim, tail])  # T tokens again
         return out
 
 

@@ -43,7 +43,12 @@ class AutoregressiveEngine:
         if req.mode == "completion":
             return fit(self.tok, prefix, "", self.context_tokens - budget).prefix, forced, budget
         ctx = fit(self.tok, prefix, suffix, self.context_tokens - budget - FIM_SENTINELS)
-        ids = [self.tok.fim_prefix_id, *ctx.prefix, self.tok.fim_suffix_id, *ctx.suffix, self.tok.fim_middle_id]
+        # the training layout (model/objective.py): the file's <|eos|> before <|fim_prefix|> when the prefix holds
+        # the file's start, and none after the suffix (the file's <|eos|> follows the middle's <|eom|> there)
+        eos = self.tok.eos_id
+        start = [eos] if ctx.prefix[:1] == [eos] else []
+        prefix, suffix = ctx.prefix[len(start):], ctx.suffix[:-1] if ctx.suffix[-1:] == [eos] else ctx.suffix
+        ids = [*start, self.tok.fim_prefix_id, *prefix, self.tok.fim_suffix_id, *suffix, self.tok.fim_middle_id]
         return ids, forced, budget
 
     def stream(self, req: Request) -> Iterator[Frame | Completion]:

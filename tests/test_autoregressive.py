@@ -48,7 +48,9 @@ def test_cached_decoding_equals_recomputing(twin):
 def test_infill_prompt_is_fill_in_the_middle(twin):
     ids, forced, budget = twin.prompt(Request(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=8))
     tok = twin.tok
-    assert ids[0] == tok.fim_prefix_id and ids[-1] == tok.fim_middle_id and tok.fim_suffix_id in ids
+    # as in training (one file): its <|eos|> before <|fim_prefix|>, none between the suffix and <|fim_middle|>
+    assert ids[:2] == [tok.eos_id, tok.fim_prefix_id] and ids[-1] == tok.fim_middle_id and tok.fim_suffix_id in ids
+    assert ids[-2] != tok.eos_id and ids.count(tok.eos_id) == 1
     assert forced == "\n        " and budget == 8 + len(tok.encode(forced))
     ids, _, _ = twin.prompt(Request(prefix=PREFIX, suffix=SUFFIX, mode="completion"))
     assert tok.fim_prefix_id not in ids
