@@ -19,6 +19,7 @@ SINGLE_LINE_SHARE = 0.5     # infill middles of exactly one line (the single-lin
 MAX_MIDDLE_LINES = 12
 FIM_RATE = 0.5              # share of autoregressive rows in prefix-suffix-middle order
 FIM_SENTINELS = 4           # <|fim_prefix|>, <|fim_suffix|>, <|fim_middle|> and the closing <|eom|>
+MIN_FIM_PIECE = 32          # the shortest text a packed FIM example is cut from
 EVAL_MASK_RATES = (0.15, 0.5, 0.85)
 
 
@@ -85,33 +86,42 @@ class Examples:
         return clean, region
 
     def autoregressive(self, raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Rows for next-token training; in FIM_RATE of them one document is put in prefix-suffix-middle order.
+        """Rows for next-token training; FIM_RATE of them are packed fill-in-the-middle examples.
 
-        As in Bavarian et al. the transformation is per document: a file (a stretch between <|eos|> markers) becomes
-        <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|> middle <|eom|>, with the file's <|eos|> after it,
-        so the suffix ends where the file ends and the prefix starts where it starts — as at inference, where the
-        prompt is one file. The row's other files stay as they are."""
+        A FIM row cuts its text into pieces of random length (MIN_FIM_PIECE tokens up to the whole row, never
+        across a file's end) and writes each as <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|> middle
+        <|eom|>, the file's <|eos|> after it when the piece reached the file's end: as in Bavarian et al., per
+        document, and with contexts as short as an editor's or HumanEval's one-function file. Whatever does not
+        fit a last example stays plain text."""
         B, T = raw.shape
-        t = self.tok
         out = raw.copy()
         for r in range(B):
-            if rng.random() >= FIM_RATE:
-                continue
-            src = raw[r, :T - FIM_SENTINELS]  # the sentinels and <|eom|> take the place of the row's last tokens
-            ends = np.flatnonzero(src == t.eos_id)
-            edges = np.concatenate([[0], ends + 1, [len(src)]])
-            i = int(np.searchsorted(edges, rng.integers(0, len(src)), side="right")) - 1  # a file, by its length
-            lo, hi = int(edges[i]), int(edges[i + 1])
-            doc_end = hi - 1 if hi > lo and src[hi - 1] == t.eos_id else hi
-            doc = src[lo:doc_end]
-            if len(doc) < 2:
-                out[r] = raw[r]
-                continue
-            a, b = self._span(doc, rng, lo=0)
-            fim = [[t.fim_prefix_id], doc[:a], [t.fim_suffix_id], doc[b:], [t.fim_middle_id], doc[a:b], [t.eom_id]]
-            tail = src[doc_end:]  # the file's <|eos|> (if the row holds its end) and the files after it
-            out[r] = np.concatenate([src[:lo], *fim, tail])  # T tokens again
+            if rng.random() < FIM_RATE:
+                out[r] = self._fim_row(raw[r], rng)
         return out
+
+    def _fim_row(self, row: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        t, T = self.tok, len(row)
+        pieces, used, size = [], 0, 0  # used: source tokens consumed; size: tokens written
+        while True:
+            want = int(rng.integers(MIN_FIM_PIECE, T + 1))
+            src = row[used:used + want]
+            ends = np.flatnonzero(src == t.eos_id)
+            doc = src[:ends[0]] if len(ends) else src
+            closes = len(ends) > 0  # the piece reaches its file's end: the file's <|eos|> follows the example
+            if len(doc) < 2 and closes and size + len(doc) + 1 <= T:  # too short to cut: keep it as it is
+                pieces.append(src[:len(doc) + 1])
+                used, size = used + len(doc) + 1, size + len(doc) + 1
+                continue
+            if len(doc) < 2 or size + len(doc) + FIM_SENTINELS + closes > T:
+                break
+            a, b = self._span(doc, rng, lo=0)
+            pieces += [[t.fim_prefix_id], doc[:a], [t.fim_suffix_id], doc[b:], [t.fim_middle_id], doc[a:b], [t.eom_id]]
+            pieces += [[t.eos_id]] if closes else []
+            used += len(doc) + closes
+            size += len(doc) + FIM_SENTINELS + closes
+        pieces.append(row[used:used + T - size])  # the rest as plain text
+        return np.concatenate(pieces)
 
 
 def mask_tokens(clean: torch.Tensor, region: torch.Tensor, mask_id: int, generator: torch.Generator | None = None,

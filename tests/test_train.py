@@ -86,14 +86,21 @@ def test_fill_in_the_middle_rows_keep_the_whole_middle_and_its_end(tiny_corpus):
     rng = np.random.default_rng(0)
     raw = ex.windows(data, 64, 128, rng)
     rows = ex.autoregressive(raw, rng)
-    fim = [r for r in rows if (r == tok.fim_prefix_id).any()]
+    fim = [(r, w) for r, w in zip(rows, raw) if (r == tok.fim_prefix_id).any()]
     assert len(fim) > 10 and all(r.shape == (128,) for r in rows)
-    for r in fim:
-        p, s, m, e = (int(np.flatnonzero(r == i)[0]) for i in (tok.fim_prefix_id, tok.fim_suffix_id,
-                                                                 tok.fim_middle_id, tok.eom_id))
-        assert p < s < m < e
-        assert tok.eos_id not in r[p + 1:e]  # one file: prefix, suffix and middle
-        assert p == 0 or r[p - 1] == tok.eos_id  # the file starts at <|fim_prefix|> (or before the row did)
-        assert e == len(r) - 1 or r[e + 1] == tok.eos_id  # the suffix ran to the file's end
-        src = np.concatenate([r[:p], r[p + 1:s], r[m + 1:e], r[s + 1:m], r[e + 1:]])  # the original text
-        assert len(src) == 124 and any((src == w[:124]).all() for w in raw)
+    lengths = []
+    for r, w in fim:  # undo every packed example: the row's text comes back
+        text, i, r = [], 0, r.tolist()
+        while i < len(r):
+            if r[i] != tok.fim_prefix_id:
+                text.append(r[i])
+                i += 1
+                continue
+            s, m, e = (r.index(x, i) for x in (tok.fim_suffix_id, tok.fim_middle_id, tok.eom_id))
+            assert i < s < m < e and tok.eos_id not in r[i:e]  # one file's text in each example
+            assert e + 1 == len(r) or r[e + 1] in (tok.eos_id, tok.fim_prefix_id) or tok.fim_prefix_id not in r[e:]
+            text += r[i + 1:s] + r[m + 1:e] + r[s + 1:m]
+            lengths.append(e - i)
+            i = e + 1
+        assert text == w[:len(text)].tolist() and len(text) >= 128 - 4 * len(lengths)
+    assert min(lengths) < 64 and max(lengths) > 64  # short contexts and long ones
