@@ -115,6 +115,10 @@ def bench(model_dir: Path | None, precision: str, kv_modes=(True, False)) -> dic
     results["matmul_flops"] = matmul_flops(0)
     for c in results["cases"]:  # how much of what this CPU's matmul can do the engine's passes reached
         c["matmul_fraction"] = c["engine_flops"] / results["matmul_flops"]
+    # the least a single-line request can cost here: its first (full) pass over the context and a 32-slot window,
+    # at the matmul's FLOP/s — what no decoding schedule can go under with this model on this CPU
+    results["full_pass_floor_ms"] = {str(n): 1000 * model.pass_flops(1, n + 32, 0, 32) / results["matmul_flops"]
+                                     for n in CONTEXTS}
     return results
 
 
@@ -137,7 +141,8 @@ def run(args) -> None:
     for r in results["repeat"]:
         print(f"repeated context ctx {r['context']}: first p50 {r['first_p50_ms']:.0f} ms, "
               f"repeat p50 {r['repeat_p50_ms']:.0f} ms")
-    print(f"ONNX Runtime matmul: {results['matmul_flops'] / 1e9:.1f} GFLOP/s")
+    print(f"ONNX Runtime matmul: {results['matmul_flops'] / 1e9:.1f} GFLOP/s; one full pass at that rate: "
+          + ", ".join(f"{ms:.0f} ms at {n} context" for n, ms in results["full_pass_floor_ms"].items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")

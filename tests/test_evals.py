@@ -95,6 +95,8 @@ def test_bench_on_the_tiny_model(tiny_model_dir):
     assert all(c["p50_ms"] > 0 and c["requests"] == c["streams"] * REQUESTS_PER_STREAM for c in results["cases"])
     assert results["matmul_flops"] > 1e9
     assert all(c["engine_flops"] > 0 and 0 < c["matmul_fraction"] < 10 for c in results["cases"])
+    floor = results["full_pass_floor_ms"]
+    assert 0 < floor[str(CONTEXTS[0])] < floor[str(CONTEXTS[-1])]
 
 
 def test_load_test_against_the_real_server(tiny_model_dir):
