@@ -116,6 +116,8 @@ class Examples:
             if len(doc) < 2 or size + len(doc) + FIM_SENTINELS + closes > T:
                 break
             a, b = self._span(doc, rng, lo=0)
+            if a > 0 and self.newline[doc[a - 1]]:  # a middle of whole lines starts with the newline token before
+                a -= 1                               # it, as a healed prompt's does ('\n   ' then ' total'), not after
             pieces += [[t.fim_prefix_id], doc[:a], [t.fim_suffix_id], doc[b:], [t.fim_middle_id], doc[a:b], [t.eom_id]]
             pieces += [[t.eos_id]] if closes else []
             used += len(doc) + closes

@@ -88,7 +88,7 @@ def test_fill_in_the_middle_rows_keep_the_whole_middle_and_its_end(tiny_corpus):
     rows = ex.autoregressive(raw, rng)
     fim = [(r, w) for r, w in zip(rows, raw) if (r == tok.fim_prefix_id).any()]
     assert len(fim) > 10 and all(r.shape == (128,) for r in rows)
-    lengths = []
+    lengths, newline_first = [], []
     for r, w in fim:  # undo every packed example: the row's text comes back
         text, i, r = [], 0, r.tolist()
         while i < len(r):
@@ -101,6 +101,8 @@ def test_fill_in_the_middle_rows_keep_the_whole_middle_and_its_end(tiny_corpus):
             assert e + 1 == len(r) or r[e + 1] in (tok.eos_id, tok.fim_prefix_id) or tok.fim_prefix_id not in r[e:]
             text += r[i + 1:s] + r[m + 1:e] + r[s + 1:m]
             lengths.append(e - i)
+            newline_first.append("\n" in tok.decode([r[m + 1]]))
             i = e + 1
         assert text == w[:len(text)].tolist() and len(text) >= 128 - 4 * len(lengths)
     assert min(lengths) < 64 and max(lengths) > 64  # short contexts and long ones
+    assert sum(newline_first) > len(newline_first) / 2  # whole-line middles start with their newline, as when healed
