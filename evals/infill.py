@@ -104,11 +104,10 @@ def run_tasks(engine, tasks: list[Task], set_name: str, length: str, workers: in
     if journal and resume and journal.exists():
         done = read_journal(journal, settings)
     log = None
-    if journal:
+    if journal:  # (re)written whole first, so a line cut short by a kill does not swallow the next one
         journal.parent.mkdir(parents=True, exist_ok=True)
-        log = journal.open("a" if done else "w")
-        if not done:
-            log.write(json.dumps({"settings": settings}) + "\n")
+        journal.write_text("".join(json.dumps(x) + "\n" for x in [{"settings": settings}, *done.values()]))
+        log = journal.open("a")
     todo = [t for t in tasks if t.task_id not in done]
     try:
         for task in tqdm(todo, desc=desc or f"{set_name}/{length}", file=sys.stderr, total=len(tasks),

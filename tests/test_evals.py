@@ -188,6 +188,8 @@ def test_an_interrupted_infill_run_resumes_where_it_stopped(tiny_model_dir, tmp_
     with pytest.raises(RuntimeError, match="killed"):
         infill.evaluate(tiny_model_dir, "single-line", "oracle", 5, 2, precision="fp32", journal=journal)
     assert len(journal.read_text().splitlines()) == 1 + 2  # the settings, then the two finished generations
+    with journal.open("a") as f:
+        f.write('{"task_id": "HumanEval/9')  # a row cut short when the process was killed
     calls.clear()
     summary, rows = infill.evaluate(tiny_model_dir, "single-line", "oracle", 5, 2, precision="fp32",
                                     journal=journal, resume=True)
