@@ -119,16 +119,24 @@ def report(results: Path, model_dir: Path | None = None) -> str:
     bench = data.get("bench")
     if isinstance(bench, dict) and bench.get("cases"):
         lines += ["## Engine speed (`quicksilver bench --json evals/results/bench.json`)", "",
-                  "| context cache | shape | context | streams | p50 ms | p95 ms | tokens/s | tokens / forward |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| context cache | shape | context | streams | p50 ms | p95 ms | tokens/s | tokens / forward "
+                  "| engine GFLOP/s (share of the matmul) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for c in bench["cases"]:
+            flops = (f"{c['engine_flops'] / 1e9:.0f} ({100 * c['matmul_fraction']:.0f} %)"
+                     if "engine_flops" in c else "–")
             lines.append(f"| {'on' if c.get('kv_cache') else 'off'} | {c['shape']} | {c['context']} | {c['streams']} "
                          f"| {num(c['p50_ms'])} | {num(c['p95_ms'])} | {c['tokens_per_s']:.1f} | "
-                         f"{c['tokens_per_forward']:.2f} |")
+                         f"{c['tokens_per_forward']:.2f} | {flops} |")
         for r in bench.get("repeat", []):
             lines.append(f"\nSame context again (context {r['context']}): p50 {r['first_p50_ms']:.0f} ms → "
                          f"{r['repeat_p50_ms']:.0f} ms.")
-        lines += ["", f"ONNX Runtime float32 matmul on this CPU: {bench['matmul_flops'] / 1e9:.0f} GFLOP/s.", ""]
+        lines += ["", f"ONNX Runtime float32 matmul on this CPU: {bench['matmul_flops'] / 1e9:.0f} GFLOP/s."]
+        if "full_pass_floor_ms" in bench:
+            lines.append("One full pass (context + a 32-slot window) at that rate, the least any single-line request "
+                         "costs with this model here: " + ", ".join(
+                             f"{ms:.0f} ms at {n} context" for n, ms in bench["full_pass_floor_ms"].items()) + ".")
+        lines.append("")
     typing = data.get("typing")
     if isinstance(typing, dict) and typing.get("runs"):
         lines += ["## Typing in an editor (`quicksilver eval typing --json evals/results/typing.json`)", "",
