@@ -74,6 +74,8 @@ class Examples:
                 region[r, 1:] = True
             elif shapes[r] == 1:
                 a, b = self._span(raw[r], rng, lo=min(16, T // 4))
+                if self.newline[raw[r, a - 1]]:  # whole lines: the window starts at the newline token before them,
+                    a -= 1                       # as a healed editor window does ('\n   ' then ' total'), not after it
                 extra = int(rng.integers(0, MAX_EXTRA_SLOTS + 1))
                 row = np.concatenate([raw[r, :b], np.full(extra, self.tok.eom_id), raw[r, b:]])[:T]
                 clean[r], region[r, a:b + extra] = row, True

@@ -156,6 +156,7 @@ class Engine:
         opts = SamplerOptions(
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
             top_p=req.top_p, seed=req.seed, stop=stops_of(req), edit=req.edit, forced=forced, eom_bias=req.eom_bias,
+            fill_line=existing is None and not (prefix + forced).rsplit("\n", 1)[-1].strip(),
             deadline=time.monotonic() + req.deadline_ms / 1000 if req.deadline_ms else None)
         init = None
         if existing is not None:

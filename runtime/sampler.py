@@ -15,6 +15,9 @@ Options (unknown ones raise):
     forced       str    text the window must begin with (token healing: the engine moves the cursor's partial
                         line out of the prefix so the model sees the tokenization it was trained on); it is
                         decoded left to right under a constraint, then removed from the result
+    fill_line    bool   the cursor's line is blank: it must get a non-blank character before the result may end or
+                        break the line (a window that starts with the healed newline token looks, to the model, like
+                        a middle that already ended with one, so it tends to close it at once: an empty answer)
 
 A Denoiser is a state machine: `inputs()` gives the sequence for the next forward pass and `advance(logits)`
 consumes that pass's logits for the window. The scheduler batches the passes of many Denoisers; `denoise()` is
@@ -47,6 +50,7 @@ class SamplerOptions:
     edit: str = "all"
     eom_bias: float = 0.0
     forced: str = ""
+    fill_line: bool = False
 
     def __post_init__(self):
         if self.window < 1 or self.block < 1:
@@ -135,6 +139,7 @@ class Denoiser:
         self.rng = np.random.default_rng(opts.seed)
         self.stats, self.t0 = Stats(), time.perf_counter()
         self.done = False
+        self.line_filled = not opts.fill_line
         self.cache = None   # the engine's keys/values for the fixed context (opaque here)
         self.ids[self.start:self.end][self.masked] = special.mask
         if not self.scoring and not self.masked.any():
@@ -166,6 +171,8 @@ class Denoiser:
             cand = cand[:1]
             if (ok := self.special.agrees(heal)).any():
                 logits[cand[0], ~ok] = -np.inf
+        if not self.line_filled:
+            self._fill_line(logits, cand, heal)
         if self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
             cand, reason = np.flatnonzero(self.masked), "deadline"
         else:
@@ -205,6 +212,27 @@ class Denoiser:
             return ""
         lead = self.decode(self._tokens())
         return self.opts.forced[len(lead):] if len(lead) < len(self.opts.forced) else ""
+
+    def _fill_line(self, logits: np.ndarray, cand: np.ndarray, heal: str) -> None:
+        """While the cursor's line is blank, the leftmost masked slot may not end the result or break the line."""
+        text = self.decode(self._tokens())
+        if self.opts.forced:
+            text = text[len(self.opts.forced):]
+        if text.strip(" \t\r\n"):
+            self.line_filled = True
+            return
+        if "\n" in text or not len(cand) or cand[0] != int(np.flatnonzero(self.masked)[0]):
+            return  # the line was already broken, or the leftmost slot is not in this block
+        if heal:  # the healed slot: what a token spells past the forced text must not break the line
+            banned = self.special.breaks_after(heal)
+        else:
+            banned = self.special.breaks_line
+        row = logits[cand[0]]
+        keep = row.copy()
+        row[banned] = -np.inf
+        row[list(self.special.ends)] = -np.inf
+        if not np.isfinite(row).any():  # nothing left: leave the slot as it was
+            row[:] = keep
 
     def _block_mask(self) -> np.ndarray:
         """Slots of the leftmost block that still has masked slots."""
@@ -288,6 +316,16 @@ class SpecialIds:
         self.ends_set = frozenset(ends)
         self.banned = list(banned)       # never generated (mask, pad, sentinels)
         self.texts = texts
+        # tokens that break the line before writing anything on it ("\n    ", "  \n")
+        self.breaks_line = np.array([("\n" in t) and not t.split("\n", 1)[0].strip(" \t\r") for t in texts])
+        self._breaks_after: dict[str, np.ndarray] = {}
+
+    def breaks_after(self, text: str) -> np.ndarray:
+        """(V,) bool: tokens that, past the first len(text) characters, break the line before writing on it."""
+        if text not in self._breaks_after:
+            rest = [t[len(text):] for t in self.texts]
+            self._breaks_after[text] = np.array([("\n" in r) and not r.split("\n", 1)[0].strip(" \t\r") for r in rest])
+        return self._breaks_after[text]
 
     def agrees(self, text: str) -> np.ndarray:
         """(V,) bool: tokens whose text starts `text` or continues past it."""

@@ -146,3 +146,34 @@ def test_engine_adds_the_echo_to_multi_line_infills_only(tiny_engine):
     assert echo in tiny_engine.denoiser(Request(prefix=PREFIX, suffix=suffix, stop=("#",))).opts.stop
     assert echo not in tiny_engine.denoiser(Request(prefix=PREFIX, suffix=suffix, single_line=True)).opts.stop
     assert tiny_engine.denoiser(Request(prefix=PREFIX, mode="completion")).opts.stop == ()
+
+
+def test_a_blank_cursor_line_gets_a_line_before_the_middle_may_end(tiny_engine):
+    tok, special = tiny_engine.tok, tiny_engine.special
+    V = tiny_engine.model.card["config"]["vocab_size"]
+    x = next(i for i, t in enumerate(special.texts) if t.strip() and "\n" not in t)
+    newlines = np.array(["\n" in t for t in special.texts])
+
+    def eager_to_end(ids, mask, logits_from):  # a model that would end at once, or else start another line
+        logits = np.zeros((1, ids.shape[1] - logits_from, V), np.float32)
+        logits[..., newlines] = 40.0
+        logits[..., special.eom] = 50.0
+        logits[..., x] = 30.0
+        return logits
+
+    def run(fill_line):
+        opts = SamplerOptions(window=6, forced="\n", fill_line=fill_line)
+        d = Denoiser(tok.encode("def f():"), None, tok.encode("    return y\n"), opts, special, tok.decode)
+        for _ in denoise(eager_to_end, d):
+            pass
+        return d.result().text
+
+    assert run(False).strip() == ""                 # the model's first choice: an empty middle
+    first = run(True).split("\n")[0]
+    assert first.strip() == special.texts[x].strip()  # the cursor's line got text before anything else
+
+    engine_opts = lambda **kw: tiny_engine.denoiser(Request(**kw)).opts.fill_line
+    assert engine_opts(prefix="def f():\n", suffix="    return y\n")
+    assert engine_opts(prefix="def f():\n    ", mode="completion")
+    assert not engine_opts(prefix="def f():\n    y = ", suffix="\n")
+    assert not engine_opts(prefix="def f():\n", suffix="\n", mode="edit", existing="    y = 1\n")

@@ -106,3 +106,25 @@ def test_fill_in_the_middle_rows_keep_the_whole_middle_and_its_end(tiny_corpus):
         assert text == w[:len(text)].tolist() and len(text) >= 128 - 4 * len(lengths)
     assert min(lengths) < 64 and max(lengths) > 64  # short contexts and long ones
     assert sum(newline_first) > len(newline_first) / 2  # whole-line middles start with their newline, as when healed
+
+
+def test_infill_windows_start_at_the_newline_token_as_a_healed_window_does(tiny_corpus):
+    import numpy as np
+
+    from model.objective import Examples, Mixture
+    from model.tokenizer import CodeTokenizer
+    tok = CodeTokenizer.load(tiny_corpus / "tokenizer.json")
+    data = np.fromfile(tiny_corpus / "train.bin", dtype=np.uint16)
+    ex = Examples(tok, Mixture(0, 1, 0))
+    rng = np.random.default_rng(0)
+    raw = ex.windows(data, 64, 128, rng)
+    clean, region = ex.diffusion(raw, rng)
+    starts_newline, padded = 0, 0
+    for c, g, w in zip(clean, region, raw):
+        a = int(np.flatnonzero(g)[0])
+        eom = np.flatnonzero(c == tok.eom_id)
+        padded += len(eom) > 0
+        body = [t for t in c[a:] if t != tok.eom_id]
+        assert body == w[a:a + len(body)].tolist()  # the padding only pushes the suffix right
+        starts_newline += "\n" in tok.decode([int(c[a])])
+    assert starts_newline > 64 / 2 and padded > 64 / 2
