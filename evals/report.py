@@ -59,6 +59,15 @@ def learning_curve(card: dict, name: str, path: Path) -> None:
     plt.close(fig)
 
 
+def which_model(r: dict, card: dict) -> str:
+    """A result's model, short: its hash, marked when the shipped model has another."""
+    sha = r.get("model_sha256", "")
+    if "default" not in r.get("model", "default"):
+        return f"{Path(r['model']).name} {sha[:8]}"
+    shipped = card.get("files", {}).get(r.get("model_file", ""), "")
+    return sha[:8] if sha == shipped else f"**earlier** {sha[:8]}"
+
+
 def report(results: Path, model_dir: Path | None = None) -> str:
     from runtime.session import DEFAULT_MODEL_DIR, read_card
 
@@ -78,14 +87,17 @@ def report(results: Path, model_dir: Path | None = None) -> str:
               ("single-line", "multi-line", "random-span")]
     if infill:
         lines += ["## HumanEval infilling (pass@1, greedy)", "",
-                  "| set | length | tasks | pass@1 | exact match | tokens / forward | p50 ms | p95 ms | command |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| set | length | tasks | pass@1 | exact match | tokens / forward | p50 ms | p95 ms | model | command |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for n, r in sorted(infill, key=lambda x: (x[1]["set"], x[1]["mode"])):
             lines.append(f"| {r['set']} | {r['mode']} | {r['tasks']} | {pct(r['pass@1'])} | {pct(r['exact_match'])} "
                          f"| {r['tokens_per_forward']:.2f} | {num(r['p50_ms'])} | {num(r['p95_ms'])} | "
-                         f"`{infill_command(r, n)}` |")
+                         f"{which_model(r, card)} | `{infill_command(r, n)}` |")
+        lines += ["", "Model: the first hex digits of the ONNX file's SHA-256; **earlier** marks a row made with a "
+                  "model that is no longer the shipped one (re-run its command)."]
         full = {name: len(infill_tasks(name)) for name in {r["set"] for _, r in infill}}  # each set built once
-        by = {(r["set"], r["mode"]): r for _, r in infill if r["tasks"] == full[r["set"]]}  # full runs only
+        by = {(r["set"], r["mode"]): r for _, r in infill  # full runs of the shipped model only
+              if r["tasks"] == full[r["set"]] and not which_model(r, card).startswith("**")}
         for s in ("single-line", "multi-line", "random-span"):
             if (s, "oracle") in by and (s, "unknown") in by and by[(s, "oracle")]["pass@1"]:
                 ratio = by[(s, "unknown")]["pass@1"] / by[(s, "oracle")]["pass@1"]

@@ -170,6 +170,11 @@ def test_report_reads_the_committed_results(tmp_path):
     assert "| single-line | oracle | 1033 |" in text and "unknown / oracle pass@1" in text
     assert "## Engine speed" in text and "## Typing in an editor" in text
     assert (tmp_path / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"
+    old = json.loads((tmp_path / "single-line-unknown.json").read_text())
+    old["model_sha256"] = "0" * 64  # made with a model that is no longer shipped: marked, and left out of ratios
+    (tmp_path / "single-line-unknown.json").write_text(json.dumps(old))
+    text = report(tmp_path, SHIPPED)
+    assert "| **earlier** 00000000 |" in text and "single-line: unknown / oracle" not in text
 
 
 def test_an_interrupted_infill_run_resumes_where_it_stopped(tiny_model_dir, tmp_path, monkeypatch):
