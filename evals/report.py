@@ -40,11 +40,18 @@ def learning_curve(card: dict, name: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    hist = [h for h in card["training"]["history"] if "masked_ce@0.5" in h]
+    phases = card["training"].get("phases") or [{"device": card["training"].get("device", ""),
+                                                  "history": card["training"]["history"]}]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for key, label in (("masked_ce@0.15", "15 % masked"), ("masked_ce@0.5", "50 % masked"),
-                       ("masked_ce@0.85", "85 % masked")):
-        ax.plot([h["tokens"] / 1e6 for h in hist], [h[key] for h in hist], "o-", label=label)
+    colours = {"masked_ce@0.15": "C0", "masked_ce@0.5": "C1", "masked_ce@0.85": "C2"}
+    for i, phase in enumerate(phases):
+        hist = [h for h in phase["history"] if "masked_ce@0.5" in h]
+        style = ("o-", "s--", "^:")[i % 3]
+        where = f"{phase['device']} phase, its corpus's held-out files" if len(phases) > 1 else ""
+        for key, label in (("masked_ce@0.15", "15 % masked"), ("masked_ce@0.5", "50 % masked"),
+                           ("masked_ce@0.85", "85 % masked")):
+            ax.plot([h["tokens"] / 1e6 for h in hist], [h[key] for h in hist], style, color=colours[key],
+                    label=f"{label}" + (f" ({where})" if where else ""), markersize=4)
     if card.get("unigram_ce"):
         ax.axhline(card["unigram_ce"], color="gray", linestyle="--", label="unigram baseline")
     ax.set_xlabel("training tokens (M), autoregressive warm start included")
@@ -53,7 +60,7 @@ def learning_curve(card: dict, name: str, path: Path) -> None:
                  fontsize=9)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -98,6 +98,20 @@ def quantize_int8(src: Path, dst: Path) -> None:
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
 
 
+def phases(state: dict) -> list[dict]:
+    """The training phases behind a checkpoint, earliest first: each warm start whose checkpoint is still on this
+    machine, then the checkpoint itself. Each phase's held-out numbers come from the corpus it trained on (a lent
+    GPU builds its own from that machine's packages), so curves of different phases are not one series."""
+    chain, seen = [state], set()
+    while (src := chain[0].get("init_from")) and src not in seen and (Path(src) / "state.json").exists():
+        seen.add(src)
+        chain.insert(0, json.loads((Path(src) / "state.json").read_text()))
+    return [{"objective": st["objective"], "device": st.get("device", "cpu"), "tokens": st["tokens"],
+             "seconds": round(st["seconds"], 1), "steps": st["step"], "mixture": st.get("mixture"),
+             "unigram_ce": st.get("unigram_ce"), "heldout": st.get("heldout", {}), "history": st.get("history", [])}
+            for st in chain]
+
+
 def write_card(out: Path, state: dict, extra: dict, name: str | None = None) -> dict:
     files = sorted(p.name for p in out.iterdir() if p.name != CARD_FILE)
     card = {
@@ -111,6 +125,7 @@ def write_card(out: Path, state: dict, extra: dict, name: str | None = None) -> 
             "steps": state["step"], "device": state.get("device", "cpu"),
             "init_from": state.get("init_from", ""), "weighting": state.get("weighting"),
             "mixture": state.get("mixture"), "history": state.get("history", []),
+            "phases": phases(state),
         },
         "heldout": state.get("heldout", {}),
         "unigram_ce": state.get("unigram_ce"),

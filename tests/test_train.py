@@ -45,6 +45,10 @@ def test_diffusion_warm_starts_from_autoregressive(tiny_corpus, tiny_ckpt, tmp_p
                              "--batch", "4", "--init-from", str(ar), "--threads", "1"))
     assert state["config"]["causal"] is False and state["init_tokens"] == 3 * 4 * 128
     assert state["tokens_total"] == state["tokens"] + state["init_tokens"]
+    from model.export import phases  # the card lists both phases, each with its own held-out numbers
+    ph = phases(state)
+    assert [p["objective"] for p in ph] == ["autoregressive", "diffusion"] and [p["steps"] for p in ph] == [3, 2]
+    assert "next_token_ce" in ph[0]["heldout"] and "masked_ce@0.5" in ph[1]["heldout"]
 
 
 def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path):
