@@ -13,7 +13,7 @@ from evals.sandbox import run_many
 from evals.tasks import SETS, Task, infill_tasks
 from runtime.autoregressive import make_engine
 from runtime.engine import REFRESH_EVERY, Engine, Request
-from runtime.postprocess import indent_of, heal
+from runtime.postprocess import heal, moved_from_suffix
 from runtime.session import load
 
 UNKNOWN_WINDOW = {"single-line": 32, "multi-line": 128, "random-span": 64}  # slots when the length is unknown
@@ -28,9 +28,7 @@ def block_for(set_name: str) -> int | None:
 def oracle_window(tok, task: Task) -> int:
     """The answer's token count as the healed window will hold it (without the forced cursor-line text)."""
     _, forced, _ = heal(task.prefix, task.suffix)
-    first = task.suffix.split("\n", 1)[0]
-    w = indent_of(first)
-    middle = task.middle + (w[:-1] if w and first.strip() else "")
+    middle = task.middle + moved_from_suffix(task.suffix)
     return max(1, len(tok.encode(forced + middle)) - len(tok.encode(forced)))
 
 

@@ -1,9 +1,11 @@
 """Token healing around the cursor, and post-processing of generated text (single-line cuts, suffix duplicates).
 
 Byte-level BPE merges a newline with the next line's indentation ("\n   " + " return"), so the model never saw a
-prefix ending in a bare newline, nor a suffix starting with a full indent. `heal` moves the cursor's partial line
-out of the prefix into text the window must start with, and leaves one indent character on the suffix, so both
-boundaries fall where training put them; `unheal_end` removes the indentation the middle then ends with.
+prefix ending in a bare newline before an indented line, nor a suffix starting with a full indent. `heal` moves
+the cursor's partial line (with the blank lines before a blank cursor line) out of the prefix into text the window
+must start with, and the suffix's leading blank lines and all but one indent character into the window's end, so
+both boundaries fall where training put them; `unheal_end` removes from a finished middle what it took from the
+suffix.
 """
 from __future__ import annotations
 
@@ -15,22 +17,34 @@ def indent_of(line: str) -> str:
 def heal(prefix: str, suffix: str) -> tuple[str, str, str]:
     """(prefix, forced window start, suffix) with the boundaries moved to where the tokenizer splits."""
     cut = prefix.rfind("\n")
+    if cut >= 0 and not prefix[cut + 1:].strip():
+        # a blank cursor line after blank lines: BPE spells "0\n\n    for" as '0' '\n\n   ' ' for', so the
+        # window starts at the first newline of the run (a bare '\n' token ending the prefix means column 0 follows)
+        cut = prefix.find("\n", len(prefix.rstrip(" \t\r\n")))
     new_prefix, forced = (prefix[:cut], prefix[cut:]) if cut >= 0 else (prefix, "")
     if not forced.isascii():  # a character spread over several byte tokens cannot be spelled token by token
         new_prefix, forced = prefix, ""
-    first = suffix.split("\n", 1)[0]
-    w = indent_of(first)
-    if w and first.strip():
-        suffix = suffix[len(w) - 1:]
-    return new_prefix, forced, suffix
+    return new_prefix, forced, suffix[len(moved_from_suffix(suffix)):]
+
+
+def moved_from_suffix(suffix: str) -> str:
+    """The start of the suffix that BPE merges with the middle's last newline: blank lines, then all but one
+    character of the next line's indentation ("\n\n   " + " for"). It belongs to the window; `unheal_end` drops
+    it from a finished middle. Nothing when the next non-blank line starts at column 0 (newlines stay bare there)."""
+    start = 0
+    for line in suffix.split("\n"):
+        if line.strip():
+            w = indent_of(line)
+            return suffix[:start] + w[:-1] if w else ""
+        start += len(line) + 1
+    return ""
 
 
 def unheal_end(text: str, suffix: str) -> str:
-    """Drop the indentation a finished middle ends with when `heal` left only one indent character on the suffix."""
-    first = suffix.split("\n", 1)[0]
-    w = indent_of(first)
-    if w and first.strip() and text.endswith("\n" + w[:-1]):
-        return text[: len(text) - (len(w) - 1)]
+    """Drop what `heal` moved from the suffix's start to the end of a finished middle."""
+    moved = moved_from_suffix(suffix)
+    if moved and text.endswith("\n" + moved):  # the middle's own line end, then the moved text
+        return text[: len(text) - len(moved)]
     return text
 
 

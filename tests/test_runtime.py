@@ -112,6 +112,12 @@ def test_heal_moves_boundaries_to_tokenizer_splits():
     assert heal("x = 1\n    re", "\n") == ("x = 1", "\n    re", "\n")
     assert heal("def f():\n", "    return 1\n") == ("def f():", "\n", " return 1\n")
     assert unheal_end("    y = 2\n   ", "    return 1\n") == "    y = 2\n"
+    # after a blank line BPE spells "0\n\n    for" with one '\n\n   ' token: a prefix ending in a bare '\n' would
+    # tell the model that a column-0 line follows, so the whole blank run moves into the window, on both sides
+    assert heal("    x = 0\n\n", "    for c in s:\n") == ("    x = 0", "\n\n", " for c in s:\n")
+    assert heal("    x = 0\n", "\n    for c in s:\n") == ("    x = 0", "\n", " for c in s:\n")
+    assert unheal_end("    y = 2\n\n   ", "\n    return 1\n") == "    y = 2\n"
+    assert heal("    x = 0\n", "\n\ndef g():\n") == ("    x = 0", "\n", "\n\ndef g():\n")  # column 0: bare newlines
     assert drop_suffix_overlap("a = 1\n    return x\n", "    return x\n") == "a = 1\n"
 
 
