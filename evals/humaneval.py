@@ -18,6 +18,7 @@ from evals.sandbox import run_many
 from evals.tasks import load_problems
 from runtime.autoregressive import make_engine
 from runtime.engine import Request
+from runtime import DECODING_REVISION
 from runtime.session import load
 
 STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
@@ -65,7 +66,7 @@ def evaluate(model_dir: Path | None, limit: int | None, samples: int, temperatur
         "max_tokens": max_tokens, "block": None if causal else block,
         "threshold": None if causal else threshold if threshold is not None else Request.threshold,
         "model": str(model.model_dir), "model_file": model.model_file,
-        "model_sha256": model.card["files"].get(model.model_file, ""),
+        "model_sha256": model.card["files"].get(model.model_file, ""), "decoding_revision": DECODING_REVISION,
     }
     return summary, rows
 

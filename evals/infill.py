@@ -14,6 +14,7 @@ from evals.tasks import SETS, Task, infill_tasks
 from runtime.autoregressive import make_engine
 from runtime.engine import REFRESH_EVERY, Engine, Request
 from runtime.postprocess import heal, moved_from_suffix
+from runtime import DECODING_REVISION
 from runtime.session import load
 
 UNKNOWN_WINDOW = {"single-line": 32, "multi-line": 128, "random-span": 64}  # slots when the length is unknown
@@ -71,7 +72,7 @@ def settings_of(engine, set_name: str, length: str, eom_bias: float | None, thre
     """What decides a generation: a journal written under other settings must not be resumed."""
     return {"model_sha256": engine.model.card["files"].get(engine.model.model_file, ""), "set": set_name,
             "mode": length, "eom_bias": eom_bias, "threshold": threshold, "kv_cache": engine.kv_cache,
-            "refresh_every": getattr(engine, "refresh_every", None)}
+            "refresh_every": getattr(engine, "refresh_every", None), "decoding_revision": DECODING_REVISION}
 
 
 def read_journal(journal: Path, settings: dict) -> dict[str, dict]:
@@ -149,7 +150,7 @@ def summarise(rows: list[dict], engine, set_name: str, length: str, eom_bias: fl
         "block": None if causal else block_for(set_name), "kv_cache": engine.kv_cache,
         "refresh_every": getattr(engine, "refresh_every", None),
         "model": str(model.model_dir), "model_file": model.model_file,
-        "model_sha256": model.card["files"].get(model.model_file, ""),
+        "model_sha256": model.card["files"].get(model.model_file, ""), "decoding_revision": DECODING_REVISION,
     }
 
 

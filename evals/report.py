@@ -67,12 +67,18 @@ def learning_curve(card: dict, name: str, path: Path) -> None:
 
 
 def which_model(r: dict, card: dict) -> str:
-    """A result's model, short: its hash, marked when the shipped model has another."""
+    """A result's model, short: its hash, marked when the shipped model or the engine's decoding has changed since."""
+    from runtime import DECODING_REVISION
+
     sha = r.get("model_sha256", "")
+    stale = [] if r.get("decoding_revision", 1) == DECODING_REVISION else ["earlier decoding"]
     if "default" not in r.get("model", "default"):
-        return f"{Path(r['model']).name} {sha[:8]}"
-    shipped = card.get("files", {}).get(r.get("model_file", ""), "")
-    return sha[:8] if sha == shipped else f"**earlier** {sha[:8]}"
+        name = f"{Path(r['model']).name} {sha[:8]}"
+    else:
+        name = sha[:8]
+        if sha != card.get("files", {}).get(r.get("model_file", ""), ""):
+            stale.insert(0, "earlier model")
+    return f"**{', '.join(stale)}** {name}" if stale else name
 
 
 def report(results: Path, model_dir: Path | None = None) -> str:
@@ -100,8 +106,9 @@ def report(results: Path, model_dir: Path | None = None) -> str:
             lines.append(f"| {r['set']} | {r['mode']} | {r['tasks']} | {pct(r['pass@1'])} | {pct(r['exact_match'])} "
                          f"| {r['tokens_per_forward']:.2f} | {num(r['p50_ms'])} | {num(r['p95_ms'])} | "
                          f"{which_model(r, card)} | `{infill_command(r, n)}` |")
-        lines += ["", "Model: the first hex digits of the ONNX file's SHA-256; **earlier** marks a row made with a "
-                  "model that is no longer the shipped one (re-run its command)."]
+        lines += ["", "Model: the first hex digits of the ONNX file's SHA-256; **earlier model** marks a row made with a "
+                  "model that is no longer the shipped one, **earlier decoding** one made before the engine's last "
+                  "change to what it generates (`runtime.DECODING_REVISION`): re-run its command."]
         full = {name: len(infill_tasks(name)) for name in {r["set"] for _, r in infill}}  # each set built once
         by = {(r["set"], r["mode"]): r for _, r in infill  # full runs of the shipped model only
               if r["tasks"] == full[r["set"]] and not which_model(r, card).startswith("**")}

@@ -50,6 +50,9 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU runs)")
     p.add_argument("--shard-mb", type=float, default=15, help="largest weights file written")
+    p.add_argument("--eval-only", action="store_true",
+                   help="print the held-out losses of --out's checkpoint (or of --init-from) on --corpus and exit, "
+                        "writing nothing (the windows depend on --batch: compare runs at the same --batch)")
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -200,6 +203,11 @@ def train(args) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
     tr = Trainer(args, rank, world)
     s, main = tr.state, rank == 0
+    if args.eval_only:
+        result = {"heldout": tr.evaluate(), "unigram_ce": unigram_cross_entropy(tr.train_data, tr.heldout,
+                                                                                tr.tok.vocab_size)}
+        print(json.dumps(result))
+        return result
     if main:
         print(f"{s['objective']} model, {tr.model.num_params() / 1e6:.2f} M parameters, config {s['config']}", file=sys.stderr)
         if "unigram_ce" not in s:

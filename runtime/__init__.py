@@ -1,0 +1,6 @@
+"""quicksilver's inference runtime: ONNX Runtime sessions, the denoising engine, batching and post-processing."""
+
+# Bump when a change alters what the engine generates for the same model and request (sampling rules, healing,
+# post-processing): eval results record it, and `quicksilver eval report` marks results made by an earlier one.
+# 2: a blank cursor line gets text first (fill_line); blank lines around the window heal into it.
+DECODING_REVISION = 2

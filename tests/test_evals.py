@@ -174,7 +174,12 @@ def test_report_reads_the_committed_results(tmp_path):
     old["model_sha256"] = "0" * 64  # made with a model that is no longer shipped: marked, and left out of ratios
     (tmp_path / "single-line-unknown.json").write_text(json.dumps(old))
     text = report(tmp_path, SHIPPED)
-    assert "| **earlier** 00000000 |" in text and "single-line: unknown / oracle" not in text
+    assert "| **earlier model** 00000000 |" in text and "single-line: unknown / oracle" not in text
+    old.pop("model_sha256")
+    old["model_sha256"], old["decoding_revision"] = json.loads((tmp_path / "single-line-oracle.json").read_text())[
+        "model_sha256"], 0
+    (tmp_path / "single-line-unknown.json").write_text(json.dumps(old))
+    assert "| **earlier decoding** " in report(tmp_path, SHIPPED)
 
 
 def test_an_interrupted_infill_run_resumes_where_it_stopped(tiny_model_dir, tmp_path, monkeypatch):

@@ -132,3 +132,13 @@ def test_infill_windows_start_at_the_newline_token_as_a_healed_window_does(tiny_
         assert body == w[a:a + len(body)].tolist()  # the padding only pushes the suffix right
         starts_newline += "\n" in tok.decode([int(c[a])])
     assert starts_newline > 64 / 2 and padded > 64 / 2
+
+
+def test_eval_only_reproduces_the_checkpoints_held_out_loss(tiny_corpus, tiny_ckpt):
+    state = json.loads((tiny_ckpt / "state.json").read_text())
+    before = sorted(p.name for p in tiny_ckpt.iterdir())
+    got = train(train_args("--corpus", str(tiny_corpus), "--out", str(tiny_ckpt), "--batch", "8", "--eval-only",
+                           "--threads", "1"))
+    assert got["heldout"] == pytest.approx(state["heldout"], rel=1e-3)
+    assert sorted(p.name for p in tiny_ckpt.iterdir()) == before and json.loads(
+        (tiny_ckpt / "state.json").read_text()) == state  # nothing written
