@@ -323,6 +323,8 @@ class SpecialIds:
     def breaks_after(self, text: str) -> np.ndarray:
         """(V,) bool: tokens that, past the first len(text) characters, break the line before writing on it."""
         if text not in self._breaks_after:
+            if len(self._breaks_after) >= 64:  # blank-run spellings are few; bound the cache all the same
+                self._breaks_after.clear()
             rest = [t[len(text):] for t in self.texts]
             self._breaks_after[text] = np.array([("\n" in r) and not r.split("\n", 1)[0].strip(" \t\r") for r in rest])
         return self._breaks_after[text]
