@@ -119,12 +119,9 @@ def save_int8_weights(model: Transformer, path: Path) -> None:
     save_file(tensors, str(path))
 
 
-def checkpoint_from_model_dir(model_dir: Path, out: Path) -> Path:
-    """Rebuild a training checkpoint folder from an exported model directory's int8 weights and card."""
-    card = json.loads((model_dir / "card.json").read_text())
-    if not (model_dir / INT8_WEIGHTS_FILE).exists():
-        raise FileNotFoundError(f"{model_dir / INT8_WEIGHTS_FILE} is missing: export with --precision int8 to finetune")
-    raw = load_file(str(model_dir / INT8_WEIGHTS_FILE))
+def load_int8_weights(path: Path, config: dict) -> Transformer:
+    """The network from a file written by `save_int8_weights` (the head is tied to the embedding)."""
+    raw = load_file(str(path))
     state = {}
     for k, v in raw.items():
         if k.endswith(".q"):
@@ -133,10 +130,18 @@ def checkpoint_from_model_dir(model_dir: Path, out: Path) -> Path:
         elif not k.endswith(".scale"):
             state[k] = v.float()
     state["head.weight"] = state["embed.weight"]
-    model = Transformer(ModelConfig.from_dict(card["config"]))
+    model = Transformer(ModelConfig.from_dict(config))
     model.load_state_dict(state)
+    return model
+
+
+def checkpoint_from_model_dir(model_dir: Path, out: Path) -> Path:
+    """Rebuild a training checkpoint folder from an exported model directory's int8 weights and card."""
+    card = json.loads((model_dir / "card.json").read_text())
+    if not (model_dir / INT8_WEIGHTS_FILE).exists():
+        raise FileNotFoundError(f"{model_dir / INT8_WEIGHTS_FILE} is missing: export with --precision int8 to finetune")
     out.mkdir(parents=True, exist_ok=True)
-    save_weights(model, out)
+    save_weights(load_int8_weights(model_dir / INT8_WEIGHTS_FILE, card["config"]), out)
     t = card["training"]
     (out / STATE_FILE).write_text(json.dumps({
         "config": card["config"], "objective": card["objective"], "step": t["steps"], "tokens": t["tokens"],

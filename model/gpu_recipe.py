@@ -7,6 +7,10 @@ Everything fits one call of the device tool: the whole run ends inside --minutes
 $OUT/diffusion/ (bf16 weights in files under 16 MB, plus state.json) and $OUT/ar-state.json. The device tool
 returns at most 64 MiB in all, so the autoregressive weights (another 35 MB at the gpu size) come back only
 with --bring-ar, which is for a run whose diffusion phase is skipped (--ar-share 1).
+With --init-from (a checkpoint, or a folder made by `python -m model.gpu_recipe pack CKPT DEST`, small enough to
+carry),
+the autoregressive phase is skipped and the whole budget continues diffusion training from that checkpoint;
+--init-label is the name the returned state records for it (the local checkpoint, so export can chain phases).
 Test it on CPU with `--size tiny --device cpu --max-mb 5 --minutes 1`.
 """
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoint import STATE_FILE, load_model, save_weights
+from model.checkpoint import (INT8_WEIGHTS_FILE, STATE_FILE, load_int8_weights, load_model, read_state,
+                              save_int8_weights, save_weights)
 from model.corpus import build_corpus, default_roots
 from model.objective import Mixture
 from model.train import add_arguments as train_arguments
@@ -38,15 +43,43 @@ def phase_args(common: list[str], **kw) -> argparse.Namespace:
     return args
 
 
-def bring_back(ckpt: Path, dest: Path) -> None:
+def bring_back(ckpt: Path, dest: Path, init_label: str | None = None) -> None:
     """bf16 weights (split) and the state file: what the device tool returns."""
     dest.mkdir(parents=True, exist_ok=True)
     model, _ = load_model(ckpt)
     save_weights(model, dest, dtype=torch.bfloat16, shard_bytes=15 * 2**20)
+    state = read_state(ckpt)
+    if init_label:
+        state["init_from"] = init_label
+    (dest / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+
+def pack(ckpt: Path, dest: Path) -> Path:
+    """A checkpoint's weights in int8 and its state, without the optimiser: what --init-from carries.
+
+    The device tool sends the working tree and what it carries in 64 MiB: with model/default tracked, bf16
+    weights (35 MB) do not fit beside it, int8 (17 MB) do; the rounding is far below one step's update."""
+    dest.mkdir(parents=True, exist_ok=True)
+    model, _ = load_model(ckpt)
+    save_int8_weights(model, dest / INT8_WEIGHTS_FILE)
     shutil.copy(ckpt / STATE_FILE, dest / STATE_FILE)
+    return dest
+
+
+def unpack(packed: Path, dest: Path) -> Path:
+    """A training checkpoint folder (fp32 weights, state) from a `pack`ed one."""
+    state = read_state(packed)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_weights(load_int8_weights(packed / INT8_WEIGHTS_FILE, state["config"]), dest)
+    shutil.copy(packed / STATE_FILE, dest / STATE_FILE)
+    return dest
 
 
 def main() -> None:
+    import sys
+    if sys.argv[1:2] == ["pack"]:
+        pack(Path(sys.argv[2]), Path(sys.argv[3]))
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="folder whose files come back ($OUT)")
     p.add_argument("--minutes", type=float, default=8.8, help="wall-clock budget for everything")
@@ -61,6 +94,9 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--ar-share", type=float, default=0.4, help="share of the training time spent autoregressive")
     p.add_argument("--bring-ar", action="store_true", help="also send back the autoregressive weights")
+    p.add_argument("--init-from", type=Path, help="continue diffusion training from this (packed) checkpoint")
+    p.add_argument("--init-label", help="what the returned state names as the warm start (default: --init-from)")
+    p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps (each phase)")
     a = p.parse_args()
     start = time.time()
     margin = min(SAVE_MARGIN_S, 0.05 * a.minutes * 60)
@@ -69,9 +105,19 @@ def main() -> None:
     print("corpus", json.dumps({k: meta[k] for k in ("files", "tokens", "dropped", "seconds")}), flush=True)
     left = a.minutes * 60 - (time.time() - start) - 2 * margin
     common = ["--corpus", str(corpus), "--size", a.size, "--device", a.device, "--batch", str(a.batch),
-              "--lr", str(a.lr), "--ckpt-minutes", "1.5", "--warmup", "200", "--threads", "0"]
+              "--lr", str(a.lr), "--ckpt-minutes", "1.5", "--warmup", str(a.warmup), "--threads", "0"]
     if a.compile:
         common.append("--compile")
+    diff = a.work / "diffusion"
+    if a.init_from:
+        init = unpack(a.init_from, a.work / "init") if (a.init_from / INT8_WEIGHTS_FILE).exists() else a.init_from
+        diff = a.work / "continued"
+        shutil.rmtree(diff, ignore_errors=True)  # a stale run here would be resumed instead of warm-started
+        train(phase_args(common, out=diff, objective="diffusion", init_from=init, minutes=(left + margin) / 60,
+                         mixture=Mixture()))
+        bring_back(diff, a.out / "diffusion", init_label=a.init_label)
+        print(f"recipe done in {time.time() - start:.0f} s", flush=True)
+        return
     ar = a.work / "ar"
     train(phase_args(common, out=ar, objective="autoregressive", minutes=a.ar_share * left / 60))
     a.out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +127,6 @@ def main() -> None:
     if a.ar_share >= 1:
         return
     left = a.minutes * 60 - (time.time() - start) - margin
-    diff = a.work / "diffusion"
     train(phase_args(common, out=diff, objective="diffusion", init_from=ar, minutes=left / 60, mixture=Mixture()))
     bring_back(diff, a.out / "diffusion")
     print(f"recipe done in {time.time() - start:.0f} s", flush=True)

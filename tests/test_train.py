@@ -78,6 +78,28 @@ def test_gpu_recipe_rehearsal_on_cpu(tmp_path):
     state = json.loads((out / "diffusion" / "state.json").read_text())
     assert state["objective"] == "diffusion" and state["init_tokens"] > 0
 
+    # a second lease continues from the first one's weights, packed small enough to carry
+    import torch
+
+    from model.checkpoint import load_model
+    from model.gpu_recipe import pack, unpack
+    packed = pack(out / "diffusion", tmp_path / "carry" / "init")
+    assert sum(p.stat().st_size for p in packed.iterdir()) < 0.6 * sum(
+        p.stat().st_size for p in (out / "diffusion").glob("model-*.safetensors"))
+    before, _ = load_model(out / "diffusion")
+    after, _ = load_model(unpack(packed, tmp_path / "unpacked"))
+    for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=0.01 * a.abs().max().item() + 1e-6), name
+    out2 = tmp_path / "OUT2"
+    cmd2 = cmd[:cmd.index("--out")] + ["--out", str(out2), "--minutes", "0.5", "--init-from", str(packed),
+                                       "--init-label", "runs/first-lease"] + cmd[cmd.index("--size"):]
+    proc = subprocess.run(cmd2, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (out2 / "ar-state.json").exists()
+    cont = json.loads((out2 / "diffusion" / "state.json").read_text())
+    assert cont["init_from"] == "runs/first-lease" and cont["init_tokens"] == state["tokens_total"]
+    assert cont["tokens_total"] > state["tokens_total"] and cont["step"] > 0
+
 
 def test_fill_in_the_middle_rows_keep_the_whole_middle_and_its_end(tiny_corpus):
     import numpy as np
