@@ -101,7 +101,7 @@ class Trainer:
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(args.seed + 7919 * rank)
         self.rng = np.random.default_rng(args.seed + 7919 * rank)
-        if resume:
+        if resume and not getattr(args, "eval_only", False):  # evaluating needs no optimiser (brought-back weights have none)
             self.gen.set_state(load_optimizer(self.opt, args.out, self.device).to(torch.uint8))
             self.rng.bit_generator.state = self.state["rng_numpy"]
             if rank:  # other DDP ranks continue with streams of their own

@@ -1,6 +1,7 @@
 """Training machinery on the tiny model: learning, exact resume, warm start, DDP with two processes."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -164,3 +165,11 @@ def test_eval_only_reproduces_the_checkpoints_held_out_loss(tiny_corpus, tiny_ck
     assert got["heldout"] == pytest.approx(state["heldout"], rel=1e-3)
     assert sorted(p.name for p in tiny_ckpt.iterdir()) == before and json.loads(
         (tiny_ckpt / "state.json").read_text()) == state  # nothing written
+
+    # weights brought back from a lease carry no optimiser state: they evaluate all the same
+    bare = tiny_ckpt.parent / "bare"
+    shutil.copytree(tiny_ckpt, bare)
+    (bare / "optim.safetensors").unlink()
+    again = train(train_args("--corpus", str(tiny_corpus), "--out", str(bare), "--batch", "8", "--eval-only",
+                             "--threads", "1"))
+    assert again["heldout"] == got["heldout"]
