@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from evals.infill import UNKNOWN_WINDOW
 from evals.tasks import infill_tasks
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -28,6 +29,20 @@ def load(results: Path) -> dict[str, object]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+FIRST_WINDOW = {"single-line": 32, "multi-line": 128, "random-span": 64}  # before results recorded their window
+
+
+def window_of(r: dict) -> int | None:
+    """An unknown-length result's window in slots (results before the field existed used FIRST_WINDOW)."""
+    if r.get("mode") != "unknown":
+        return None
+    return r.get("window") or FIRST_WINDOW.get(r.get("set"))
+
+
+def length_of(r: dict) -> str:
+    return f"unknown ({window_of(r)} slots)" if window_of(r) else r["mode"]
 
 
 def infill_command(r: dict, name: str) -> str:
@@ -72,6 +87,8 @@ def which_model(r: dict, card: dict) -> str:
 
     sha = r.get("model_sha256", "")
     stale = [] if r.get("decoding_revision", 1) == DECODING_REVISION else ["earlier decoding"]
+    if window_of(r) and window_of(r) != UNKNOWN_WINDOW.get(r.get("set")):
+        stale.append("earlier window")
     if "default" not in r.get("model", "default"):
         name = f"{Path(r['model']).name} {sha[:8]}"
     else:
@@ -103,12 +120,13 @@ def report(results: Path, model_dir: Path | None = None) -> str:
                   "| set | length | tasks | pass@1 | exact match | tokens / forward | p50 ms | p95 ms | model | command |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for n, r in sorted(infill, key=lambda x: (x[1]["set"], x[1]["mode"])):
-            lines.append(f"| {r['set']} | {r['mode']} | {r['tasks']} | {pct(r['pass@1'])} | {pct(r['exact_match'])} "
+            lines.append(f"| {r['set']} | {length_of(r)} | {r['tasks']} | {pct(r['pass@1'])} | {pct(r['exact_match'])} "
                          f"| {r['tokens_per_forward']:.2f} | {num(r['p50_ms'])} | {num(r['p95_ms'])} | "
                          f"{which_model(r, card)} | `{infill_command(r, n)}` |")
         lines += ["", "Model: the first hex digits of the ONNX file's SHA-256; **earlier model** marks a row made with a "
                   "model that is no longer the shipped one, **earlier decoding** one made before the engine's last "
-                  "change to what it generates (`runtime.DECODING_REVISION`): re-run its command."]
+                  "change to what it generates (`runtime.DECODING_REVISION`), **earlier window** an unknown-length row "
+                  "made with another window than `evals/infill.py` now uses: re-run its command."]
         full = {name: len(infill_tasks(name)) for name in {r["set"] for _, r in infill}}  # each set built once
         by = {(r["set"], r["mode"]): r for _, r in infill  # full runs of the shipped model only
               if r["tasks"] == full[r["set"]] and not which_model(r, card).startswith("**")}

@@ -25,7 +25,7 @@ from runtime.syntax import enclosing_block, language_of, wants_block
 
 log = logging.getLogger("quicksilver.lsp")
 
-SINGLE_LINE_TOKENS = 32
+SINGLE_LINE_TOKENS = 12  # the window is a length hint: 12 slots fills single lines best (evals/infill.py UNKNOWN_WINDOW)
 BLOCK_TOKENS = 96
 CACHE_ENTRIES = 64
 WINDOW_MULTIPLE = 8     # keystrokes within a line then reuse the engine's cached context (runtime/engine.py)

@@ -180,6 +180,11 @@ def test_report_reads_the_committed_results(tmp_path):
         "model_sha256"], 0
     (tmp_path / "single-line-unknown.json").write_text(json.dumps(old))
     assert "| **earlier decoding** " in report(tmp_path, SHIPPED)
+    from runtime import DECODING_REVISION
+    old["decoding_revision"], old["window"] = DECODING_REVISION, 99  # another window than the eval now uses
+    (tmp_path / "single-line-unknown.json").write_text(json.dumps(old))
+    text = report(tmp_path, SHIPPED)
+    assert "| single-line | unknown (99 slots) |" in text and "| **earlier window** " in text
 
 
 def test_an_interrupted_infill_run_resumes_where_it_stopped(tiny_model_dir, tmp_path, monkeypatch):
@@ -206,3 +211,11 @@ def test_an_interrupted_infill_run_resumes_where_it_stopped(tiny_model_dir, tmp_
     assert len(calls) == 3 and summary["tasks"] == 5 and len({r["task_id"] for r in rows}) == 5
     with pytest.raises(SystemExit, match="other settings"):  # another mode must not pick up these generations
         infill.evaluate(tiny_model_dir, "single-line", "unknown", 5, 2, precision="fp32", journal=journal, resume=True)
+
+
+def test_heldout_lines_with_a_fixed_window(tiny_model_dir, tiny_corpus):
+    from evals.heldout import evaluate
+    fixed = evaluate(tiny_model_dir, tiny_corpus, 6, 0, 2.0, 0.9, "int8", window=5)
+    oracle = evaluate(tiny_model_dir, tiny_corpus, 6, 0, 0.0, 0.9, "int8")
+    assert fixed["mode"] == "5 slots" and oracle["mode"] == "oracle"
+    assert fixed["tasks"] == oracle["tasks"] == 6  # the same lines: the sampling of rows does not depend on the window
