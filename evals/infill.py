@@ -20,8 +20,8 @@ from runtime.session import load
 # slots when the length is unknown. The window's size is itself a length hint: in training an infill window is its
 # middle plus U(0, 48) <|eom|> slots, and half the middles are several lines, so a 32-slot window reads as "maybe
 # two or three lines" and the model writes the first line of a longer middle. 12 slots was best on held-out corpus
-# lines (`quicksilver eval heldout --limit 300 --eom-bias 2 --window W`: exact match 8.3 / 8.7 / 7.0 / 4.7 % at
-# 8 / 12 / 16 / 24 slots) and fits 81 % of HumanEval's single lines.
+# lines (`quicksilver eval heldout --limit 300 --eom-bias 2 --window W`: exact match 8.3 / 8.7 / 7.0 / 4.7 / 4.0 %
+# at 8 / 12 / 16 / 24 / 32 slots) and fits 81 % of HumanEval's single lines.
 UNKNOWN_WINDOW = {"single-line": 12, "multi-line": 128, "random-span": 64}
 BLOCK = 32   # multi-line and random-span windows decode in blocks of this many slots, left to right (each step
              # runs only the block against the cached rest); a single line is one block
