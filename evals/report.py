@@ -46,7 +46,9 @@ def length_of(r: dict) -> str:
 
 
 def infill_command(r: dict, name: str) -> str:
+    window = window_of(r)
     return (f"quicksilver eval infill --set {r['set']} --length {r['mode']}"
+            + (f" --window {window}" if window and window != UNKNOWN_WINDOW.get(r["set"]) else "")
             + (f" --limit {r['tasks']}" if name.endswith("-limited") else "") + f" --json evals/results/{name}.json")
 
 
@@ -87,8 +89,8 @@ def which_model(r: dict, card: dict) -> str:
 
     sha = r.get("model_sha256", "")
     stale = [] if r.get("decoding_revision", 1) == DECODING_REVISION else ["earlier decoding"]
-    if window_of(r) and window_of(r) != UNKNOWN_WINDOW.get(r.get("set")):
-        stale.append("earlier window")
+    if r.get("mode") == "unknown" and "window" not in r and window_of(r) != UNKNOWN_WINDOW.get(r.get("set")):
+        stale.append("earlier window")  # made before results recorded a window, with one the eval no longer uses
     if "default" not in r.get("model", "default"):
         name = f"{Path(r['model']).name} {sha[:8]}"
     else:
@@ -126,10 +128,12 @@ def report(results: Path, model_dir: Path | None = None) -> str:
         lines += ["", "Model: the first hex digits of the ONNX file's SHA-256; **earlier model** marks a row made with a "
                   "model that is no longer the shipped one, **earlier decoding** one made before the engine's last "
                   "change to what it generates (`runtime.DECODING_REVISION`), **earlier window** an unknown-length row "
-                  "made with another window than `evals/infill.py` now uses: re-run its command."]
+                  "made, before results recorded their window, with another window than `evals/infill.py` now "
+                  "uses: re-run its command. Ratios use full runs of the shipped model at the default window."]
         full = {name: len(infill_tasks(name)) for name in {r["set"] for _, r in infill}}  # each set built once
         by = {(r["set"], r["mode"]): r for _, r in infill  # full runs of the shipped model only
-              if r["tasks"] == full[r["set"]] and not which_model(r, card).startswith("**")}
+              if r["tasks"] == full[r["set"]] and not which_model(r, card).startswith("**")
+              and window_of(r) in (None, UNKNOWN_WINDOW.get(r["set"]))}
         for s in ("single-line", "multi-line", "random-span"):
             if (s, "oracle") in by and (s, "unknown") in by and by[(s, "oracle")]["pass@1"]:
                 ratio = by[(s, "unknown")]["pass@1"] / by[(s, "oracle")]["pass@1"]
