@@ -51,7 +51,7 @@ def generate(engine: Engine, task: Task, set_name: str, length: str, eom_bias: f
     else:
         if eom_bias is not None:
             knobs["eom_bias"] = eom_bias
-        req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=window or UNKNOWN_WINDOW[set_name],
+        req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=window_for(set_name, length, window),
                       block=block_for(set_name),
                       stop=("\n",) if set_name == "single-line" else (), **knobs)
     out = engine.complete(req)

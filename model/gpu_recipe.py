@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -76,7 +77,6 @@ def unpack(packed: Path, dest: Path) -> Path:
 
 
 def main() -> None:
-    import sys
     if sys.argv[1:2] == ["pack"]:
         pack(Path(sys.argv[2]), Path(sys.argv[3]))
         return
