@@ -8,8 +8,7 @@ $OUT/diffusion/ (bf16 weights in files under 16 MB, plus state.json) and $OUT/ar
 returns at most 64 MiB in all, so the autoregressive weights (another 35 MB at the gpu size) come back only
 with --bring-ar, which is for a run whose diffusion phase is skipped (--ar-share 1).
 With --init-from (a checkpoint, or a folder made by `python -m model.gpu_recipe pack CKPT DEST`, small enough to
-carry),
-the autoregressive phase is skipped and the whole budget continues diffusion training from that checkpoint;
+carry), the autoregressive phase is skipped and the whole budget continues diffusion training from that checkpoint;
 --init-label is the name the returned state records for it (the local checkpoint, so export can chain phases).
 Test it on CPU with `--size tiny --device cpu --max-mb 5 --minutes 1`.
 """
@@ -108,14 +107,13 @@ def main() -> None:
               "--lr", str(a.lr), "--ckpt-minutes", "1.5", "--warmup", str(a.warmup), "--threads", "0"]
     if a.compile:
         common.append("--compile")
-    diff = a.work / "diffusion"
     if a.init_from:
         init = unpack(a.init_from, a.work / "init") if (a.init_from / INT8_WEIGHTS_FILE).exists() else a.init_from
-        diff = a.work / "continued"
-        shutil.rmtree(diff, ignore_errors=True)  # a stale run here would be resumed instead of warm-started
-        train(phase_args(common, out=diff, objective="diffusion", init_from=init, minutes=(left + margin) / 60,
+        cont = a.work / "continued"
+        shutil.rmtree(cont, ignore_errors=True)  # a stale run here would be resumed instead of warm-started
+        train(phase_args(common, out=cont, objective="diffusion", init_from=init, minutes=(left + margin) / 60,
                          mixture=Mixture()))
-        bring_back(diff, a.out / "diffusion", init_label=a.init_label)
+        bring_back(cont, a.out / "diffusion", init_label=a.init_label or str(a.init_from))
         print(f"recipe done in {time.time() - start:.0f} s", flush=True)
         return
     ar = a.work / "ar"
@@ -127,6 +125,7 @@ def main() -> None:
     if a.ar_share >= 1:
         return
     left = a.minutes * 60 - (time.time() - start) - margin
+    diff = a.work / "diffusion"
     train(phase_args(common, out=diff, objective="diffusion", init_from=ar, minutes=left / 60, mixture=Mixture()))
     bring_back(diff, a.out / "diffusion")
     print(f"recipe done in {time.time() - start:.0f} s", flush=True)
