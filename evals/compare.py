@@ -20,16 +20,16 @@ THRESHOLDS = (0.9, 0.7, 0.5, 0.3, 0.1)
 
 
 def compare(model_dir: Path | None, twin_dir: Path, set_name: str, length: str, limit: int | None, workers: int,
-            thresholds=THRESHOLDS, precision: str = "int8") -> list[dict]:
+            thresholds=THRESHOLDS, precision: str = "int8", syntax: bool = True) -> list[dict]:
     tasks = pick(infill_tasks(set_name), limit)
     diffusion = Engine(load(model_dir, prefer=precision))
     twin = AutoregressiveEngine(load(twin_dir, prefer=precision))
     results = []
     for t in thresholds:
         summary, _ = run_tasks(diffusion, tasks, set_name, length, workers, threshold=t,
-                               desc=f"diffusion {t}")
+                               desc=f"diffusion {t}", syntax=syntax)
         results.append(summary)
-    summary, _ = run_tasks(twin, tasks, set_name, length, workers, desc="autoregressive")
+    summary, _ = run_tasks(twin, tasks, set_name, length, workers, desc="autoregressive", syntax=syntax)
     results.append(summary)
     return results
 
@@ -73,6 +73,8 @@ def add_arguments(p) -> None:
     p.add_argument("--thresholds", default=",".join(map(str, THRESHOLDS)),
                    help="diffusion confidence thresholds to sweep, comma-separated")
     p.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which ONNX file to prefer")
+    p.add_argument("--no-syntax", dest="syntax", action="store_false",
+                   help="both decoders without the Python syntax guidance an editor's request gets")
     p.add_argument("--json", type=Path, help="write the results here (a list of flat summaries)")
     p.add_argument("--plot", type=Path, help="write the quality-versus-speed plot (PNG) here")
 
@@ -80,7 +82,7 @@ def add_arguments(p) -> None:
 def run(args) -> None:
     thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
     results = compare(args.model, args.twin, args.set, args.length, args.limit, args.workers, thresholds,
-                      args.precision)
+                      args.precision, args.syntax)
     for r in results:
         name = "autoregressive" if r["decoder"] == "autoregressive" else f"diffusion t={r['threshold']}"
         print(f"{name:>18}: pass@1 {100 * r['pass@1']:.1f} %, exact {100 * r['exact_match']:.1f} %, "

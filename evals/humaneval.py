@@ -32,7 +32,7 @@ def program(problem: dict, completion: str) -> str:
 
 def evaluate(model_dir: Path | None, limit: int | None, samples: int, temperature: float, workers: int,
              max_tokens: int = MAX_TOKENS, block: int = BLOCK, threshold: float | None = None,
-             precision: str = "int8") -> tuple[dict, list[dict]]:
+             precision: str = "int8", syntax: bool = True) -> tuple[dict, list[dict]]:
     if samples > 1 and temperature == 0:
         raise SystemExit("several samples need --temperature > 0 (at 0 every sample is the same)")
     engine = make_engine(load(model_dir, prefer=precision))
@@ -42,7 +42,8 @@ def evaluate(model_dir: Path | None, limit: int | None, samples: int, temperatur
     for p in tqdm(problems, desc="humaneval", file=sys.stderr):
         for s in range(samples):
             out = engine.complete(Request(prefix=p["prompt"], mode="completion", max_new_tokens=max_tokens,
-                                          block=block, stop=STOPS, temperature=temperature, seed=s, **knobs))
+                                          block=block, stop=STOPS, temperature=temperature, seed=s,
+                                          language="python" if syntax else None, **knobs))
             rows.append({"task_id": p["task_id"], "sample": s, "completion": out.text,
                          **{k: out.stats[k] for k in ("ms", "steps", "forward_passes", "tokens", "stop_reason")}})
     by_id = {p["task_id"]: p for p in problems}
@@ -63,7 +64,7 @@ def evaluate(model_dir: Path | None, limit: int | None, samples: int, temperatur
         "tokens_per_forward": tokens / max(1, passes), "forwards_per_token": passes / max(1, tokens),
         "tokens_per_s": 1000 * tokens / max(1e-9, ms.sum()),
         "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-        "max_tokens": max_tokens, "block": None if causal else block,
+        "max_tokens": max_tokens, "block": None if causal else block, "syntax": syntax,
         "threshold": None if causal else threshold if threshold is not None else Request.threshold,
         "model": str(model.model_dir), "model_file": model.model_file,
         "model_sha256": model.card["files"].get(model.model_file, ""), "decoding_revision": DECODING_REVISION,
@@ -79,6 +80,8 @@ def add_arguments(p) -> None:
     p.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="longest body, in tokens")
     p.add_argument("--block", type=int, default=BLOCK, help="diffusion: slots decoded together, left to right")
     p.add_argument("--threshold", type=float, help="diffusion: override the confidence threshold")
+    p.add_argument("--no-syntax", dest="syntax", action="store_false",
+                   help="decode without the Python syntax guidance an editor's request gets (the language unset)")
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel test processes")
     p.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which ONNX file to prefer")
     p.add_argument("--json", type=Path, help="write the summary here (and the per-sample rows beside it)")
@@ -86,5 +89,5 @@ def add_arguments(p) -> None:
 
 def run(args) -> None:
     summary, rows = evaluate(args.model, args.limit, args.samples, args.temperature, args.workers, args.max_tokens,
-                             args.block, args.threshold, args.precision)
+                             args.block, args.threshold, args.precision, args.syntax)
     write(args.json, summary, rows)

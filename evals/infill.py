@@ -43,17 +43,19 @@ def normalise(code: str) -> list[str]:
 
 
 def generate(engine: Engine, task: Task, set_name: str, length: str, eom_bias: float | None = None,
-             threshold: float | None = None, window: int | None = None):
+             threshold: float | None = None, window: int | None = None, syntax: bool = True):
     knobs = {"threshold": threshold} if threshold is not None else {}
+    knobs["language"] = "python" if syntax else None  # as an editor sends it: HumanEval is Python
     if length == "oracle":
         req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=oracle_window(engine.tok, task),
-                      eom_bias=0.0, block=block_for(set_name), **knobs)
+                      eom_bias=0.0, block=block_for(set_name), single_line=set_name == "single-line", **knobs)
     else:
         if eom_bias is not None:
             knobs["eom_bias"] = eom_bias
         req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=window_for(set_name, length, window),
                       block=block_for(set_name),
-                      stop=("\n",) if set_name == "single-line" else (), **knobs)
+                      stop=("\n",) if set_name == "single-line" else (), single_line=set_name == "single-line",
+                      **knobs)
     out = engine.complete(req)
     text = out.text
     if set_name == "single-line":  # one line is asked for: cut at its end
@@ -79,12 +81,13 @@ def window_for(set_name: str, length: str, window: int | None = None) -> int | N
 
 
 def settings_of(engine, set_name: str, length: str, eom_bias: float | None, threshold: float | None,
-                window: int | None = None) -> dict:
+                window: int | None = None, syntax: bool = True) -> dict:
     """What decides a generation: a journal written under other settings must not be resumed."""
     return {"model_sha256": engine.model.card["files"].get(engine.model.model_file, ""), "set": set_name,
             "mode": length, "window": window_for(set_name, length, window), "eom_bias": eom_bias,
             "threshold": threshold, "kv_cache": engine.kv_cache,
-            "refresh_every": getattr(engine, "refresh_every", None), "decoding_revision": DECODING_REVISION}
+            "refresh_every": getattr(engine, "refresh_every", None), "syntax": syntax,
+            "decoding_revision": DECODING_REVISION}
 
 
 def read_journal(journal: Path, settings: dict) -> dict[str, dict]:
@@ -105,13 +108,13 @@ def read_journal(journal: Path, settings: dict) -> dict[str, dict]:
 
 def run_tasks(engine, tasks: list[Task], set_name: str, length: str, workers: int, eom_bias: float | None = None,
               threshold: float | None = None, desc: str = "", journal: Path | None = None,
-              resume: bool = False, window: int | None = None) -> tuple[dict, list[dict]]:
+              resume: bool = False, window: int | None = None, syntax: bool = True) -> tuple[dict, list[dict]]:
     """Generate every task's middle with `engine` (diffusion or the autoregressive twin), then run the tests.
 
     With `journal`, each generation is appended there as it is made; `resume` first reads the rows of an
     interrupted run with the same settings and generates only the tasks it had not reached."""
     done: dict[str, dict] = {}
-    settings = settings_of(engine, set_name, length, eom_bias, threshold, window)
+    settings = settings_of(engine, set_name, length, eom_bias, threshold, window, syntax)
     if journal and resume and journal.exists():
         done = read_journal(journal, settings)
     log = None
@@ -123,7 +126,7 @@ def run_tasks(engine, tasks: list[Task], set_name: str, length: str, workers: in
     try:
         for task in tqdm(todo, desc=desc or f"{set_name}/{length}", file=sys.stderr, total=len(tasks),
                          initial=len(tasks) - len(todo)):
-            text, stats = generate(engine, task, set_name, length, eom_bias, threshold, window)
+            text, stats = generate(engine, task, set_name, length, eom_bias, threshold, window, syntax)
             done[task.task_id] = {"task_id": task.task_id, "completion": text,
                                   "exact": normalise(text) == normalise(task.middle),
                                   **{k: stats[k] for k in ("ms", "steps", "forward_passes", "tokens")}}
@@ -138,11 +141,11 @@ def run_tasks(engine, tasks: list[Task], set_name: str, length: str, workers: in
         outcomes = run_many([t.program(r["completion"]) for t, r in zip(tasks, rows)], workers, bar)
     for r, o in zip(rows, outcomes):
         r["passed"], r["outcome"] = o.passed, o.reason
-    return summarise(rows, engine, set_name, length, eom_bias, threshold, window), rows
+    return summarise(rows, engine, set_name, length, eom_bias, threshold, window, syntax), rows
 
 
 def summarise(rows: list[dict], engine, set_name: str, length: str, eom_bias: float | None,
-              threshold: float | None, window: int | None = None) -> dict:
+              threshold: float | None, window: int | None = None, syntax: bool = True) -> dict:
     model = engine.model
     ms = np.array([r["ms"] for r in rows])
     tokens, passes = sum(r["tokens"] for r in rows), sum(r["forward_passes"] for r in rows)
@@ -161,7 +164,7 @@ def summarise(rows: list[dict], engine, set_name: str, length: str, eom_bias: fl
             eom_bias if eom_bias is not None else Request.eom_bias),
         "threshold": None if causal else threshold if threshold is not None else Request.threshold,
         "block": None if causal else block_for(set_name), "kv_cache": engine.kv_cache,
-        "refresh_every": getattr(engine, "refresh_every", None),
+        "refresh_every": getattr(engine, "refresh_every", None), "syntax": syntax,
         "model": str(model.model_dir), "model_file": model.model_file,
         "model_sha256": model.card["files"].get(model.model_file, ""), "decoding_revision": DECODING_REVISION,
     }
@@ -170,10 +173,10 @@ def summarise(rows: list[dict], engine, set_name: str, length: str, eom_bias: fl
 def evaluate(model_dir: Path | None, set_name: str, length: str, limit: int | None, workers: int,
              precision: str = "int8", eom_bias: float | None = None, threshold: float | None = None,
              kv_cache: bool = True, refresh_every: int = REFRESH_EVERY, journal: Path | None = None,
-             resume: bool = False, window: int | None = None) -> tuple[dict, list[dict]]:
+             resume: bool = False, window: int | None = None, syntax: bool = True) -> tuple[dict, list[dict]]:
     engine = make_engine(load(model_dir, prefer=precision), kv_cache=kv_cache, refresh_every=refresh_every)
     return run_tasks(engine, pick(infill_tasks(set_name), limit), set_name, length, workers, eom_bias, threshold,
-                     journal=journal, resume=resume, window=window)
+                     journal=journal, resume=resume, window=window, syntax=syntax)
 
 
 def add_arguments(p) -> None:
@@ -187,6 +190,8 @@ def add_arguments(p) -> None:
     p.add_argument("--threshold", type=float, help="override the engine's confidence threshold for committing slots")
     p.add_argument("--eom-bias", type=float, help="unknown length: override the engine's <|eom|> logit bias")
     p.add_argument("--window", type=int, help="unknown length: slots in the window (default: UNKNOWN_WINDOW for the set)")
+    p.add_argument("--no-syntax", dest="syntax", action="store_false",
+                   help="decode without the Python syntax guidance an editor's request gets (the language unset)")
     p.add_argument("--no-kv-cache", dest="kv_cache", action="store_false",
                    help="recompute the whole sequence at every step (no context key/value cache)")
     p.add_argument("--refresh-every", type=int, default=REFRESH_EVERY,
@@ -211,7 +216,8 @@ def run(args) -> None:
         raise SystemExit("error: --resume needs --json PATH (the interrupted run's generations are in PATH.partial.jsonl)")
     journal = journal_path(args.json) if args.json else None
     summary, rows = evaluate(args.model, args.set, args.length, args.limit, args.workers, args.precision, args.eom_bias,
-                             args.threshold, args.kv_cache, args.refresh_every, journal, args.resume, args.window)
+                             args.threshold, args.kv_cache, args.refresh_every, journal, args.resume, args.window,
+                             args.syntax)
     write(args.json, summary, rows)
     if journal:
         journal.unlink(missing_ok=True)

@@ -49,6 +49,7 @@ def infill_command(r: dict, name: str) -> str:
     window = window_of(r)
     return (f"quicksilver eval infill --set {r['set']} --length {r['mode']}"
             + (f" --window {window}" if window and window != UNKNOWN_WINDOW.get(r["set"]) else "")
+            + (" --no-syntax" if r.get("syntax") is False else "")
             + (f" --limit {r['tasks']}" if name.endswith("-limited") else "") + f" --json evals/results/{name}.json")
 
 
@@ -129,11 +130,12 @@ def report(results: Path, model_dir: Path | None = None) -> str:
                   "model that is no longer the shipped one, **earlier decoding** one made before the engine's last "
                   "change to what it generates (`runtime.DECODING_REVISION`), **earlier window** an unknown-length row "
                   "made, before results recorded their window, with another window than `evals/infill.py` now "
-                  "uses: re-run its command. Ratios use full runs of the shipped model at the default window."]
+                  "uses: re-run its command. Ratios use full runs of the shipped model at the default window, with the "
+                  "syntax guidance an editor's request gets (`--no-syntax` rows show what it adds)."]
         full = {name: len(infill_tasks(name)) for name in {r["set"] for _, r in infill}}  # each set built once
         by = {(r["set"], r["mode"]): r for _, r in infill  # full runs of the shipped model only
               if r["tasks"] == full[r["set"]] and not which_model(r, card).startswith("**")
-              and window_of(r) in (None, UNKNOWN_WINDOW.get(r["set"]))}
+              and window_of(r) in (None, UNKNOWN_WINDOW.get(r["set"])) and r.get("syntax") is not False}
         for s in ("single-line", "multi-line", "random-span"):
             if (s, "oracle") in by and (s, "unknown") in by and by[(s, "oracle")]["pass@1"]:
                 ratio = by[(s, "unknown")]["pass@1"] / by[(s, "oracle")]["pass@1"]
@@ -146,6 +148,7 @@ def report(results: Path, model_dir: Path | None = None) -> str:
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for n, r in humaneval:
             model = "" if "default" in r["model"] else f" --model {r['model']}"
+            model += " --no-syntax" if r.get("syntax") is False else ""
             lines.append(f"| {Path(r['model']).name} | {r['decoder']} | {r['tasks']} | {r['samples']} | "
                          f"{pct(r['pass@1'])} | {r['tokens_per_forward']:.2f} | {r['tokens_per_s']:.1f} | "
                          f"{num(r['p50_ms'])} | `quicksilver eval humaneval{model} --json evals/results/{n}.json` |")

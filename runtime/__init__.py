@@ -3,4 +3,5 @@
 # Bump when a change alters what the engine generates for the same model and request (sampling rules, healing,
 # post-processing): eval results record it, and `quicksilver eval report` marks results made by an earlier one.
 # 2: a blank cursor line gets text first (fill_line); blank lines around the window heal into it.
-DECODING_REVISION = 2
+# 3: with a language, an end or a line break is committed only where Python's parser accepts the text (`end_guard`).
+DECODING_REVISION = 3

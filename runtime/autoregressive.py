@@ -16,7 +16,8 @@ import numpy as np
 from runtime.context import fit
 from runtime.engine import DEFAULT_CONTEXT_TOKENS, Completion, Engine, Request, postprocess, stops_of
 from runtime.postprocess import heal
-from runtime.sampler import Frame, SpecialIds, Stats, choose
+from runtime.sampler import Frame, SamplerOptions, SpecialIds, Stats, choose, guard_end
+from runtime.syntax import end_guard
 from runtime.session import LoadedModel, ModelError
 
 FIM_SENTINELS = 3
@@ -59,6 +60,8 @@ class AutoregressiveEngine:
         rng = np.random.default_rng(req.seed)
         stats, out, reason = Stats(), [], "window"
         stops = stops_of(req)
+        may_end = end_guard(req.language, req.prefix, "" if req.mode == "completion" else req.suffix, req.single_line)
+        guard = SamplerOptions(temperature=req.temperature, top_p=req.top_p, stop=stops, may_end=may_end)
         n = len(ids)
         empty = self.model.empty_cache(1)
         logits, past_k, past_v = self.model.forward_kv(
@@ -72,6 +75,8 @@ class AutoregressiveEngine:
                 if (ok := self.special.agrees(forced[len(text):])).any():
                     lg[~ok] = -np.inf
             token = int(choose(lg[None], req.temperature, req.top_p, rng)[0][0])
+            if may_end is not None and len(text) >= len(forced):  # the diffusion engine's syntax-guided ends
+                token = guard_end(lg, token, 0.0, text[len(forced):], guard, self.special, rng)[0]
             if token in self.special.ends_set:
                 reason = "eom"
                 break

@@ -10,10 +10,10 @@ from typing import Iterator
 import numpy as np
 
 from runtime.context import fit
-from runtime.postprocess import clean_completion, heal, unheal_end
+from runtime.postprocess import clean_completion, heal, line_end, unheal_end
 from runtime.sampler import Denoiser, Frame, Result, SamplerOptions, SpecialIds
 from runtime.session import LoadedModel
-from runtime.syntax import keep_valid, trim_to_scope
+from runtime.syntax import end_guard, keep_valid, trim_to_scope
 
 MODES = ("completion", "infill", "edit")
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -41,7 +41,8 @@ class Request:
     existing: str = ""                # edit mode: the block being rewritten (between prefix and suffix)
     edit: str = "all"                 # edit mode: 'all', 'repair', or 'none'
     single_line: bool = False         # end the result at the first newline
-    language: str | None = None       # 'python': syntax-aware post-processing (scope, validity) with tree-sitter
+    language: str | None = None       # 'python': syntax-guided ends while decoding (Python's parser) and syntax-aware
+                                      # post-processing (scope, validity) with tree-sitter
     window_multiple: int = 1          # round the window up to a multiple of this: while the user types a line, the
                                       # healed cursor line grows token by token, and a window that does not change
                                       # with it keeps the context (and its cached keys/values) identical
@@ -102,7 +103,9 @@ def shape(req: Request, text: str) -> str:
         suffix = req.suffix if req.mode != "completion" else ""
         if not req.single_line:
             text = trim_to_scope(text, req.prefix)
-        text = keep_valid(req.prefix, text, suffix, req.language)
+        end = line_end(req.prefix, suffix) if req.single_line and text else ""
+        text = keep_valid(req.prefix, text + end, suffix, req.language)
+        text = text[:len(text) - len(end)]
     return text
 
 
@@ -157,6 +160,8 @@ class Engine:
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
             top_p=req.top_p, seed=req.seed, stop=stops_of(req), edit=req.edit, forced=forced, eom_bias=req.eom_bias,
             fill_line=existing is None and not (prefix + forced).rsplit("\n", 1)[-1].strip(),
+            may_end=None if existing is not None else end_guard(
+                req.language, req.prefix, "" if req.mode == "completion" else req.suffix, req.single_line),
             deadline=time.monotonic() + req.deadline_ms / 1000 if req.deadline_ms else None)
         init = None
         if existing is not None:

@@ -65,6 +65,13 @@ def drop_suffix_overlap(text: str, suffix: str) -> str:
     return text
 
 
+def line_end(prefix: str, suffix: str) -> str:
+    """What ends a single line at this cursor: "\n" when the line takes the place of a whole line (the cursor at
+    a line's start and the suffix beginning on the next one, as in HumanEval's single-line tasks), else nothing
+    (the suffix holds the rest of the cursor's line)."""
+    return "\n" if (not prefix or prefix.endswith("\n")) and suffix and not suffix.startswith("\n") else ""
+
+
 def clean_completion(text: str, prefix: str, suffix: str, single_line: bool = False) -> str:
     if single_line:
         text = text.split("\n", 1)[0]

@@ -18,6 +18,10 @@ Options (unknown ones raise):
     fill_line    bool   the cursor's line is blank: it must get a non-blank character before the result may end or
                         break the line (a window that starts with the healed newline token looks, to the model, like
                         a middle that already ended with one, so it tends to close it at once: an empty answer)
+    may_end      callable  text -> bool: whether the result may end as `text` (syntax guidance, e.g.
+                        `runtime.syntax.end_guard`); an end marker or a token that writes a stop sequence is then
+                        committed only at the leftmost slot, and only where it says yes, else the next likeliest
+                        token is taken there
 
 A Denoiser is a state machine: `inputs()` gives the sequence for the next forward pass and `advance(logits)`
 consumes that pass's logits for the window. The scheduler batches the passes of many Denoisers; `denoise()` is
@@ -34,6 +38,7 @@ import numpy as np
 PLACEHOLDER = "\u2591"       # shown for a masked slot in partial frames
 REPAIR_STRIPES = 3           # scoring passes for 'repair': each masks every third token of the block
 REPAIR_THRESHOLD = 0.1       # a token whose probability is below this is re-masked by 'repair'
+GUARD_TRIES = 8              # ending tokens may_end refuses at one slot before every ending token is barred there
 EDIT_MODES = ("all", "repair", "none")
 
 
@@ -51,6 +56,7 @@ class SamplerOptions:
     eom_bias: float = 0.0
     forced: str = ""
     fill_line: bool = False
+    may_end: Callable[[str], bool] | None = None
 
     def __post_init__(self):
         if self.window < 1 or self.block < 1:
@@ -180,6 +186,8 @@ class Denoiser:
         tokens, conf = choose(logits[cand], self.opts.temperature, self.opts.top_p, self.rng)
         # an end marker decides the length, so it is committed only at the leftmost masked slot:
         # otherwise confident padding at the window's right edge would creep leftwards over the content
+        if self.opts.may_end is not None and not reason and not heal and cand[0] == int(np.flatnonzero(self.masked)[0]):
+            tokens[0], conf[0] = self._guard_end(logits[cand[0]], int(tokens[0]), float(conf[0]))
         allowed = ~np.isin(tokens, self.special.ends) | (cand == cand[0])
         conf = np.where(allowed, conf, -1.0)
         commit = conf >= self.opts.threshold
@@ -192,6 +200,8 @@ class Denoiser:
         if len(ends):  # everything after the first committed end marker is padding
             win[ends[0]:] = self.special.eom
             self.masked[ends[0]:] = False
+        if self.opts.may_end is not None and self.opts.stop and not reason:
+            self._recheck_break()
         if self.opts.stop and self._stopped():  # decode only when there is a stop sequence to look for
             reason = "stop"
         if reason or not self.masked.any():
@@ -233,6 +243,36 @@ class Denoiser:
         row[list(self.special.ends)] = -np.inf
         if not np.isfinite(row).any():  # nothing left: leave the slot as it was
             row[:] = keep
+
+    def _recheck_break(self) -> None:
+        """A token that writes a stop sequence, committed while slots before it were masked, ends the result once
+        they are filled: re-mask it then if `may_end` refuses the text it ends (the next step decides that slot
+        under the guard, as the leftmost masked one)."""
+        win = self.ids[self.start:self.end]
+        filled = int(np.argmax(self.masked)) if self.masked.any() else len(win)
+        stops = self.special.writes(self.opts.stop)
+        hits = np.flatnonzero(stops[win[:filled]] & ~self.masked[:filled])
+        if not len(hits):
+            return
+        k = int(hits[0])
+        if any(t in self.special.ends_set for t in win[:k].tolist()):
+            return
+        lead = self.decode(win[:k].tolist())
+        if self.opts.forced:
+            if len(lead) < len(self.opts.forced):
+                return
+            lead = lead[len(self.opts.forced):]
+        text = lead + self.special.texts[int(win[k])]
+        text = text[:min(text.find(s, len(lead)) + len(s) for s in self.opts.stop if s in text[len(lead):])]
+        if not self.opts.may_end(text):
+            win[k] = self.special.mask
+            self.masked[k] = True
+
+    def _guard_end(self, row: np.ndarray, token: int, conf: float) -> tuple[int, float]:
+        lead = self.decode(self._tokens())
+        if self.opts.forced:
+            lead = lead[len(self.opts.forced):]
+        return guard_end(row, token, conf, lead, self.opts, self.special, self.rng)
 
     def _block_mask(self) -> np.ndarray:
         """Slots of the leftmost block that still has masked slots."""
@@ -307,6 +347,36 @@ class Denoiser:
         return Result(text[:cut] if cut >= 0 else text, tokens, self.stats)
 
 
+def guard_end(row: np.ndarray, token: int, conf: float, lead: str, opts: SamplerOptions, special: "SpecialIds",
+              rng: np.random.Generator) -> tuple[int, float]:
+    """(token, confidence) for the slot after `lead` (the result so far): the chosen one, or, while it would end
+    the result where `opts.may_end` refuses (an end marker, or a token that writes a stop sequence), another draw
+    without it; after GUARD_TRIES refusals no ending token at all. `row` is the slot's logits."""
+    stops = special.writes(opts.stop)
+    row = row.copy()
+    for _ in range(GUARD_TRIES):
+        if token in special.ends_set:
+            text = lead
+        elif stops[token]:
+            text = lead + special.texts[token]
+            text = text[:min(text.find(s, len(lead)) + len(s) for s in opts.stop if s in text[len(lead):])]
+        else:
+            return token, conf
+        if opts.may_end(text):
+            return token, conf
+        row[token] = -np.inf
+        if not np.isfinite(row).any():
+            return token, conf
+        token, conf = choose(row[None], opts.temperature, opts.top_p, rng)
+        token, conf = int(token[0]), float(conf[0])
+    row[list(special.ends)] = -np.inf
+    row[stops] = -np.inf
+    if not np.isfinite(row).any():
+        return token, conf
+    token, conf = choose(row[None], opts.temperature, opts.top_p, rng)
+    return int(token[0]), float(conf[0])
+
+
 class SpecialIds:
     """The token ids the sampler treats specially, and each token's text (for healing constraints)."""
 
@@ -319,6 +389,7 @@ class SpecialIds:
         # tokens that break the line before writing anything on it ("\n    ", "  \n")
         self.breaks_line = np.array([("\n" in t) and not t.split("\n", 1)[0].strip(" \t\r") for t in texts])
         self._breaks_after: dict[str, np.ndarray] = {}
+        self._writes: dict[tuple[str, ...], np.ndarray] = {}
 
     def breaks_after(self, text: str) -> np.ndarray:
         """(V,) bool: tokens that, past the first len(text) characters, break the line before writing on it."""
@@ -328,6 +399,14 @@ class SpecialIds:
             rest = [t[len(text):] for t in self.texts]
             self._breaks_after[text] = np.array([("\n" in r) and not r.split("\n", 1)[0].strip(" \t\r") for r in rest])
         return self._breaks_after[text]
+
+    def writes(self, stop: tuple[str, ...]) -> np.ndarray:
+        """(V,) bool: tokens whose text contains one of the stop strings."""
+        if stop not in self._writes:
+            if len(self._writes) >= 64:
+                self._writes.clear()
+            self._writes[stop] = np.array([any(s in t for s in stop) for t in self.texts], dtype=bool)
+        return self._writes[stop]
 
     def agrees(self, text: str) -> np.ndarray:
         """(V,) bool: tokens whose text starts `text` or continues past it."""

@@ -1,13 +1,16 @@
 """Syntax-aware decisions with tree-sitter: a line or a block at the cursor, the block around a position, and
-whether a completion keeps an otherwise valid file valid. Python has a grammar; every other language degrades
-to plain-text rules (no syntax decisions), never an error.
+whether a completion keeps an otherwise valid file valid; and, with Python's own parser, where a middle may end
+while it is decoded. Python has a grammar; every other language degrades to plain-text rules (no syntax
+decisions), never an error.
 """
 from __future__ import annotations
 
+import ast
 from functools import lru_cache
 from pathlib import PurePosixPath
+from typing import Callable
 
-from runtime.postprocess import indent_of
+from runtime.postprocess import indent_of, line_end, unheal_end
 
 EXTENSIONS = {".py": "python", ".pyi": "python", ".pyw": "python"}
 # inside these the cursor is in the middle of an expression: finish the line, not a block
@@ -119,3 +122,70 @@ def keep_valid(prefix: str, text: str, suffix: str, language: str | None) -> str
         if part.strip() and error_count(language, prefix + part + suffix) <= base:
             return part
     return "" if base == 0 else text
+
+
+GUARD_CHARS = 6000  # the document the end guard parses: about this much on each side of the cursor, cut at top-level lines
+
+
+def _python_error_at(text: str) -> int | None:
+    """The character offset of Python's first syntax error in `text`, None if it parses."""
+    try:
+        ast.parse(text)
+    except SyntaxError as e:
+        lines = text.split("\n")
+        row = min(max((e.lineno or 1) - 1, 0), len(lines))
+        return sum(len(line) + 1 for line in lines[:row]) + max(0, (e.offset or 1) - 1)
+    except (ValueError, RecursionError, MemoryError):  # null bytes, absurd nesting: no judgement
+        return None
+    return None
+
+
+def _top_level(line: str) -> bool:
+    return bool(line) and not line[0].isspace() and line[0] not in ")]}#'\"@"
+
+
+def _near_cursor(prefix: str, suffix: str) -> tuple[str, str]:
+    """The prefix from a top-level line at most GUARD_CHARS back, the suffix up to one GUARD_CHARS ahead: a slice of
+    a large file that still starts and ends between statements, so parsing it stays cheap and meaningful."""
+    if len(prefix) > GUARD_CHARS:
+        start = len(prefix) - GUARD_CHARS
+        while start < len(prefix) and not (prefix[start - 1] == "\n" and _top_level(prefix[start:start + 1])):
+            start = prefix.find("\n", start) + 1 or len(prefix)
+        prefix = prefix[start:]
+    if len(suffix) > GUARD_CHARS:
+        end = GUARD_CHARS
+        while end < len(suffix) and not (suffix[end - 1] == "\n" and _top_level(suffix[end:end + 1])):
+            end = suffix.find("\n", end) + 1 or len(suffix)
+        suffix = suffix[:end]
+    return prefix, suffix
+
+
+def end_guard(language: str | None, prefix: str, suffix: str, single_line: bool) -> Callable[[str], bool] | None:
+    """The sampler's `may_end` for a Python document: the middle may end only where it leaves no syntax error of
+    its own — the first error Python's parser finds is before the middle (not ours to fix), or after it where the
+    document without the middle already had one. So "    if" or "    total =" cannot end a line; an editor file
+    broken elsewhere still gets its completions. `text` is the window's text as it would end (the healed suffix
+    start included, as the model writes it; through the newline for a line cut at a stop), against the unhealed
+    prefix and suffix. None for other languages: no guidance."""
+    if language != "python":
+        return None
+    prefix, suffix = _near_cursor(prefix, suffix)
+    end = line_end(prefix, suffix)
+    base: list[int | None] = []  # the document's first error without the middle, computed on first need
+
+    def may_end(text: str) -> bool:
+        text = text.split("\n", 1)[0] + end if single_line else unheal_end(text, suffix)
+        doc = prefix + text + suffix
+        pos = _python_error_at(doc)
+        if pos is None or pos < len(prefix):
+            return True
+        ours = len(prefix) + len(text)  # the middle's text, and the rest of its last line when it ends mid-line
+        if not text.endswith("\n"):
+            ours = len(doc) if (nl := doc.find("\n", ours)) < 0 else nl + 1
+        if pos < ours:
+            return False
+        if not base:
+            base.append(_python_error_at(prefix + suffix))
+        return base[0] is not None and pos - len(text) >= base[0]
+
+    return may_end

@@ -72,3 +72,23 @@ def test_make_engine_picks_the_decoder(twin, tiny_model_dir, tiny_twin_dir):
         AutoregressiveEngine(load(tiny_model_dir, prefer="fp32"))
     with pytest.raises(ValueError, match="edit"):
         twin.complete(Request(prefix=PREFIX, mode="edit", existing="x = 1"))
+
+
+def test_the_twin_gets_the_same_syntax_guidance(twin, monkeypatch):
+    import runtime.autoregressive as ar
+    asked, eom = [], twin.special.eom
+
+    def eager(logits, *args):  # a twin that would end the middle at once
+        logits = logits.copy()
+        logits[:, eom] += 100.0
+        return ar.choose.__wrapped__(logits, *args)
+
+    eager.__wrapped__ = ar.choose
+    monkeypatch.setattr(ar, "choose", eager)
+    monkeypatch.setattr(ar, "end_guard", lambda language, *_: language and (lambda text: asked.append(text) and False))
+    plain = twin.complete(Request(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=12, stop=("\n",), single_line=True))
+    assert (plain.raw.strip(), plain.stats["stop_reason"], asked) == ("", "eom", [])   # unguided: ends at once
+    req = Request(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=12, stop=("\n",), single_line=True, language="python")
+    res = twin.complete(req)                                              # a guard that never lets it end
+    assert res.stats["stop_reason"] == "window" and res.stats["tokens"] == 12 and len(asked) >= 12
+    assert "\n" not in res.raw

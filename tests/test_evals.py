@@ -224,3 +224,23 @@ def test_heldout_lines_with_a_fixed_window(tiny_model_dir, tiny_corpus):
     oracle = evaluate(tiny_model_dir, tiny_corpus, 6, 0, 0.0, 0.9, "int8")
     assert fixed["mode"] == "5 slots" and oracle["mode"] == "oracle"
     assert fixed["tasks"] == oracle["tasks"] == 6  # the same lines: the sampling of rows does not depend on the window
+
+
+def test_report_names_a_run_without_syntax_guidance_and_keeps_it_out_of_ratios(tmp_path):
+    from evals.report import report
+    from tests.conftest import SHIPPED
+    from runtime import DECODING_REVISION
+    from runtime.session import read_card
+    card = read_card(SHIPPED)
+    sha = card["files"]["model.int8.onnx"]
+    row = {"tasks": 1033, "set": "single-line", "exact_match": 0.1, "tokens_per_forward": 1.0, "p50_ms": 1.0,
+           "p95_ms": 2.0, "model": "model/default", "model_file": "model.int8.onnx", "model_sha256": sha,
+           "decoding_revision": DECODING_REVISION}
+    (tmp_path / "single-line-oracle.json").write_text(json.dumps({**row, "mode": "oracle", "pass@1": 0.2, "syntax": True}))
+    unguided = {**row, "mode": "unknown", "window": 12, "pass@1": 0.1, "syntax": False}
+    (tmp_path / "single-line-unknown-no-syntax.json").write_text(json.dumps(unguided))
+    text = report(tmp_path, SHIPPED)
+    assert "--no-syntax --json evals/results/single-line-unknown-no-syntax.json" in text
+    assert "unknown / oracle" not in text
+    (tmp_path / "single-line-unknown.json").write_text(json.dumps({**unguided, "syntax": True}))
+    assert "single-line: unknown / oracle pass@1 = **0.50**" in report(tmp_path, SHIPPED)

@@ -183,3 +183,39 @@ def test_a_blank_cursor_line_gets_a_line_before_the_middle_may_end(tiny_engine):
     assert engine_opts(prefix="def f():\n    ", mode="completion")
     assert not engine_opts(prefix="def f():\n    y = ", suffix="\n")
     assert not engine_opts(prefix="def f():\n", suffix="\n", mode="edit", existing="    y = 1\n")
+
+
+def test_may_end_keeps_the_result_going_until_it_may_end(tiny_engine):
+    tok, special = tiny_engine.tok, tiny_engine.special
+    V = tiny_engine.model.card["config"]["vocab_size"]
+    x = next(i for i, t in enumerate(special.texts) if t.strip() and "\n" not in t and len(t) > 1)
+    nl = next(i for i, t in enumerate(special.texts) if t == "\n")
+    xt = special.texts[x]
+
+    def ends_early(ids, mask, logits_from):  # ends at once if it may, else writes x, and breaks the line at slot 2
+        logits = np.zeros((1, ids.shape[1] - logits_from, V), np.float32)
+        logits[..., special.eom] = 50.0
+        logits[..., x] = 30.0
+        logits[0, 2, nl] = 60.0
+        return logits
+
+    def run(may_end, stop=()):
+        opts = SamplerOptions(window=8, may_end=may_end, stop=stop)
+        d = Denoiser(tok.encode("def f():\n"), None, [], opts, special, tok.decode)
+        for _ in denoise(ends_early, d):
+            pass
+        return d.result().text, d.stats.stop_reason
+
+    assert run(None) == ("", "eom")
+    seen = []
+    text, reason = run(lambda t: seen.append(t) or t.count(xt) >= 2)
+    assert text == xt + xt + "\n" and reason == "eom" and "" in seen   # refused at 0 and 1 x, then the line ends
+    # the line break committed early at slot 2 (the model is surest there) is re-masked when it ends too soon
+    text, reason = run(lambda t: t.count(xt) >= 3, stop=("\n",))
+    assert text == xt * 3 and reason == "eom"
+    text, reason = run(lambda t: t.count(xt) >= 2, stop=("\n",))
+    assert text == xt * 2 and reason == "stop"                          # allowed: the early break stands
+    assert run(lambda t: False)[1] == "window"                          # never allowed: the window fills
+
+    guided = tiny_engine.denoiser(Request(prefix="def f():\n", suffix="    return 1\n", language="python")).opts
+    assert guided.may_end is not None and tiny_engine.denoiser(Request(prefix="x")).opts.may_end is None

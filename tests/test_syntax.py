@@ -35,3 +35,25 @@ def test_trim_to_scope_and_keep_valid():
     assert keep_valid(prefix, "return x\n    if (:\n", "\n", "python") == "return x\n"   # the broken line goes
     assert keep_valid(prefix, "if (:\n", "\n", "python") == ""                           # nothing valid: nothing
     assert keep_valid("x = (", "1 +", ")\n", None) == "1 +"                             # no grammar: unchanged
+
+
+def test_end_guard_refuses_a_line_that_breaks_python_where_the_middle_is_to_blame():
+    from runtime.syntax import end_guard
+
+    assert end_guard(None, "x = (", ")\n", True) is None and end_guard("rust", "x", "", False) is None
+    prefix, suffix = "def f(xs):\n    total = 0\n", "    return total\n"   # HumanEval's shape: a whole line
+    line = end_guard("python", prefix, suffix, single_line=True)
+    assert line("    total += 1\n") and line("    total += 1")             # the line's break is its own
+    assert not line("    total =\n") and not line("    if")
+    assert not line("    for x in xs:\n")                                     # a header with no body after it
+    broken_below = end_guard("python", prefix, suffix + "\n\ndef g(:\n", single_line=True)
+    assert broken_below("    total += 1\n") and not broken_below("    total =\n")   # an error elsewhere is not ours
+    broken_above = end_guard("python", "def g(:\n    pass\n" + prefix, suffix, single_line=True)
+    assert broken_above("    total =\n")                                   # the parser stops before us: no judgement
+    mid_line = end_guard("python", "x = foo(", ")\n", single_line=True)       # the rest of the line is the suffix's
+    assert mid_line("1, 2") and not mid_line("1 +")
+    block = end_guard("python", prefix, suffix, single_line=False)
+    assert block("    for x in xs:\n        total += x\n") and not block("    for x in xs:\n        total = (x,\n")
+    assert block("    total += 1\n   ")                                      # the healed indent before eom is undone
+    big = end_guard("python", "def a():\n    pass\n" * 2000 + prefix, suffix, single_line=True)
+    assert big("    total += 1\n") and not big("    total =\n")                 # a large file is cut at top-level lines
