@@ -57,28 +57,34 @@ def learning_curve(card: dict, name: str, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     phases = card["training"].get("phases") or [{"device": card["training"].get("device", ""),
                                                   "history": card["training"]["history"]}]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    colours = {"masked_ce@0.15": "C0", "masked_ce@0.5": "C1", "masked_ce@0.85": "C2"}
-    for i, phase in enumerate(phases):
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    rates = (("masked_ce@0.15", "15 % masked", "C0"), ("masked_ce@0.5", "50 % masked", "C1"),
+             ("masked_ce@0.85", "85 % masked", "C2"))
+    markers = "os^Dvp*hX"
+    handles = [Line2D([], [], color=c, label=label) for _, label, c in rates]
+    for i, phase in enumerate(phases):  # colour: masking rate; marker: phase (each on its own corpus's held-out files)
         hist = [h for h in phase["history"] if "masked_ce@0.5" in h]
-        style = ("o-", "s--", "^:")[i % 3]
-        where = f"{phase['device']} phase, its corpus's held-out files" if len(phases) > 1 else ""
-        for key, label in (("masked_ce@0.15", "15 % masked"), ("masked_ce@0.5", "50 % masked"),
-                           ("masked_ce@0.85", "85 % masked")):
-            ax.plot([h["tokens"] / 1e6 for h in hist], [h[key] for h in hist], style, color=colours[key],
-                    label=f"{label}" + (f" ({where})" if where else ""), markersize=4)
+        for key, _, colour in rates:
+            ax.plot([h["tokens"] / 1e6 for h in hist], [h[key] for h in hist], "-", marker=markers[i % len(markers)],
+                    color=colour, markersize=4)
+        if len(phases) > 1:
+            span = f"{phase.get('tokens', 0) / 1e6:.0f} M" if phase.get("tokens") else ""
+            handles.append(Line2D([], [], color="gray", marker=markers[i % len(markers)], linestyle="",
+                                  label=f"phase {i + 1}: {phase.get('device', '')} {span}".rstrip()))
     if card.get("unigram_ce"):
-        ax.axhline(card["unigram_ce"], color="gray", linestyle="--", label="unigram baseline")
+        ax.axhline(card["unigram_ce"], color="gray", linestyle="--")
+        handles.append(Line2D([], [], color="gray", linestyle="--", label="unigram baseline"))
     ax.set_xlabel("training tokens (M), autoregressive warm start included")
     ax.set_ylabel("held-out masked-token cross-entropy (nats)")
-    ax.set_title(f"model/{name}: {card['training']['tokens'] / 1e6:.0f} M tokens on {card.get('trained_on', '')[:40]}",
-                 fontsize=9)
+    ax.set_title(f"model/{name}: {card['training']['tokens'] / 1e6:.0f} M training tokens in {len(phases)} "
+                 f"phase{'s' * (len(phases) > 1)}; held-out loss of each phase's corpus", fontsize=9)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(handles=handles, fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
