@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from evals.infill import UNKNOWN_WINDOW
-from evals.tasks import infill_tasks
+from evals.tasks import SETS, infill_tasks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -212,12 +212,46 @@ def report(results: Path, model_dir: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def card_scores(results: Path, card: dict) -> dict:
+    """The eval scores a model card records: full runs of that model at the current decoding, default settings
+    (the window for its set, syntax guidance on), by set and mode."""
+    data = load(results)
+    scores = {}
+    for name, r in sorted(data.items()):
+        if not isinstance(r, dict) or which_model(r, card).startswith("**") or r.get("syntax") is False:
+            continue
+        if r.get("model_sha256") != card.get("files", {}).get(r.get("model_file", "")):
+            continue  # another model directory's result (the twin)
+        if r.get("set") == "humaneval" and r.get("samples") == 1 and r.get("temperature") == 0:
+            scores["humaneval/completion"] = {"pass@1": r["pass@1"], "tasks": r["tasks"], "result": f"{name}.json"}
+        elif r.get("set") in SETS and r["tasks"] == len(infill_tasks(r["set"])) and \
+                window_of(r) in (None, UNKNOWN_WINDOW.get(r["set"])):
+            scores[f"{r['set']}/{r['mode']}"] = {"pass@1": r["pass@1"], "exact_match": r["exact_match"],
+                                                 "tasks": r["tasks"], "result": f"{name}.json"}
+    if scores:
+        from runtime import DECODING_REVISION
+        scores["decoding_revision"] = DECODING_REVISION
+    return scores
+
+
 def add_arguments(p) -> None:
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of result JSON files")
     p.add_argument("--model", type=Path, help="model directory for the learning curve (default: the shipped model)")
+    p.add_argument("--no-card", dest="card", action="store_false",
+                   help="do not record the model's current full-run scores in its card.json (`evals`)")
 
 
 def run(args) -> None:
+    from runtime.session import CARD_FILE, DEFAULT_MODEL_DIR, read_card
+
     text = report(args.results, args.model)
     (args.results / "REPORT.md").write_text(text + "\n")
     print(f"wrote {args.results / 'REPORT.md'} and {args.results / 'learning-curve.png'}")
+    if args.card:
+        model_dir = args.model or DEFAULT_MODEL_DIR
+        card = read_card(model_dir)
+        scores = card_scores(args.results, card)
+        if card.get("evals") != scores:
+            card["evals"] = scores
+            (model_dir / CARD_FILE).write_text(json.dumps(card, indent=1))
+            print(f"recorded {len(scores) - 1 if scores else 0} eval scores in {model_dir / CARD_FILE}")

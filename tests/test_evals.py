@@ -244,3 +244,26 @@ def test_report_names_a_run_without_syntax_guidance_and_keeps_it_out_of_ratios(t
     assert "unknown / oracle" not in text
     (tmp_path / "single-line-unknown.json").write_text(json.dumps({**unguided, "syntax": True}))
     assert "single-line: unknown / oracle pass@1 = **0.50**" in report(tmp_path, SHIPPED)
+
+
+def test_report_records_the_shipped_models_full_run_scores_in_its_card(tmp_path):
+    import shutil
+    from evals.report import card_scores
+    from runtime import DECODING_REVISION
+    from tests.conftest import SHIPPED
+    card = json.loads((SHIPPED / "card.json").read_text())
+    sha = card["files"]["model.int8.onnx"]
+    row = {"set": "single-line", "mode": "unknown", "tasks": 1033, "window": 12, "pass@1": 0.15, "exact_match": 0.1,
+           "model": "model/default", "model_file": "model.int8.onnx", "model_sha256": sha,
+           "decoding_revision": DECODING_REVISION, "syntax": True}
+    (tmp_path / "single-line-unknown.json").write_text(json.dumps(row))
+    (tmp_path / "single-line-unknown-no-syntax.json").write_text(json.dumps({**row, "syntax": False}))
+    (tmp_path / "single-line-oracle-limited.json").write_text(json.dumps({**row, "mode": "oracle", "tasks": 200}))
+    (tmp_path / "random-span-oracle.json").write_text(json.dumps({**row, "set": "random-span", "mode": "oracle",
+                                                                  "tasks": 1640, "model_sha256": "0" * 64}))
+    scores = card_scores(tmp_path, card)
+    assert scores == {"single-line/unknown": {"pass@1": 0.15, "exact_match": 0.1, "tasks": 1033,
+                                              "result": "single-line-unknown.json"},
+                      "decoding_revision": DECODING_REVISION}
+    (tmp_path / "none").mkdir()
+    assert card_scores(tmp_path / "none", card) == {}                     # nothing known: nothing recorded
