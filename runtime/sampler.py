@@ -19,9 +19,9 @@ Options (unknown ones raise):
                         break the line (a window that starts with the healed newline token looks, to the model, like
                         a middle that already ended with one, so it tends to close it at once: an empty answer)
     may_end      callable  text -> bool: whether the result may end as `text` (syntax guidance, e.g.
-                        `runtime.syntax.end_guard`); an end marker or a token that writes a stop sequence is then
-                        committed only at the leftmost slot, and only where it says yes, else the next likeliest
-                        token is taken there
+                        `runtime.syntax.end_guard`): where it says no, an end marker or a token that writes a stop
+                        sequence is not taken at the leftmost masked slot (the model's next choice is), and such a
+                        token committed further right is re-masked once the slots before it are filled
 
 A Denoiser is a state machine: `inputs()` gives the sequence for the next forward pass and `advance(logits)`
 consumes that pass's logits for the window. The scheduler batches the passes of many Denoisers; `denoise()` is
@@ -262,9 +262,7 @@ class Denoiser:
             if len(lead) < len(self.opts.forced):
                 return
             lead = lead[len(self.opts.forced):]
-        text = lead + self.special.texts[int(win[k])]
-        text = text[:min(text.find(s, len(lead)) + len(s) for s in self.opts.stop if s in text[len(lead):])]
-        if not self.opts.may_end(text):
+        if not self.opts.may_end(ended_text(lead, int(win[k]), self.opts.stop, self.special)):
             win[k] = self.special.mask
             self.masked[k] = True
 
@@ -347,6 +345,16 @@ class Denoiser:
         return Result(text[:cut] if cut >= 0 else text, tokens, self.stats)
 
 
+def ended_text(lead: str, token: int, stop: tuple[str, ...], special: "SpecialIds") -> str | None:
+    """The result's text if `token` ends it after `lead`: an end marker ends it there, a token that writes a stop
+    sequence just past the stop; None if the token does not end it."""
+    if token in special.ends_set:
+        return lead
+    text = lead + special.texts[token]
+    cuts = [text.find(s, len(lead)) + len(s) for s in stop if s in text[len(lead):]]
+    return text[:min(cuts)] if cuts else None
+
+
 def guard_end(row: np.ndarray, token: int, conf: float, lead: str, opts: SamplerOptions, special: "SpecialIds",
               rng: np.random.Generator) -> tuple[int, float]:
     """(token, confidence) for the slot after `lead` (the result so far): the chosen one, or, while it would end
@@ -355,14 +363,8 @@ def guard_end(row: np.ndarray, token: int, conf: float, lead: str, opts: Sampler
     stops = special.writes(opts.stop)
     row = row.copy()
     for _ in range(GUARD_TRIES):
-        if token in special.ends_set:
-            text = lead
-        elif stops[token]:
-            text = lead + special.texts[token]
-            text = text[:min(text.find(s, len(lead)) + len(s) for s in opts.stop if s in text[len(lead):])]
-        else:
-            return token, conf
-        if opts.may_end(text):
+        text = ended_text(lead, token, opts.stop, special)
+        if text is None or opts.may_end(text):
             return token, conf
         row[token] = -np.inf
         if not np.isfinite(row).any():
