@@ -42,7 +42,8 @@ def window_of(r: dict) -> int | None:
 
 
 def length_of(r: dict) -> str:
-    return f"unknown ({window_of(r)} slots)" if window_of(r) else r["mode"]
+    length = f"unknown ({window_of(r)} slots)" if window_of(r) else r["mode"]
+    return length + (", no syntax guidance" if r.get("syntax") is False else "")
 
 
 def infill_command(r: dict, name: str) -> str:

@@ -240,6 +240,7 @@ def test_report_names_a_run_without_syntax_guidance_and_keeps_it_out_of_ratios(t
     unguided = {**row, "mode": "unknown", "window": 12, "pass@1": 0.1, "syntax": False}
     (tmp_path / "single-line-unknown-no-syntax.json").write_text(json.dumps(unguided))
     text = report(tmp_path, SHIPPED)
+    assert "| unknown (12 slots), no syntax guidance |" in text
     assert "--no-syntax --json evals/results/single-line-unknown-no-syntax.json" in text
     assert "unknown / oracle" not in text
     (tmp_path / "single-line-unknown.json").write_text(json.dumps({**unguided, "syntax": True}))
