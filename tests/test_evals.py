@@ -218,6 +218,17 @@ def test_an_interrupted_infill_run_resumes_where_it_stopped(tiny_model_dir, tmp_
         infill.evaluate(tiny_model_dir, "single-line", "unknown", 5, 2, precision="fp32", journal=journal, resume=True)
 
 
+def test_generating_in_several_processes_gives_the_same_rows(tiny_model_dir, tmp_path):
+    import evals.infill as infill
+    one, rows1 = infill.evaluate(tiny_model_dir, "multi-line", "unknown", 4, 2, precision="fp32", window=16)
+    two, rows2 = infill.evaluate(tiny_model_dir, "multi-line", "unknown", 4, 2, precision="fp32", window=16,
+                                 procs=2, journal=tmp_path / "r.partial.jsonl")
+    assert [r["task_id"] for r in rows2] == [r["task_id"] for r in rows1]  # the set's order, whatever finished first
+    assert [r["completion"] for r in rows2] == [r["completion"] for r in rows1]
+    assert one["procs"] == 1 and two["procs"] == 2 and two["tasks"] == 4
+    assert len((tmp_path / "r.partial.jsonl").read_text().splitlines()) == 1 + 4  # journalled as they came back
+
+
 def test_heldout_lines_with_a_fixed_window(tiny_model_dir, tiny_corpus):
     from evals.heldout import evaluate
     fixed = evaluate(tiny_model_dir, tiny_corpus, 6, 0, 2.0, 0.9, "int8", window=5)
