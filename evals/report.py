@@ -51,6 +51,7 @@ def infill_command(r: dict, name: str) -> str:
     return (f"quicksilver eval infill --set {r['set']} --length {r['mode']}"
             + (f" --window {window}" if window and window != UNKNOWN_WINDOW.get(r["set"]) else "")
             + (" --no-syntax" if r.get("syntax") is False else "")
+            + (f" --procs {r['procs']}" if r.get("procs", 1) > 1 else "")
             + (f" --limit {r['tasks']}" if name.endswith("-limited") else "") + f" --json evals/results/{name}.json")
 
 
@@ -138,7 +139,9 @@ def report(results: Path, model_dir: Path | None = None) -> str:
                   "change to what it generates (`runtime.DECODING_REVISION`), **earlier window** an unknown-length row "
                   "made, before results recorded their window, with another window than `evals/infill.py` now "
                   "uses: re-run its command. Ratios use full runs of the shipped model at the default window, with the "
-                  "syntax guidance an editor's request gets (`--no-syntax` rows show what it adds)."]
+                  "syntax guidance an editor's request gets (`--no-syntax` rows show what it adds). A `--procs N` row "
+                  "was generated in N processes sharing the cores (the same completions): its latencies are those "
+                  "of one process with its share of the threads, not of the whole machine."]
         full = {name: len(infill_tasks(name)) for name in {r["set"] for _, r in infill}}  # each set built once
         by = {(r["set"], r["mode"]): r for _, r in infill  # full runs of the shipped model only
               if r["tasks"] == full[r["set"]] and not which_model(r, card).startswith("**")

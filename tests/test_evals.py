@@ -254,8 +254,10 @@ def test_report_names_a_run_without_syntax_guidance_and_keeps_it_out_of_ratios(t
     assert "| unknown (12 slots), no syntax guidance |" in text
     assert "--no-syntax --json evals/results/single-line-unknown-no-syntax.json" in text
     assert "unknown / oracle" not in text
-    (tmp_path / "single-line-unknown.json").write_text(json.dumps({**unguided, "syntax": True}))
-    assert "single-line: unknown / oracle pass@1 = **0.50**" in report(tmp_path, SHIPPED)
+    (tmp_path / "single-line-unknown.json").write_text(json.dumps({**unguided, "syntax": True, "procs": 2}))
+    text = report(tmp_path, SHIPPED)
+    assert "single-line: unknown / oracle pass@1 = **0.50**" in text  # a run in several processes counts
+    assert "--length unknown --procs 2 --json evals/results/single-line-unknown.json" in text
 
 
 def test_report_records_the_shipped_models_full_run_scores_in_its_card(tmp_path):
