@@ -159,8 +159,7 @@ def _start_worker(model_dir: str, model_file: str, threads: int, kv_cache: bool,
     model = load(model_dir, prefer="int8" if "int8" in model_file else "fp32", threads=threads)
     if model.model_file != model_file:
         raise RuntimeError(f"worker loaded {model.model_file}, the run uses {model_file}")
-    kwargs = {"kv_cache": kv_cache} if refresh_every is None else {"kv_cache": kv_cache, "refresh_every": refresh_every}
-    _worker_engine = make_engine(model, **kwargs)
+    _worker_engine = make_engine(model, kv_cache=kv_cache, refresh_every=refresh_every)  # the twin ignores both
 
 
 def _worker_row(job: tuple) -> dict:
@@ -169,8 +168,7 @@ def _worker_row(job: tuple) -> dict:
 
 def generated(engine, todo: list[Task], knobs: tuple, procs: int = 1):
     """The tasks' rows as they are generated (in any order when `procs` > 1). A small model's decoding steps do
-    not use two cores well (on this 2-core machine one process with 2 ONNX Runtime threads makes 0.57 tasks/s of
-    multi-line infill, two processes with one thread each 0.98), so long runs split the tasks over processes
+    not keep several ONNX Runtime threads busy (README: `--procs`), so long runs split the tasks over processes
     with the cores shared out between them. Each process loads the same model file; greedy decoding does not
     depend on which process runs a task."""
     if procs <= 1 or len(todo) <= 1:
