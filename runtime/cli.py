@@ -1,4 +1,5 @@
-"""The `quicksilver` command: one argparse tree whose subcommands each part of the product adds."""
+"""The `quicksilver` command: one argparse tree; a subcommand's module is imported only when that subcommand runs,
+so `quicksilver serve` and `quicksilver lsp` start on a serving-only install (no torch, no training extras)."""
 from __future__ import annotations
 
 import argparse
@@ -17,21 +18,39 @@ COMMANDS = {
     "eval": ("evals.cli", "measure quality and speed on HumanEval sets"),
     "bench": ("evals.bench", "engine latency and throughput benchmark"),
 }
+TRAINING_EXTRA = "pip install -e '.[train]'"   # what a serving-only install lacks for the training commands
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is one), if any."""
+    return next((a for a in argv if a in COMMANDS), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the chosen subcommand's module is imported to add its options (all of them without argv)."""
     parser = argparse.ArgumentParser(prog="quicksilver", description="A code diffusion language model assistant.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    name = chosen(argv) if argv is not None else None
+    for command, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(command, help=help_text, description=help_text)
         p.set_defaults(module=module)
-        importlib.import_module(module).add_arguments(p)
+        if argv is None or command == name:
+            _module(module).add_arguments(p)
     return parser
 
 
+def _module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        sys.exit(f"quicksilver: this command needs {e.name!r}, which this install lacks (serving-only installs "
+                 f"have no training extras: {TRAINING_EXTRA})")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    importlib.import_module(args.module).run(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    _module(args.module).run(args)
 
 
 if __name__ == "__main__":

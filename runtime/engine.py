@@ -57,6 +57,19 @@ class Request:
             raise ValueError("window_multiple must be between 1 and 64")
         if self.mode == "edit" and not self.existing:
             raise ValueError("edit mode needs the existing block text")
+        for name in ("prefix", "suffix", "existing", "stop"):
+            check_text(name, getattr(self, name))
+
+
+def check_text(name: str, value) -> None:
+    """Text the tokenizer can take: a lone surrogate (half of a UTF-16 pair, e.g. from a broken JSON escape) is
+    a client's error, reported with where it is, not a crash in the tokenizer."""
+    for text in (value,) if isinstance(value, str) else value:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{name} contains a lone surrogate {text[e.start]!r} at character {e.start}: "
+                             "send valid Unicode (UTF-16 surrogates must come in pairs)") from None
 
 
 @dataclass

@@ -27,19 +27,32 @@ class Busy(Exception):
 
 
 class Handle:
-    """A submitted request: its frames arrive on a queue, ending with a Completion."""
+    """A submitted request: its frames arrive on a queue, ending with a Completion. A request submitted from an
+    event loop gets its frames on that loop (`aiter`), handed over by the worker with `call_soon_threadsafe`, so
+    waiting requests hold no threads; one submitted from plain code reads them with `iter` / `result`."""
 
     def __init__(self, req: Request, d: Denoiser):
         self.req, self.d = req, d
         self.id = req.id
         self.cancelled = threading.Event()
         self._out: queue.Queue = queue.Queue()
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            self._aout: asyncio.Queue | None = asyncio.Queue()
+        except RuntimeError:
+            self._loop = self._aout = None
 
     def cancel(self) -> None:
         self.cancelled.set()
 
     def _push(self, item) -> None:
-        self._out.put(item)
+        if self._loop is None:
+            self._out.put(item)
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._aout.put_nowait, item)
+        except RuntimeError:   # the loop has closed: nobody is listening any more
+            self.cancel()
 
     def __iter__(self) -> Iterator[Frame | Completion]:
         while (item := self._out.get()) is not _END:
@@ -51,8 +64,9 @@ class Handle:
         return last
 
     async def aiter(self) -> AsyncIterator[Frame | Completion]:
-        loop = asyncio.get_running_loop()
-        while (item := await loop.run_in_executor(None, self._out.get)) is not _END:
+        if self._aout is None:
+            raise RuntimeError("this request was submitted outside an event loop: iterate it with iter()")
+        while (item := await self._aout.get()) is not _END:
             yield item
 
 

@@ -7,21 +7,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import FastAPI, Request as HttpRequest
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from runtime.engine import DEFAULT_CONTEXT_TOKENS, Engine
 from runtime.scheduler import MAX_BATCH, Busy, Scheduler
-from runtime.session import load
-from server.auth import key_ok
+from runtime.session import LoadedModel, load
+from server.guard import Guard, Policy
 from server.metrics import Metrics
 from server.routes import completions, dashboard, infill, meta, sessions
 from server.store import Store
 
 log = logging.getLogger("quicksilver.server")
-OPEN_PATHS = {"/health"}                         # reachable without the API key
-MAX_BODY_BYTES = 1 << 20
 KNOWN_ROUTES = {"/v1/completions", "/infill", "/v1/models", "/health", "/metrics", "/v1/events", "/v1/events/summary",
                 "/dashboard", "/v1/stats"}
 
@@ -31,6 +30,7 @@ class ServerConfig:
     model: Path | None = None
     db: Path = Path("quicksilver.sqlite")
     api_key: str | None = None
+    allow_origins: tuple[str, ...] = ()
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
     max_batch: int = MAX_BATCH
     threads: int = 0
@@ -40,16 +40,17 @@ def error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
 
-def create_app(cfg: ServerConfig) -> FastAPI:
+def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Store | None = None) -> FastAPI:
+    """The app; `loaded` and `store` may be opened beforehand (so `serve` reports a damaged file before starting)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         s = app.state
-        s.loaded = load(cfg.model, threads=cfg.threads)
+        s.loaded = loaded or load(cfg.model, threads=cfg.threads)
         s.model_name = f"quicksilver/{s.loaded.model_dir.name}"
         s.engine = Engine(s.loaded, cfg.context_tokens)
         s.scheduler = Scheduler(s.engine, max_batch=cfg.max_batch)
-        s.store, s.metrics, s.started = Store(cfg.db), Metrics(), time.time()
-        s.api_key, s.live = cfg.api_key, set()
+        s.store, s.metrics, s.started = store or Store(cfg.db), Metrics(), time.time()
+        s.live, s.running = set(), set()   # dashboard queues; session/request ids decoding now
         log.info("serving %s (%s, %s)", s.model_name, s.loaded.model_file, s.loaded.provider)
         yield
         s.scheduler.close()
@@ -59,17 +60,14 @@ def create_app(cfg: ServerConfig) -> FastAPI:
     for module in (completions, infill, meta, sessions, dashboard):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def guard_and_count(request: HttpRequest, call_next):
-        path = request.url.path
-        if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-            return error(413, f"request body over {MAX_BODY_BYTES} bytes", "invalid_request_error")
-        if path not in OPEN_PATHS and not key_ok(request.headers, request.query_params, cfg.api_key):
-            app.state.metrics.requests.labels(path if path in KNOWN_ROUTES else "other", "401").inc()
-            return error(401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "authentication_error")
-        response = await call_next(request)
-        app.state.metrics.requests.labels(path if path in KNOWN_ROUTES else "other", str(response.status_code)).inc()
-        return response
+    def count(path: str, status: int) -> None:
+        if hasattr(app.state, "metrics"):
+            app.state.metrics.requests.labels(path if path in KNOWN_ROUTES else "other", str(status)).inc()
+
+    app.add_middleware(Guard, policy=Policy(cfg.api_key, tuple(cfg.allow_origins), count))
+    if cfg.allow_origins:  # outside the guard: answers allowed pages' preflights, marks their responses readable
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.allow_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", "x-api-key"])
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_, exc: RequestValidationError):

@@ -1,22 +1,9 @@
-"""The API key check, shared by the HTTP middleware and the websocket routes."""
+"""Websocket accept for the routes; the Origin and API key checks ran before, in server/guard.py."""
 from __future__ import annotations
-
-import hmac
-
-
-def key_ok(headers, query_params, key: str | None) -> bool:
-    """True when no key is configured, or the request presents it (Bearer header, x-api-key, or ?api_key=)."""
-    if not key:
-        return True
-    given = (headers.get("authorization", "").removeprefix("Bearer ").strip()
-             or headers.get("x-api-key", "") or query_params.get("api_key", ""))
-    return hmac.compare_digest(given, key)
 
 
 async def accept_websocket(ws) -> bool:
-    """Accept a websocket that presents the key; close any other with policy violation (1008). True if accepted."""
-    if not key_ok(ws.headers, ws.query_params, ws.app.state.api_key):
-        await ws.close(code=1008, reason="missing or wrong API key")
-        return False
+    """Accept a websocket that reached a route (server.guard.Guard already refused a foreign origin or a wrong
+    key with 1008, before the handshake completed). True once accepted."""
     await ws.accept()
     return True

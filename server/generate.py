@@ -1,11 +1,14 @@
-"""Run one request through the scheduler for a route: timing, metrics and latency history in one place."""
+"""Run requests through the scheduler for a route: timing, metrics, latency history and cancellation in one place."""
 from __future__ import annotations
 
+import asyncio
 import time
+from contextlib import aclosing
 from typing import AsyncIterator
 
 from runtime.engine import Completion, Request
 from runtime.sampler import Frame
+from runtime.scheduler import Handle
 
 
 LIVE_QUEUE = 256   # frames a slow dashboard may lag behind before it misses some
@@ -18,10 +21,11 @@ def publish(state, event: dict) -> None:
             q.put_nowait(event)
 
 
-async def run(state, req: Request, route: str) -> AsyncIterator[Frame | Completion]:
-    """Frames then the Completion; the request is cancelled if the consumer stops early (e.g. a disconnect)."""
+async def run(state, req: Request, route: str, handle: Handle | None = None) -> AsyncIterator[Frame | Completion]:
+    """Frames then the Completion (of `handle`, if the caller submitted the request itself); the request is
+    cancelled if the consumer stops early (e.g. a disconnect)."""
     t0 = time.perf_counter()
-    handle = state.scheduler.submit(req)
+    handle = handle or state.scheduler.submit(req)
     state.metrics.queue_depth.set(state.scheduler.queue_depth)
     first = None
     try:
@@ -41,11 +45,37 @@ async def run(state, req: Request, route: str) -> AsyncIterator[Frame | Completi
         handle.cancel()
 
 
-async def complete(state, req: Request, route: str, http=None) -> Completion | None:
-    """The Completion; None when the HTTP client went away first (its request is then cancelled)."""
-    async for item in run(state, req, route):
-        if isinstance(item, Completion):
-            return item
-        if http is not None and await http.is_disconnected():
-            return None
-    return None
+async def final(state, req: Request, route: str) -> Completion:
+    async with aclosing(run(state, req, route)) as frames:
+        async for item in frames:
+            if isinstance(item, Completion):
+                return item
+    raise RuntimeError(f"request {req.id} ended without a result")
+
+
+async def disconnected(http) -> None:
+    """Returns when the HTTP client has gone away (its body was read already, so the next message says so)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def complete(state, reqs: list[Request], route: str, http=None) -> list[Completion] | None:
+    """The Completions of requests decoded side by side; None when the HTTP client went away first. If the client
+    leaves, or one request fails (Busy, a bad value), every other one is cancelled at its next step."""
+    tasks = [asyncio.ensure_future(final(state, r, route)) for r in reqs]
+    gone = asyncio.ensure_future(disconnected(http)) if http is not None else None
+    try:
+        pending = set(tasks)
+        while pending:
+            done, _ = await asyncio.wait(pending | {gone} - {None}, return_when=asyncio.FIRST_COMPLETED)
+            if gone in done:
+                return None
+            for t in done:
+                t.result()   # raises the first failure
+            pending -= done
+        return [t.result() for t in tasks]
+    finally:
+        for t in tasks + [gone]:
+            if t is not None:
+                t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

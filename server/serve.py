@@ -3,11 +3,28 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 from pathlib import Path
 
+from runtime.session import ModelError, load
 from server.app import ServerConfig, create_app
+from server.routes.sessions import MAX_MESSAGE_CHARS
+from server.store import Store, StoreError
 
 API_KEY_ENV = "QUICKSILVER_API_KEY"
+GRACEFUL_SHUTDOWN_S = 3       # on Ctrl+C, requests still running after this are cancelled
+WS_MAX_BYTES = 4 * MAX_MESSAGE_CHARS + 1024   # a websocket frame of MAX_MESSAGE_CHARS characters, UTF-8 encoded
+SECRET_QUERY = re.compile(r"(api_key=)[^&\s\"]*")
+
+
+class RedactKeys(logging.Filter):
+    """Access-log lines never carry the API key a client put in the query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(SECRET_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        return True
 
 
 def add_arguments(p) -> None:
@@ -16,12 +33,29 @@ def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
     p.add_argument("--db", type=Path, default=Path("quicksilver.sqlite"), help="SQLite file for events and history")
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV), help=f"require this key (or set {API_KEY_ENV})")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a browser origin (e.g. http://localhost:3000) allowed to call the API and open websockets; "
+                        "repeat for more. Default: none but the server's own pages")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
+
+
+def uvicorn_config(app, host: str, port: int, **kw):
+    """The uvicorn settings the product runs with (tests start servers with the same)."""
+    import uvicorn
+    logging.getLogger("uvicorn.access").addFilter(RedactKeys())
+    return uvicorn.Config(app, host=host, port=port, ws_max_size=WS_MAX_BYTES,
+                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **kw)
 
 
 def run(args) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(ServerConfig(model=args.model, db=args.db, api_key=args.api_key, threads=args.threads))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    try:  # open what the app needs first, so a damaged model or database is one line naming it
+        loaded, store = load(args.model, threads=args.threads), Store(args.db)
+    except (ModelError, StoreError) as e:
+        sys.exit(f"quicksilver serve: {e}")
+    cfg = ServerConfig(model=args.model, db=args.db, api_key=args.api_key, threads=args.threads,
+                       allow_origins=tuple(args.allow_origin))
+    app = create_app(cfg, loaded=loaded, store=store)
+    uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()

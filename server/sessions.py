@@ -1,154 +1,286 @@
 """Chat-edit sessions: a document per session, completions and edits proposed at ranges, accept / reject / undo.
 
 State lives in SQLite (server/store.py), so a client that reconnects with its session id, or a restarted
-server, resumes where it was. The websocket route (server/routes/sessions.py) only moves JSON; the protocol is
-written down in docs/sessions.md.
+server, resumes where it was; every change is made against the stored document and version, so two clients on
+one session never overwrite each other silently. Messages are validated by the models below (a wrong type or
+value is an `error` message, never a dropped connection). The websocket route (server/routes/sessions.py) only
+moves JSON; the protocol is written down in docs/sessions.md.
 """
 from __future__ import annotations
 
 import asyncio
 import uuid
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 
 from runtime.engine import Completion, Request
+from runtime.scheduler import Handle
 from server.generate import run
 
 LANGUAGES_WITH_COMMENTS = {"python": "#"}
 DEFAULT_LANGUAGE = "python"
+MAX_ID_CHARS = 64
+INTERRUPTED = "the server stopped while this request ran; send it again"
 
 
 class ProtocolError(ValueError):
     """A message the session cannot act on; reported to the client, the connection stays open."""
 
 
+# --- messages ---------------------------------------------------------------------------------------------
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+Language = Annotated[str, Field(max_length=32)]
+Real = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Range(Msg):
+    start: StrictInt
+    end: StrictInt
+
+
+class Document(Msg):
+    text: str
+    language: Language | None = None
+
+
+class Open(Msg):
+    type: Literal["open"]
+    session_id: Id | None = None
+    document: Document | None = None
+
+
+class SetDocument(Msg):
+    type: Literal["set_document"]
+    text: str
+    language: Language | None = None
+    version: StrictInt | None = None      # the version this change is based on: a mismatch is a conflict
+
+
+class Patch(Msg):
+    type: Literal["patch"]
+    text: str
+    range: Range | None = None
+    offset: StrictInt | None = None
+    version: StrictInt | None = None
+
+
+class Complete(Msg):
+    type: Literal["complete"]
+    request_id: Id | None = None
+    range: Range | None = None
+    offset: StrictInt | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=1024)] = 32
+    temperature: Annotated[Real, Field(ge=0, le=2)] | None = None
+    threshold: Annotated[Real, Field(gt=0, le=1)] | None = None
+    eom_bias: Annotated[Real, Field(ge=-50, le=50)] | None = None
+
+
+class Edit(Msg):
+    type: Literal["edit", "repair"]
+    request_id: Id | None = None
+    range: Range | None = None
+    offset: StrictInt | None = None
+    instruction: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class Cancel(Msg):
+    type: Literal["cancel"]
+    request_id: Id
+
+
+class Reply(Msg):
+    type: Literal["accept", "reject"]
+    request_id: Id
+
+
+class Undo(Msg):
+    type: Literal["undo"]
+
+
+MESSAGE = TypeAdapter(Annotated[Union[Open, SetDocument, Patch, Complete, Edit, Cancel, Reply, Undo],
+                                Field(discriminator="type")])
+
+
+def parse(raw: str):
+    """A validated message; ProtocolError saying what is wrong (and where) otherwise."""
+    try:
+        return MESSAGE.validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        if first["type"] == "union_tag_invalid":
+            raise ProtocolError(f"unknown message type {first['input'].get('type')!r}") from None
+        if first["type"] == "json_invalid":
+            raise ProtocolError(f"not JSON: {first['ctx'].get('error', first['msg'])}") from None
+        where = ".".join(str(x) for x in first["loc"][1:]) or "message"
+        raise ProtocolError(f"{where}: {first['msg']}") from None
+
+
+# --- a session --------------------------------------------------------------------------------------------
+@dataclass
+class Running:
+    task: asyncio.Task
+    handle: Handle
+    start: int
+    end: int
+
+
 class Session:
     def __init__(self, state, send, sid: str | None = None):
         self.state, self.store, self.send = state, state.store, send
-        self.inflight: dict[str, tuple[asyncio.Task, int, int, object]] = {}
-        loaded = self.store.load_session(sid) if sid else None
-        if sid and loaded is None:
+        self.inflight: dict[str, Running] = {}
+        if sid and self.store.load_session(sid) is None:
             raise ProtocolError(f"unknown session {sid!r}: open a new one without session_id")
         self.id = sid or uuid.uuid4().hex
-        doc = loaded or {"text": "", "language": DEFAULT_LANGUAGE, "version": 0}
-        self.text, self.language, self.version = doc["text"], doc["language"], doc["version"]
-        if loaded is None:
-            self._save()
+        if not sid:
+            self.store.save_session(self.id, "", DEFAULT_LANGUAGE, 0)
+        self._load()
 
-    def _save(self) -> None:
-        self.store.save_session(self.id, self.text, self.language, self.version)
+    def _load(self) -> None:
+        doc = self.store.load_session(self.id)
+        if doc is None:
+            raise ProtocolError(f"session {self.id} no longer exists (idle sessions are deleted): open a new one")
+        self.text, self.language, self.version = doc["text"], doc["language"], doc["version"]
+
+    def _change(self, text: str, language: str | None = None, based_on: int | None = None) -> dict:
+        """Store a new text at the next version, against what is stored now (another client may have changed it)."""
+        self._load()
+        if based_on is not None and based_on != self.version:
+            raise ProtocolError(f"conflict: the document is at version {self.version}, not {based_on}; "
+                                "apply your change to its current text")
+        text = text(self.text) if callable(text) else text
+        self.store.save_session(self.id, text, language or self.language, self.version + 1)
+        self._load()
+        return self.document()
 
     def document(self) -> dict:
         return {"type": "document", "session_id": self.id, "version": self.version, "text": self.text,
                 "language": self.language}
 
-    def _range(self, msg: dict) -> tuple[int, int]:
-        r = msg.get("range") or {}
-        start, end = r.get("start", msg.get("offset")), r.get("end", msg.get("offset"))
-        if not isinstance(start, int) or not isinstance(end, int) or not 0 <= start <= end <= len(self.text):
-            raise ProtocolError(f"range must be 0 <= start <= end <= {len(self.text)} (character offsets)")
+    def opened(self) -> dict:
+        """The session, and what became of requests the client may not have heard the end of (a restart, or a
+        dropped connection): proposals still open, and requests a stopped server never finished."""
+        for e in self.store.edits_in(self.id, ("running",)):
+            if f"{self.id}/{e['request_id']}" not in self.state.running:
+                self.store.save_edit(self.id, e["request_id"], e["start"], e["end"], e["old"], "", "interrupted")
+        pending = [{"request_id": e["request_id"], "state": e["state"], "range": {"start": e["start"], "end": e["end"]},
+                    **({"text": e["new"]} if e["state"] == "proposed" else {"message": INTERRUPTED})}
+                   for e in self.store.edits_in(self.id, ("proposed", "interrupted"))]
+        return self.document() | {"type": "opened", "requests": pending}
+
+    def _range(self, msg) -> tuple[int, int]:
+        self._load()
+        start = msg.range.start if msg.range else msg.offset
+        end = msg.range.end if msg.range else msg.offset
+        if start is None or not 0 <= start <= end <= len(self.text):
+            raise ProtocolError(f"range must be 0 <= start <= end <= {len(self.text)} (character offsets), "
+                                "given as 'range': {'start': S, 'end': E} or 'offset': N")
         return start, end
 
     # --- document --------------------------------------------------------------------------------
-    def set_document(self, msg: dict) -> dict:
-        if not isinstance(msg.get("text"), str):
-            raise ProtocolError("set_document needs 'text'")
-        self.text, self.language = msg["text"], msg.get("language", self.language)
-        self.version += 1
-        self._save()
-        return self.document()
+    def set_document(self, msg: SetDocument | Document) -> dict:
+        return self._change(msg.text, msg.language, getattr(msg, "version", None))
 
-    def patch(self, msg: dict) -> dict:
+    def patch(self, msg: Patch) -> dict:
         start, end = self._range(msg)
-        if not isinstance(msg.get("text"), str):
-            raise ProtocolError("patch needs 'text' to put at the range")
-        self.text = self.text[:start] + msg["text"] + self.text[end:]
-        self.version += 1
-        self._save()
-        return self.document()
+        return self._change(lambda t: t[:start] + msg.text + t[end:], None, msg.version)
 
     # --- model requests ----------------------------------------------------------------------------
-    def start_request(self, msg: dict) -> None:
-        kind = msg["type"]
-        rid = str(msg.get("request_id") or uuid.uuid4().hex[:12])
+    def start_request(self, msg: Complete | Edit) -> None:
+        rid = msg.request_id or uuid.uuid4().hex[:12]
         if rid in self.inflight:
             raise ProtocolError(f"request {rid} is already running")
         start, end = self._range(msg)
         prefix, suffix = self.text[:start], self.text[end:]
-        if kind == "complete":
-            knobs = {k: float(msg[k]) for k in ("temperature", "threshold", "eom_bias") if k in msg}
-            req = Request(prefix=prefix, suffix=suffix, max_new_tokens=int(msg.get("max_tokens", 32)), id=rid, **knobs)
+        if msg.type == "complete":
+            knobs = {k: getattr(msg, k) for k in ("temperature", "threshold", "eom_bias") if getattr(msg, k) is not None}
+            req = Request(prefix=prefix, suffix=suffix, max_new_tokens=msg.max_tokens, id=rid, **knobs)
         else:
             if start == end:
-                raise ProtocolError(f"{kind} needs a non-empty range")
-            instruction = msg.get("instruction")
-            if instruction:  # the model has no chat head: an instruction becomes a comment above the block
+                raise ProtocolError(f"{msg.type} needs a non-empty range")
+            if msg.instruction:  # the model has no chat head: an instruction becomes a comment above the block
                 mark = LANGUAGES_WITH_COMMENTS.get(self.language, "#")
                 line_start = prefix.rfind("\n") + 1
-                prefix = prefix[:line_start] + f"{mark} {instruction}\n" + prefix[line_start:]
+                prefix = prefix[:line_start] + f"{mark} {msg.instruction}\n" + prefix[line_start:]
             req = Request(prefix=prefix, suffix=suffix, mode="edit", existing=self.text[start:end], id=rid,
-                          edit="repair" if kind == "repair" else "all")
-        for other, (task, s, e, _) in list(self.inflight.items()):  # a newer request on the same range wins
-            if s <= end and start <= e:
-                task.cancel()
-        task = asyncio.create_task(self._run(req, start, end))
-        self.inflight[rid] = (task, start, end, req)
+                          edit="repair" if msg.type == "repair" else "all")
+        handle = self.state.scheduler.submit(req)   # Busy or a bad request: an error now, nothing started
+        for other in list(self.inflight.values()):  # a newer request on an overlapping range wins
+            if other.start <= end and start <= other.end:
+                other.handle.cancel()
+        self.store.save_edit(self.id, rid, start, end, self.text[start:end], "", "running")
+        self.state.running.add(f"{self.id}/{rid}")
+        task = asyncio.create_task(self._run(req, handle, start, end))
+        self.inflight[rid] = Running(task, handle, start, end)
 
-    async def _run(self, req: Request, start: int, end: int) -> None:
-        version = self.version
+    async def _run(self, req: Request, handle: Handle, start: int, end: int) -> None:
+        """Frames, then exactly one of `result`, `cancelled` or `error` for the request."""
+        version, old = self.version, self.text[start:end]
         try:
-            async for item in run(self.state, req, "/v1/sessions"):
-                if isinstance(item, Completion):
-                    self.store.save_edit(self.id, req.id, start, end, self.text[start:end], item.text, "proposed")
-                    await self.send({"type": "result", "request_id": req.id, "text": item.text, "version": version,
-                                     "range": {"start": start, "end": end}, "stats": item.stats})
-                else:
-                    await self.send({"type": "frame", "request_id": req.id, "step": item.step, "text": item.text,
-                                     "committed": item.committed, "masked": item.masked})
-        except asyncio.CancelledError:
-            await self.send({"type": "cancelled", "request_id": req.id})
-        except Exception as e:  # Busy or a bad request: the session goes on
+            async with aclosing(run(self.state, req, "/v1/sessions", handle)) as frames:
+                async for item in frames:
+                    if not isinstance(item, Completion):
+                        await self.send({"type": "frame", "request_id": req.id, "step": item.step, "text": item.text,
+                                         "committed": item.committed, "masked": item.masked})
+                    elif item.stats["stop_reason"] in ("cancelled", "shutdown"):
+                        self.store.save_edit(self.id, req.id, start, end, old, "", "cancelled")
+                        await self.send({"type": "cancelled", "request_id": req.id})
+                    else:
+                        self.store.save_edit(self.id, req.id, start, end, old, item.text, "proposed")
+                        await self.send({"type": "result", "request_id": req.id, "text": item.text, "version": version,
+                                         "range": {"start": start, "end": end}, "stats": item.stats})
+        except Exception as e:  # the session goes on; a closed connection hears nothing more
+            self.store.save_edit(self.id, req.id, start, end, old, "", "failed")
             await self.send({"type": "error", "request_id": req.id, "message": str(e)})
         finally:
             self.inflight.pop(req.id, None)
+            self.state.running.discard(f"{self.id}/{req.id}")
 
-    def cancel(self, msg: dict) -> None:
-        entry = self.inflight.get(str(msg.get("request_id")))
-        if entry is None:
-            raise ProtocolError(f"no running request {msg.get('request_id')!r}")
-        entry[0].cancel()
+    def cancel(self, msg: Cancel) -> None:
+        running = self.inflight.get(msg.request_id)
+        if running is None:
+            raise ProtocolError(f"no running request {msg.request_id!r}")
+        running.handle.cancel()
 
     # --- proposals -----------------------------------------------------------------------------------
-    def accept(self, msg: dict) -> dict:
-        edit = self.store.get_edit(self.id, str(msg.get("request_id")))
+    def _proposal(self, rid: str) -> dict:
+        edit = self.store.get_edit(self.id, rid)
         if edit is None or edit["state"] != "proposed":
-            raise ProtocolError(f"no proposed edit for request {msg.get('request_id')!r}")
+            raise ProtocolError(f"no proposed edit for request {rid!r}")
+        return edit
+
+    def accept(self, msg: Reply) -> dict:
+        edit = self._proposal(msg.request_id)
+        self._load()
         if self.text[edit["start"]:edit["end"]] != edit["old"]:
             raise ProtocolError("the document changed under this proposal; request it again")
-        self.text = self.text[:edit["start"]] + edit["new"] + self.text[edit["end"]:]
-        self.version += 1
-        self._save()
+        doc = self._change(lambda t: t[:edit["start"]] + edit["new"] + t[edit["end"]:])
         self.store.save_edit(self.id, edit["request_id"], edit["start"], edit["end"], edit["old"], edit["new"], "accepted")
-        return self.document()
+        return doc
 
-    def reject(self, msg: dict) -> dict:
-        edit = self.store.get_edit(self.id, str(msg.get("request_id")))
-        if edit is None or edit["state"] != "proposed":
-            raise ProtocolError(f"no proposed edit for request {msg.get('request_id')!r}")
+    def reject(self, msg: Reply) -> dict:
+        edit = self._proposal(msg.request_id)
         self.store.save_edit(self.id, edit["request_id"], edit["start"], edit["end"], edit["old"], edit["new"], "rejected")
         return {"type": "rejected", "request_id": edit["request_id"]}
 
-    def undo(self, msg: dict) -> dict:
+    def undo(self, msg: Undo) -> dict:
         edit = self.store.last_accepted(self.id)
         if edit is None:
             raise ProtocolError("nothing to undo")
+        self._load()
         start, new_end = edit["start"], edit["start"] + len(edit["new"])
         if self.text[start:new_end] != edit["new"]:
             raise ProtocolError("the document changed after that edit; undo it by hand")
-        self.text = self.text[:start] + edit["old"] + self.text[new_end:]
-        self.version += 1
-        self._save()
+        doc = self._change(lambda t: t[:start] + edit["old"] + t[new_end:])
         self.store.save_edit(self.id, edit["request_id"], edit["start"], edit["end"], edit["old"], edit["new"], "undone")
-        return self.document()
+        return doc
 
     def close(self) -> None:
-        for task, *_ in list(self.inflight.values()):
-            task.cancel()
+        for running in list(self.inflight.values()):
+            running.handle.cancel()

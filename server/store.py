@@ -1,4 +1,5 @@
-"""The server's SQLite file: completion telemetry events and per-request latency history."""
+"""The server's SQLite file: completion telemetry, per-request latency history, and chat-edit sessions — each kept
+for a stated time (SESSION_TTL_S, HISTORY_TTL_S), so the file does not grow without bound."""
 from __future__ import annotations
 
 import sqlite3
@@ -22,8 +23,23 @@ CREATE TABLE IF NOT EXISTS edits (
     PRIMARY KEY (session_id, request_id));
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, direction TEXT NOT NULL, body TEXT NOT NULL, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated);
+CREATE INDEX IF NOT EXISTS messages_session ON messages (session_id);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 """
 EVENTS = ("shown", "accepted", "dismissed")
+SESSION_TTL_S = 30 * 86400       # a session untouched this long is deleted, with its edits and messages
+HISTORY_TTL_S = 7 * 86400        # requests, events and logged messages older than this are deleted
+MAX_SESSIONS = 10_000            # beyond this, the least recently used sessions go first
+PRUNE_EVERY_S = 60
+
+
+class StoreError(Exception):
+    """The SQLite file cannot be used; the message names it."""
+
+
+class Conflict(ValueError):
+    """A session changed since the version a client based its change on."""
 
 
 class Store:
@@ -33,18 +49,46 @@ class Store:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db = sqlite3.connect(self.path, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path} cannot be used as the server's SQLite file ({e}); move it away or "
+                             "pass --db NEW_PATH") from None
         self.lock = threading.Lock()
+        self.pruned = 0.0
+        self.prune()
+
+    def prune(self, now: float | None = None) -> None:
+        """Delete what is past its time: idle sessions (and their edits and messages), old history."""
+        now = time.time() if now is None else now
+        with self.lock, self.db:
+            self.db.execute("DELETE FROM sessions WHERE updated < ? OR id IN (SELECT id FROM sessions ORDER BY "
+                            "updated DESC LIMIT -1 OFFSET ?)", (now - SESSION_TTL_S, MAX_SESSIONS))
+            self.db.execute("DELETE FROM edits WHERE session_id NOT IN (SELECT id FROM sessions)")
+            self.db.execute("DELETE FROM messages WHERE ts < ? OR session_id NOT IN (SELECT id FROM sessions)",
+                            (now - HISTORY_TTL_S,))
+            self.db.execute("DELETE FROM requests WHERE ts < ?", (now - HISTORY_TTL_S,))
+            self.db.execute("DELETE FROM events WHERE ts < ?", (now - HISTORY_TTL_S,))
+        self.pruned = now
+
+    def prune_now_and_then(self) -> None:
+        if time.time() - self.pruned > PRUNE_EVERY_S:
+            self.prune()
 
     def close(self) -> None:
         with self.lock:
             self.db.close()
 
     def add_event(self, completion_id: str, event: str) -> None:
+        """Record what the user did with a completion this server produced (an unknown id is refused)."""
         if event not in EVENTS:
             raise ValueError(f"event must be one of {EVENTS}, not {event!r}")
+        with self.lock:
+            known = self.db.execute("SELECT 1 FROM requests WHERE id = ?", (completion_id,)).fetchone()
+        if not known:
+            raise ValueError(f"no completion {completion_id!r} was served here (send the choice's quicksilver.id)")
         with self.lock, self.db:
             self.db.execute("INSERT INTO events (completion_id, event, ts) VALUES (?, ?, ?)",
                             (completion_id, event, time.time()))
@@ -72,11 +116,17 @@ class Store:
 
     # --- chat-edit sessions ---------------------------------------------------------------------------
     def save_session(self, sid: str, text: str, language: str, version: int) -> None:
+        """Store a session at `version`, which must be the stored one plus one (or 0 for a new session): a client
+        that changed a session another client changed first gets Conflict, not a silently lost change."""
         now = time.time()
         with self.lock, self.db:
-            self.db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                            "text=excluded.text, language=excluded.language, version=excluded.version, updated=?",
-                            (sid, text, language, version, now, now, now))
+            if version == 0:
+                self.db.execute("INSERT INTO sessions VALUES (?, ?, ?, 0, ?, ?)", (sid, text, language, now, now))
+                return
+            cur = self.db.execute("UPDATE sessions SET text = ?, language = ?, version = ?, updated = ? "
+                                  "WHERE id = ? AND version = ?", (text, language, version, now, sid, version - 1))
+            if cur.rowcount != 1:
+                raise Conflict(f"session {sid} changed meanwhile (another client?): open it again for its text")
 
     def load_session(self, sid: str) -> dict | None:
         with self.lock:
@@ -87,6 +137,12 @@ class Store:
         with self.lock, self.db:
             self.db.execute("INSERT OR REPLACE INTO edits VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             (rid, sid, start, end, old, new, state, time.time()))
+
+    def edits_in(self, sid: str, states: tuple[str, ...]) -> list[dict]:
+        with self.lock:
+            rows = self.db.execute(f"SELECT request_id FROM edits WHERE session_id = ? AND state IN "
+                                   f"({','.join('?' * len(states))}) ORDER BY ts", (sid, *states)).fetchall()
+        return [self.get_edit(sid, r[0]) for r in rows]
 
     def get_edit(self, sid: str, rid: str) -> dict | None:
         with self.lock:

@@ -98,13 +98,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_dir: Path, db: Path, api_key: str | None = API_KEY):
-    """A real uvicorn server on a free loopback port, in a thread; returns (server, thread, base http url)."""
+def start_server(model_dir: Path, db: Path, api_key: str | None = API_KEY, **options):
+    """A real uvicorn server on a free loopback port, in a thread, with the product's uvicorn settings; returns
+    (server, thread, base http url). `options` are ServerConfig fields (e.g. allow_origins)."""
     import uvicorn
     from server.app import ServerConfig, create_app
-    app = create_app(ServerConfig(model=model_dir, db=db, api_key=api_key, threads=1))
+    from server.serve import uvicorn_config
+    app = create_app(ServerConfig(model=model_dir, db=db, api_key=api_key, threads=1, **options))
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 60

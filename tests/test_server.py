@@ -92,11 +92,15 @@ def test_bad_input_is_a_clear_400_and_the_server_stays_up(server, body, needle):
 
 
 def test_events_are_stored_and_summarised(server):
-    for cid, event in [("a", "shown"), ("a", "accepted"), ("b", "shown"), ("b", "dismissed")]:
+    r = httpx.post(server["url"] + "/v1/completions", json={"prompt": "x = ", "max_tokens": 4, "n": 2},
+                   headers=auth(), timeout=60)
+    a, b = (c["quicksilver"]["id"] for c in r.json()["choices"])
+    for cid, event in [(a, "shown"), (a, "accepted"), (b, "shown"), (b, "dismissed")]:
         r = httpx.post(server["url"] + "/v1/events", json={"completion_id": cid, "event": event}, headers=auth())
         assert r.status_code == 200
-    assert httpx.post(server["url"] + "/v1/events", json={"completion_id": "c", "event": "liked"},
-                      headers=auth()).status_code == 400
+    for cid, event in [(a, "liked"), ("never-issued", "shown")]:
+        r = httpx.post(server["url"] + "/v1/events", json={"completion_id": cid, "event": event}, headers=auth())
+        assert r.status_code == 400, (cid, event)
     summary = httpx.get(server["url"] + "/v1/events/summary", headers=auth()).json()
     assert summary["shown"] >= 2 and summary["acceptance_rate"] == pytest.approx(summary["accepted"] / summary["shown"])
     import sqlite3

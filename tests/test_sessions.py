@@ -72,7 +72,7 @@ def test_cancel_a_running_request(ws_server):
 
 
 @pytest.mark.parametrize("raw,needle", [
-    ("not json", "Expecting value"),
+    ("not json", "not JSON"),
     (json.dumps({"type": "dance"}), "unknown message type"),
     (json.dumps({"type": "complete", "offset": 999}), "range"),
     (json.dumps({"type": "accept", "request_id": "nope"}), "no proposed edit"),

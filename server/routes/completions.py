@@ -15,6 +15,7 @@ from server.generate import complete, run
 
 router = APIRouter()
 MAX_PROMPT_CHARS = 200_000
+MAX_CHOICES = 16          # prompts × n in one request: each is a completion decoded side by side
 
 
 class CompletionBody(BaseModel):
@@ -39,6 +40,8 @@ def to_requests(body: CompletionBody) -> list[Request]:
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if not prompts or sum(len(p) for p in prompts) + len(body.suffix or "") > MAX_PROMPT_CHARS:
         raise ValueError(f"prompt must be non-empty and at most {MAX_PROMPT_CHARS} characters with the suffix")
+    if len(prompts) * body.n > MAX_CHOICES:
+        raise ValueError(f"{len(prompts)} prompts × n={body.n} asks for more than {MAX_CHOICES} completions at once")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return [Request(prefix=p, suffix=body.suffix or "", mode="infill" if body.suffix else "completion",
                     max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
@@ -65,8 +68,8 @@ async def completions(body: CompletionBody, http: HttpRequest):
     model = state.model_name
     if body.stream:
         return StreamingResponse(_stream(state, reqs, cid, created, model), media_type="text/event-stream")
-    results = [await complete(state, r, "/v1/completions", http) for r in reqs]
-    if any(c is None for c in results):  # the client disconnected: nobody to answer
+    results = await complete(state, reqs, "/v1/completions", http)
+    if results is None:  # the client disconnected: nobody to answer
         return Response(status_code=499)
     return {"id": cid, "object": "text_completion", "created": created, "model": model,
             "choices": [{"index": i, "text": c.text, "logprobs": None, "finish_reason": finish_reason(c),

@@ -56,8 +56,8 @@ def _response(c: Completion) -> dict:
 async def infill(body: InfillBody, http: HttpRequest):
     state, req = http.app.state, to_request(body)
     if not body.stream:
-        result = await complete(state, req, "/infill", http)
-        return _response(result) if result else Response(status_code=499)
+        results = await complete(state, [req], "/infill", http)
+        return _response(results[0]) if results else Response(status_code=499)
 
     async def events():
         async for item in run(state, req, "/infill"):

@@ -6,57 +6,81 @@ import json
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from runtime.scheduler import Busy
 from server.auth import accept_websocket
-from server.sessions import ProtocolError, Session
+from server.sessions import Complete, Edit, Open, ProtocolError, Session, parse
+from server.store import Conflict
 
 router = APIRouter()
-REQUESTS = ("complete", "edit", "repair")
 REPLIES = ("set_document", "patch", "accept", "reject", "undo")
 MAX_MESSAGE_CHARS = 1 << 20
 
 
+def request_id_of(raw: str):
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        return None
+    rid = msg.get("request_id") if isinstance(msg, dict) else None
+    return rid if isinstance(rid, str) else None
+
+
+async def act(state, session: Session | None, send, raw: str) -> Session | None:
+    """One message: the session it leaves open (a new one after `open`)."""
+    if len(raw) > MAX_MESSAGE_CHARS:
+        raise ProtocolError(f"message over {MAX_MESSAGE_CHARS} characters: not stored, not acted on")
+    msg = parse(raw)
+    state.store.log_message(session.id if session else "", "in", raw)
+    if isinstance(msg, Open):
+        state.store.prune_now_and_then()
+        if session:
+            session.close()
+        session = Session(state, send, msg.session_id)
+        if msg.document:
+            session.set_document(msg.document)
+        await send(session.opened())
+    elif session is None:
+        raise ProtocolError("send {'type': 'open'} first")
+    elif isinstance(msg, (Complete, Edit)):
+        session.start_request(msg)
+    elif msg.type == "cancel":
+        session.cancel(msg)
+    else:
+        await send(getattr(session, msg.type)(msg))
+    return session
+
+
 @router.websocket("/v1/sessions")
 async def sessions(ws: WebSocket):
-    if not await accept_websocket(ws):
-        return
-    state, lock, session = ws.app.state, asyncio.Lock(), None
+    await accept_websocket(ws)
+    state, lock, session, closed = ws.app.state, asyncio.Lock(), None, False
 
     async def send(msg: dict) -> None:
+        nonlocal closed
         async with lock:
-            await ws.send_json(msg)
+            if not closed:
+                try:
+                    await ws.send_json(msg)
+                except Exception:   # the client has gone: what it missed is in the store for `open` to report
+                    closed = True
 
     state.metrics.active_sessions.inc()
     try:
         while True:
-            raw = await ws.receive_text()
-            state.store.log_message(session.id if session else "", "in", raw)
-            msg = {}
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            raw = message.get("text")
             try:
-                if len(raw) > MAX_MESSAGE_CHARS:
-                    raise ProtocolError(f"message over {MAX_MESSAGE_CHARS} characters")
-                msg = json.loads(raw)
-                kind = msg.get("type") if isinstance(msg, dict) else None
-                if kind == "open":
-                    session = Session(state, send, msg.get("session_id"))
-                    if "document" in msg:
-                        session.set_document(msg["document"])
-                    await send(session.document() | {"type": "opened"})
-                elif session is None:
-                    raise ProtocolError("send {'type': 'open'} first")
-                elif kind in REQUESTS:
-                    session.start_request(msg)
-                elif kind == "cancel":
-                    session.cancel(msg)
-                elif kind in REPLIES:
-                    await send(getattr(session, kind)(msg))
-                else:
-                    raise ProtocolError(f"unknown message type {kind!r}")
-            except (ProtocolError, ValueError, TypeError) as e:
-                await send({"type": "error", "request_id": msg.get("request_id") if isinstance(msg, dict) else None,
-                            "message": str(e)})
+                if raw is None:
+                    raise ProtocolError("send JSON text messages (this was a binary frame)")
+                session = await act(state, session, send, raw)
+            except (ProtocolError, Conflict, Busy, ValueError) as e:
+                await send({"type": "error", "request_id": request_id_of(raw or ""), "message": str(e)})
     except WebSocketDisconnect:
         pass
     finally:
+        closed = True
         if session:
             session.close()
         state.metrics.active_sessions.dec()
