@@ -2,8 +2,8 @@
 
 One persistent websocket per editor to the server's session protocol (docs/sessions.md): each request sends the
 document and then `complete` (or `edit` / `repair` for block edits) as messages, cancels as `cancel` messages,
-and receives frames and a result. Accept/reject feedback goes to the server's events (POST /v1/events). The
-editor-side post-processing (one line, scope, syntax validity) is the same as in-process.
+and receives frames and a result. Completion telemetry (shown / accepted / dismissed) goes to the server's events
+(POST /v1/events). The editor-side post-processing (one line, scope, syntax validity) is the same as in-process.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from runtime.engine import Completion, Request, shape
 log = logging.getLogger("quicksilver.lsp.remote")
 
 SESSIONS_PATH = "/v1/sessions"
-EVENTS = {"accept": "accepted", "reject": "rejected"}
+EVENTS_PATH = "/v1/events"
+FEEDBACK_TIMEOUT_S = 10
 
 
 class RemoteError(Exception):
@@ -106,15 +107,14 @@ class RemoteBackend:
         stats = msg.get("stats") or {}
         return Completion(req.id, shape(req, msg["text"]), msg["text"], stats)
 
-    async def feedback(self, kind: str, cid: str) -> None:
-        if not cid or kind not in EVENTS:
-            return
-        body = json.dumps({"completion_id": cid, "event": EVENTS[kind]}).encode()
+    async def feedback(self, event: str, cid: str) -> None:
+        """One event (shown, accepted or dismissed: the names the server's store accepts) for a completion id."""
+        body = json.dumps({"completion_id": cid, "event": event}).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.http + "/v1/events", body, headers, method="POST")
+        request = urllib.request.Request(self.http + EVENTS_PATH, body, headers, method="POST")
         try:
-            await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
+            await asyncio.to_thread(urllib.request.urlopen, request, timeout=FEEDBACK_TIMEOUT_S)
         except Exception as e:  # telemetry must never break the editor
-            log.warning("could not send %s for %s: %s", kind, cid, e)
+            log.warning("could not send %s for %s: %s", event, cid, e)

@@ -3,17 +3,21 @@
 The model runs in-process on the runtime's scheduler, or on a `quicksilver serve` reached with `--server ws://…`
 (lsp/remote.py). One handler per LSP feature; the logic is in plain functions: `cursor_context` →
 `build_request` → `run_request` → `format_*`. Logs go to stderr or --log-file (stdout is the protocol). A newer
-version of a document cancels the request running on it; so does `$/cancelRequest`.
+version of a document cancels the request running on it; so does `$/cancelRequest`. Only documents the client
+opened are read, never a file on disk (--tcp has no authentication). Completion telemetry (shown / accepted /
+dismissed) goes to the backend.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import types
 import uuid
 from collections import OrderedDict
 from pathlib import Path
+from urllib.parse import unquote
 
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcInvalidParams
@@ -32,6 +36,9 @@ WINDOW_MULTIPLE = 8     # keystrokes within a line then reuse the engine's cache
 ACCEPT, REJECT, EDIT_BLOCK = "quicksilver/accept", "quicksilver/reject", "quicksilver/editBlock"
 EDIT_COMMAND = "quicksilver.editBlock"
 ACTIONS = {"complete": "Complete block", "rewrite": "Rewrite block", "repair": "Repair block"}
+SHOWN, ACCEPTED, DISMISSED = "shown", "accepted", "dismissed"   # the event names the server's store accepts
+SHUTDOWN_DRAIN_S = 5   # how long shutdown waits for telemetry still on its way
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can carry half a UTF-16 pair; it is not Unicode text
 
 
 class Protocol(LanguageServerProtocol):
@@ -77,6 +84,7 @@ class QuicksilverServer(LanguageServer):
         self.backend = backend                           # LocalBackend (in-process) or RemoteBackend (lsp/remote.py)
         self.running: dict[str, asyncio.Task] = {}      # document uri → the request running on it
         self.cache = CompletionCache(CACHE_ENTRIES if cache else 0)
+        self.sending: set[asyncio.Task] = set()         # telemetry on its way to the backend
 
 
 class LocalBackend:
@@ -95,12 +103,26 @@ class LocalBackend:
             handle.cancel()  # on cancellation the scheduler drops it at its next step
         return None
 
-    async def feedback(self, kind: str, cid: str) -> None:
-        pass
+    async def feedback(self, event: str, cid: str) -> None:
+        """The in-process engine keeps no event store: events go to the log (`quicksilver serve` counts them)."""
+        log.info("event %s: completion %s", event, cid)
+
+
+class DocumentError(ValueError):
+    """A request names a document the server will not read: not opened by the client, or not valid Unicode."""
 
 
 def document(ls: LanguageServer, uri: str):
-    return ls.workspace.get_text_document(uri)
+    """A document the client opened (didOpen, kept current by didChange). Never pygls' get_text_document, which
+    reads the file at an unopened URI from disk: with --tcp any peer could read any file that way."""
+    doc = ls.workspace.text_documents.get(unquote(uri))
+    if doc is None:
+        raise DocumentError(f"{uri} is not open: the client must send textDocument/didOpen first")
+    if (bad := LONE_SURROGATE.search(doc.source)) is not None:
+        line = doc.source.count("\n", 0, bad.start()) + 1
+        raise DocumentError(f"{uri} is not valid Unicode: line {line} holds a lone surrogate "
+                            f"U+{ord(bad.group()):04X} (half of a UTF-16 pair)")
+    return doc
 
 
 def cursor_context(ls: LanguageServer, uri: str, position: lsp.Position) -> tuple[str, str, bool, str | None]:
@@ -139,16 +161,32 @@ async def run_request(ls: QuicksilverServer, uri: str, req: Request) -> Completi
 
 
 async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position) -> tuple[str, str] | None:
-    """(completion id, text) at the cursor: from the cache when the user is typing into a shown completion."""
-    prefix, suffix, single, language = cursor_context(ls, uri, position)
+    """(completion id, text) at the cursor: from the cache when the user is typing into a shown completion. The
+    caller returns it to the client, so it counts as shown."""
+    try:
+        prefix, suffix, single, language = cursor_context(ls, uri, position)
+    except DocumentError as e:
+        log.warning("no completion: %s", e)
+        return None
     if (hit := ls.cache.get(uri, prefix, suffix)) is not None:
         log.info("completion %s served from the cache", hit[0])
-        return hit
-    result = await run_request(ls, uri, build_request(prefix, suffix, single, language))
-    if result is None or not result.text.strip():
-        return None
-    ls.cache.put(uri, prefix, suffix, result.id, result.text)
-    return result.id, result.text
+    else:
+        result = await run_request(ls, uri, build_request(prefix, suffix, single, language))
+        if result is None or not result.text.strip():
+            return None
+        ls.cache.put(uri, prefix, suffix, result.id, result.text)
+        hit = result.id, result.text
+    send_event(ls, SHOWN, hit[0])
+    return hit
+
+
+def send_event(ls: QuicksilverServer, event: str, cid: str) -> None:
+    """Telemetry off the request path: the editor never waits for the backend to record it."""
+    if not cid:
+        return
+    task = asyncio.ensure_future(ls.backend.feedback(event, cid))
+    ls.sending.add(task)
+    task.add_done_callback(ls.sending.discard)
 
 
 async def block_edit(ls: QuicksilverServer, uri: str, rng: lsp.Range | None, position: lsp.Position | None,
@@ -208,7 +246,8 @@ def create_server(backend, cache: bool = True) -> QuicksilverServer:
         return lsp.CompletionList(is_incomplete=True, items=[lsp.CompletionItem(
             label=label, kind=lsp.CompletionItemKind.Snippet, detail="quicksilver", data={"id": cid},
             filter_text=text, insert_text_format=lsp.InsertTextFormat.PlainText,
-            text_edit=lsp.TextEdit(range=here, new_text=text))])
+            text_edit=lsp.TextEdit(range=here, new_text=text),
+            command=lsp.Command(title="accepted", command=ACCEPT, arguments=[cid]))])
 
     @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION, lsp.CodeActionOptions(
         code_action_kinds=[lsp.CodeActionKind.RefactorRewrite]))
@@ -225,7 +264,10 @@ def create_server(backend, cache: bool = True) -> QuicksilverServer:
             raise JsonRpcInvalidParams(f"{EDIT_COMMAND} takes uri, range, mode and an optional instruction")
         uri, rng, mode, instruction = (*args, "")[:4]
         r = ls.protocol._converter.structure(vars_of(rng), lsp.Range)
-        got = await block_edit(ls, uri, r, None, mode, instruction)
+        try:
+            got = await block_edit(ls, uri, r, None, mode, instruction)
+        except ValueError as e:
+            raise JsonRpcInvalidParams(str(e))
         if got is None:
             return {"applied": False}
         cid, edit = got
@@ -268,12 +310,18 @@ def create_server(backend, cache: bool = True) -> QuicksilverServer:
     @server.feature(ACCEPT)
     async def accepted(ls: QuicksilverServer, params):
         log.info("completion accepted: %s", params)
-        await ls.backend.feedback("accept", completion_id(params))
+        send_event(ls, ACCEPTED, completion_id(params))
 
     @server.feature(REJECT)
-    async def rejected(ls: QuicksilverServer, params):
-        log.info("completion rejected: %s", params)
-        await ls.backend.feedback("reject", completion_id(params))
+    async def dismissed(ls: QuicksilverServer, params):
+        log.info("completion dismissed: %s", params)
+        send_event(ls, DISMISSED, completion_id(params))
+
+    @server.feature(lsp.SHUTDOWN)
+    async def shutdown(ls: QuicksilverServer, *args):
+        """An accept just before the editor closes still reaches the backend."""
+        if ls.sending:
+            await asyncio.wait(ls.sending, timeout=SHUTDOWN_DRAIN_S)
 
     return server
 

@@ -1,16 +1,20 @@
 """The language server end to end over stdio with pytest-lsp's client — in-process and as a client of a real
 `quicksilver serve` on loopback (--server ws://): inline completion, completion, cancellation, code actions with
-workspace/applyEdit, quicksilver/editBlock, the completion cache, feedback, malformed params."""
+workspace/applyEdit, quicksilver/editBlock, the completion cache, telemetry events, malformed params, unopened
+files and text that is not Unicode."""
 import asyncio
 import json
 import select
+import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
 import pytest_asyncio
 from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcInvalidParams
 from pytest_lsp import client_capabilities, make_test_lsp_client
 
 from tests.conftest import API_KEY, ROOT, SHIPPED, start_server, stop_server
@@ -20,8 +24,13 @@ TEXT = 'import os\n\n\ndef read(path):\n    """Return the text — in UTF-8 — 
 
 
 @pytest.fixture(scope="module")
-def remote_server(tmp_path_factory):
-    srv, thread, url = start_server(SHIPPED, tmp_path_factory.mktemp("db") / "q.sqlite")
+def remote_db(tmp_path_factory):
+    return tmp_path_factory.mktemp("db") / "q.sqlite"
+
+
+@pytest.fixture(scope="module")
+def remote_server(remote_db):
+    srv, thread, url = start_server(SHIPPED, remote_db)
     yield url
     stop_server(srv, thread)
 
@@ -49,8 +58,7 @@ async def session(request, tmp_path):
         capabilities=client_capabilities("visual-studio-code"), root_uri="file:///tmp"))
     assert result.capabilities.inline_completion_provider is not None
     assert result.capabilities.code_action_provider is not None
-    c.text_document_did_open(lsp.DidOpenTextDocumentParams(
-        text_document=lsp.TextDocumentItem(uri=URI, language_id="python", version=1, text=TEXT)))
+    open_document(c, URI, TEXT)
     yield c, log_file, url
     await c.shutdown_session()
     await c.stop()
@@ -60,11 +68,29 @@ def at(line, character):
     return lsp.Position(line=line, character=character)
 
 
-async def inline(client, position, kind=lsp.InlineCompletionTriggerKind.Invoked):
+def open_document(client, uri, text):
+    client.text_document_did_open(lsp.DidOpenTextDocumentParams(
+        text_document=lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+
+
+async def inline(client, position, kind=lsp.InlineCompletionTriggerKind.Invoked, uri=URI):
     result = await client.text_document_inline_completion_async(lsp.InlineCompletionParams(
-        text_document=lsp.TextDocumentIdentifier(uri=URI), position=position,
+        text_document=lsp.TextDocumentIdentifier(uri=uri), position=position,
         context=lsp.InlineCompletionContext(trigger_kind=kind)))
     return result.items if hasattr(result, "items") else result
+
+
+async def popup(client, position, uri=URI):
+    result = await client.text_document_completion_async(lsp.CompletionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), position=position))
+    return result.items
+
+
+async def eventually(check, what, timeout=15):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        await asyncio.sleep(0.1)
 
 
 async def test_inline_completion_returns_the_model_text(session):
@@ -146,18 +172,71 @@ async def test_edit_block_request_and_bad_mode(session):
             "textDocument": {"uri": URI}, "position": {"line": 4, "character": 6}, "mode": "poem"})
 
 
-async def test_accept_is_logged_and_forwarded_when_remote(session):
+async def test_shown_accepted_and_dismissed_reach_the_backend(session, request):
+    """Each completion returned (inline or popup) is `shown`; quicksilver/accept and quicksilver/reject send
+    `accepted` and `dismissed`, the names the server's store takes: in-process to the log, remote into the
+    server's SQLite file and its acceptance rate."""
     client, log_file, url = session
-    items = await inline(client, at(5, 4))
-    cid = items[0].command.arguments[0]
-    client.protocol.notify("quicksilver/accept", [cid])
-    await client.text_document_completion_async(lsp.CompletionParams(  # a round trip: the notification is handled
-        text_document=lsp.TextDocumentIdentifier(uri=URI), position=at(0, 0)))
-    await asyncio.sleep(0.5)
-    assert f"completion accepted: ['{cid}']" in log_file.read_text()
-    if url:
+    inline_id = (await inline(client, at(5, 4)))[0].command.arguments[0]
+    other = "file:///tmp/other.py"   # a document of its own, so the popup is not the inline one from the cache
+    open_document(client, other, TEXT)
+    item = (await popup(client, at(5, 4), other))[0]
+    popup_id = item.data["id"]
+    assert popup_id != inline_id and item.command.command == "quicksilver/accept"
+    assert list(item.command.arguments) == [popup_id]
+    client.protocol.notify("quicksilver/accept", [inline_id])
+    client.protocol.notify("quicksilver/reject", [popup_id])
+    want = {(inline_id, "shown"), (popup_id, "shown"), (inline_id, "accepted"), (popup_id, "dismissed")}
+    if url is None:
+        await eventually(lambda: all(f"event {e}: completion {c}" in log_file.read_text() for c, e in want),
+                         "every event in the log")
+    else:
+        db = request.getfixturevalue("remote_db")
+
+        def stored():
+            with sqlite3.connect(db) as con:
+                return set(con.execute("SELECT completion_id, event FROM events WHERE completion_id IN (?, ?)",
+                                       (inline_id, popup_id)))
+        await eventually(lambda: stored() == want, "every event in the server's store")
         req = urllib.request.Request(url + "/v1/events/summary", headers={"Authorization": f"Bearer {API_KEY}"})
-        assert json.loads(urllib.request.urlopen(req, timeout=10).read())["accepted"] >= 1
+        assert json.loads(urllib.request.urlopen(req, timeout=10).read())["acceptance_rate"] is not None
+        assert "could not send" not in log_file.read_text()
+    assert f"completion accepted: ['{inline_id}']" in log_file.read_text()
+
+
+async def test_a_file_the_client_never_opened_is_never_read(session, tmp_path):
+    """pygls reads an unopened URI's file from disk; with --tcp any peer could read any file that way."""
+    client, log_file, _ = session
+    secret = "hunter2-on-disk-only"
+    path = tmp_path / "secret.py"
+    path.write_text(f'TOKEN = "{secret}"\n' + TEXT)   # where an opened TEXT gets a completion (test above)
+    uri = path.as_uri()
+    assert list(await inline(client, at(6, 4), uri=uri)) == []
+    assert list(await popup(client, at(6, 4), uri)) == []
+    with pytest.raises(JsonRpcInvalidParams, match="not open") as raised:
+        await client.protocol.send_request_async("quicksilver/editBlock", {
+            "textDocument": {"uri": uri}, "position": {"line": 5, "character": 6}, "mode": "rewrite"})
+    assert secret not in str(raised.value) and raised.value.data is None
+    assert "textDocument/didOpen" in log_file.read_text() and secret not in log_file.read_text()
+
+
+async def test_lone_surrogates_get_a_plain_answer(session):
+    """Half a UTF-16 pair (valid JSON, not Unicode): no completion, and block edits get a plain error."""
+    client, log_file, _ = session
+    uri = "file:///tmp/surrogate.py"
+    open_document(client, uri, 'name = "\ud800"\n' + TEXT)
+    assert list(await inline(client, at(6, 4), uri=uri)) == []
+    assert list(await popup(client, at(6, 4), uri)) == []
+    assert "lone surrogate U+D800" in log_file.read_text()
+    rng = {"start": {"line": 5, "character": 6}, "end": {"line": 5, "character": 6}}
+    for send in (lambda: client.protocol.send_request_async("quicksilver/editBlock", {
+                     "textDocument": {"uri": uri}, "range": rng, "mode": "rewrite"}),
+                 lambda: client.workspace_execute_command_async(lsp.ExecuteCommandParams(
+                     command="quicksilver.editBlock", arguments=[uri, rng, "rewrite"]))):
+        with pytest.raises(JsonRpcInvalidParams, match="line 1 holds a lone surrogate") as raised:
+            await send()
+        assert raised.value.data is None   # no traceback
+    assert list(await inline(client, at(5, 4)))   # the server still completes valid documents
 
 
 def test_malformed_params_get_an_error_and_the_server_stays_up(tiny_model_dir):
