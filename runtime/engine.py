@@ -19,6 +19,7 @@ MODES = ("completion", "infill", "edit")
 DEFAULT_MAX_NEW_TOKENS = 32
 DEFAULT_CONTEXT_TOKENS = 384      # prefix + window + suffix; smaller is faster on a CPU
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
+EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
 DEFAULT_EOM_BIAS = 2.0            # unknown-length infill overfills its window without it: see `quicksilver eval heldout`
 REFRESH_EVERY = 0                 # context cache: recompute the whole sequence every N steps (0: only the first)
 CONTEXT_CACHE_ENTRIES = 8         # contexts kept across requests (≈ 10 MB each for the shipped model at 384 tokens)
@@ -163,6 +164,11 @@ class Engine:
         if existing is None:
             prefix, forced, suffix = heal(prefix, suffix)
         window = len(existing) + EDIT_GROWTH if existing is not None else req.max_new_tokens
+        if existing is not None and window > self.context_tokens - EDIT_CONTEXT_TOKENS:
+            # a rewrite cut at the window would drop the rest of the block: refuse rather than lose code
+            raise ValueError(f"the range to rewrite is {len(existing)} tokens; at most "
+                             f"{self.context_tokens - EDIT_CONTEXT_TOKENS - EDIT_GROWTH} fit in one edit: select a "
+                             "smaller range (a function, a few lines)")
         window += len(self.tok.encode(forced))
         window = -(-window // req.window_multiple) * req.window_multiple  # stable while typing: see Request
         window = min(window, self.context_tokens - 2)
@@ -213,8 +219,7 @@ class Engine:
             if d.cache is None and (key := self._context_key(d)) in self._contexts:
                 d.cache = self._contexts[key]
                 self._contexts.move_to_end(key)
-            late = d.opts.deadline is not None and time.monotonic() >= d.opts.deadline  # fills all: needs all logits
-            refresh = late or d.cache is None or d.cache.region != d.active() or (
+            refresh = d.cache is None or d.cache.region != d.active() or (
                 self.refresh_every and d.stats.forward_passes % self.refresh_every == 0)
             (full if refresh else window).append(d)
         if full:

@@ -8,7 +8,8 @@ Options (unknown ones raise):
     top_p        float  in (0, 1]: nucleus sampling when temperature > 0
     seed         int    sampling seed (same request and seed → same output)
     stop         list   strings; the result ends before the first one
-    deadline     float  time.monotonic() after which the next step fills every remaining slot at once
+    deadline     float  time.monotonic() after which decoding stops: the result is the text committed before the
+                        first masked slot (never a window filled in one pass)
     edit         str    for a window that starts from existing tokens: 'all' re-masks every token,
                         'repair' re-masks only the tokens the model finds unlikely, 'none' keeps `masked` as given
     eom_bias     float  added to the <|eom|> logit: > 0 ends middles earlier (the model tends to overfill a window)
@@ -179,10 +180,7 @@ class Denoiser:
                 logits[cand[0], ~ok] = -np.inf
         if not self.line_filled:
             self._fill_line(logits, cand, heal)
-        if self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
-            cand, reason = np.flatnonzero(self.masked), "deadline"
-        else:
-            reason = ""
+        reason = ""
         tokens, conf = choose(logits[cand], self.opts.temperature, self.opts.top_p, self.rng)
         # an end marker decides the length, so it is committed only at the leftmost masked slot:
         # otherwise confident padding at the window's right edge would creep leftwards over the content
@@ -192,8 +190,6 @@ class Denoiser:
         conf = np.where(allowed, conf, -1.0)
         commit = conf >= self.opts.threshold
         commit[conf.argmax()] = True
-        if reason:
-            commit[:] = True
         win[cand[commit]] = tokens[commit]
         self.masked[cand[commit]] = False
         ends = np.flatnonzero(~self.masked & np.isin(win, self.special.ends))
@@ -204,6 +200,8 @@ class Denoiser:
             self._recheck_break()
         if self.opts.stop and self._stopped():  # decode only when there is a stop sequence to look for
             reason = "stop"
+        if not reason and self.masked.any() and self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
+            reason = "deadline"   # the result is the stable text: what is committed before the first masked slot
         if reason or not self.masked.any():
             self.finish(reason or ("eom" if len(ends) else "window"))
         return self.frame()
@@ -339,8 +337,8 @@ class Denoiser:
     def result(self) -> Result:
         tokens = self._tokens()
         text = self.decode(tokens)
-        if self.opts.forced and text.startswith(self.opts.forced):
-            text = text[len(self.opts.forced):]
+        if self.opts.forced:  # healing not finished (a deadline, a full window): nothing stable past the cursor yet
+            text = text[len(self.opts.forced):] if text.startswith(self.opts.forced) else ""
         cut = min((text.find(s) for s in self.opts.stop if s in text), default=-1)
         return Result(text[:cut] if cut >= 0 else text, tokens, self.stats)
 

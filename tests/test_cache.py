@@ -109,11 +109,13 @@ def test_blocks_refresh_the_cache_and_match_uncached_decoding_when_refreshed(tin
     assert never_ending(Engine(tiny_engine.model, refresh_every=1)).complete(req).raw == plain.raw
 
 
-def test_a_passed_deadline_fills_the_window_from_a_full_pass(tiny_engine):
+def test_a_passed_deadline_returns_only_the_committed_text(tiny_engine):
     req = Request(prefix="def add(a, b):\n", mode="completion", max_new_tokens=24, block=8, threshold=1.0,
                   eom_bias=-100.0, deadline_ms=0.001)
     res = Engine(tiny_engine.model).complete(req)
+    # one pass commits one slot (threshold 1.0): the result is that token, not 24 slots filled at once
     assert res.stats["stop_reason"] == "deadline" and res.stats["forward_passes"] == 1
+    assert res.stats["tokens"] <= 1 and "\n" not in res.raw.strip("\n ")
 
 
 def test_typing_within_a_line_reuses_the_context_when_the_window_is_rounded(tiny_engine):

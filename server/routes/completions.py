@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 import time
 import uuid
 
@@ -10,8 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from runtime.engine import Completion, Request
-from runtime.sampler import PLACEHOLDER
-from server.generate import complete, run
+from server.generate import complete, run, stable_lines
 
 router = APIRouter()
 MAX_PROMPT_CHARS = 200_000
@@ -24,8 +24,8 @@ class CompletionBody(BaseModel):
     prompt: str | list[str] = Field(..., description="text before the cursor")
     suffix: str | None = None
     max_tokens: int = Field(16, ge=1, le=1024)
-    temperature: float = Field(0.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float = Field(0.0, ge=0, le=2, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=8)
     seed: int | None = None
@@ -85,15 +85,14 @@ async def _stream(state, reqs, cid, created, model):
 
     for index, req in enumerate(reqs):
         sent = ""
-        async for item in run(state, req, "/v1/completions"):
-            if isinstance(item, Completion):
-                rest = item.text[len(sent):] if item.text.startswith(sent) else ""
-                yield chunk(index, rest, finish_reason(item))
-                break
-            # stream whole committed lines only: the line at the frontier may still change in post-processing
-            stable = item.text.split(PLACEHOLDER, 1)[0]
-            stable = stable[: stable.rfind("\n") + 1]
-            if len(stable) > len(sent) and stable.startswith(sent):
-                yield chunk(index, stable[len(sent):])
-                sent = stable
+        async with aclosing(run(state, req, "/v1/completions")) as frames:   # a disconnect cancels the request
+            async for item in frames:
+                if isinstance(item, Completion):
+                    rest = item.text[len(sent):] if item.text.startswith(sent) else ""
+                    yield chunk(index, rest, finish_reason(item))
+                    break
+                stable = stable_lines(item)
+                if len(stable) > len(sent) and stable.startswith(sent):
+                    yield chunk(index, stable[len(sent):])
+                    sent = stable
     yield "data: [DONE]\n\n"

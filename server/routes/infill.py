@@ -1,17 +1,27 @@
-"""POST /infill: llama.cpp-compatible fill-in-the-middle, so llama.vim / llama.vscode can point at quicksilver."""
+"""POST /infill: llama.cpp-compatible fill-in-the-middle, so llama.vim / llama.vscode can point at quicksilver.
+
+The response carries the fields llama.cpp's server sends and llama.vim reads (`content`, `tokens_predicted`,
+`tokens_cached`, `truncated`, `stop_type`, `timings`, ...), filtered by `response_fields` as llama.cpp does (a
+path like "timings/prompt_n" becomes a flat key). `n_predict: 0` decodes nothing (llama.vim sends it to warm
+the cache); `seed: -1` is a random seed; `stream: true` sends each line once it is stable, then the rest.
+"""
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
+import random
 
 from fastapi import APIRouter, Request as HttpRequest
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from runtime.engine import Completion, Request
-from server.generate import complete, run
+from server.generate import complete, run, stable_lines
 from server.routes.completions import MAX_PROMPT_CHARS
 
 router = APIRouter()
+DEFAULT_N_PREDICT = 128        # n_predict -1 (llama.cpp: "until done") is capped here
+STOP_TYPES = {"eom": "eos", "stop": "word", "window": "limit", "deadline": "limit"}
 
 
 class ExtraChunk(BaseModel):
@@ -24,15 +34,16 @@ class InfillBody(BaseModel):
     model_config = ConfigDict(extra="ignore")   # llama.cpp clients send many sampler fields we do not use
     input_prefix: str = ""
     input_suffix: str = ""
-    input_extra: list[ExtraChunk] = []
+    input_extra: list[ExtraChunk] = Field([], max_length=256)
     prompt: str = ""
     n_predict: int = Field(32, ge=-1, le=1024)
-    temperature: float = Field(0.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    stop: list[str] = []
-    seed: int = 0
+    temperature: float = Field(0.0, ge=0, le=2, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    stop: list[str] = Field([], max_length=16)
+    seed: int = Field(0, ge=-1, le=2**32 - 1)
     stream: bool = False
-    t_max_predict_ms: float | None = Field(None, gt=0)
+    t_max_predict_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
+    response_fields: list[str] = Field([], max_length=64)
 
 
 def to_request(body: InfillBody) -> Request:
@@ -40,27 +51,70 @@ def to_request(body: InfillBody) -> Request:
     prefix = extra + body.input_prefix + body.prompt
     if len(prefix) + len(body.input_suffix) > MAX_PROMPT_CHARS:
         raise ValueError(f"input is longer than {MAX_PROMPT_CHARS} characters")
-    return Request(prefix=prefix, suffix=body.input_suffix, max_new_tokens=32 if body.n_predict < 1 else body.n_predict,
-                   temperature=body.temperature, top_p=body.top_p, stop=tuple(body.stop), seed=body.seed,
-                   deadline_ms=body.t_max_predict_ms)
+    return Request(prefix=prefix, suffix=body.input_suffix,
+                   max_new_tokens=DEFAULT_N_PREDICT if body.n_predict < 0 else max(1, body.n_predict),
+                   temperature=body.temperature, top_p=body.top_p, stop=tuple(body.stop),
+                   seed=random.getrandbits(32) if body.seed < 0 else body.seed, deadline_ms=body.t_max_predict_ms)
 
 
-def _response(c: Completion) -> dict:
-    return {"content": c.text, "stop": True, "id_slot": 0, "tokens_predicted": c.stats["tokens"],
-            "stopped_eos": c.stats["stop_reason"] == "eom", "stopped_limit": c.stats["stop_reason"] == "window",
-            "timings": {"predicted_n": c.stats["tokens"], "predicted_ms": c.stats["ms"], "steps": c.stats["steps"],
-                        "forward_passes": c.stats["forward_passes"]}}
+def response(state, req: Request, c: Completion | None) -> dict:
+    """llama.cpp's final response for a completion (None: nothing decoded, as for n_predict 0)."""
+    stats = c.stats if c else {"tokens": 0, "ms": 0.0, "stop_reason": "limit", "steps": 0, "forward_passes": 0}
+    prompt_n = len(state.engine.tok.encode(req.prefix + req.suffix))
+    kind = STOP_TYPES.get(stats["stop_reason"], "none")
+    word = next((s for s in req.stop if c and s in c.raw), "") if kind == "word" else ""
+    predicted_ms = max(stats["ms"], 1e-6)
+    return {"content": c.text if c else "", "tokens": [], "id_slot": 0, "stop": True, "model": state.model_name,
+            "tokens_predicted": stats["tokens"], "tokens_evaluated": prompt_n, "tokens_cached": 0,
+            "truncated": prompt_n > state.engine.context_tokens, "has_new_line": bool(c and "\n" in c.text),
+            "stop_type": kind, "stopping_word": word, "stopped_eos": kind == "eos", "stopped_limit": kind == "limit",
+            "stopped_word": kind == "word", "id": c.id if c else req.id,
+            "timings": {"prompt_n": prompt_n, "prompt_ms": 0.0, "prompt_per_token_ms": 0.0, "prompt_per_second": 0.0,
+                        "predicted_n": stats["tokens"], "predicted_ms": stats["ms"],
+                        "predicted_per_token_ms": stats["ms"] / max(1, stats["tokens"]),
+                        "predicted_per_second": 1000 * stats["tokens"] / predicted_ms,
+                        "steps": stats["steps"], "forward_passes": stats["forward_passes"]}}
+
+
+def select(data: dict, fields: list[str]) -> dict:
+    """llama.cpp's `response_fields`: only the named fields; "a/b" is data["a"]["b"] under the key "a/b"."""
+    if not fields:
+        return data
+    out = {}
+    for path in fields:
+        value, found = data, True
+        for part in path.split("/"):
+            found = isinstance(value, dict) and part in value
+            value = value[part] if found else None
+            if not found:
+                break
+        if found:
+            out[path] = value
+    return out
 
 
 @router.post("/infill")
 async def infill(body: InfillBody, http: HttpRequest):
     state, req = http.app.state, to_request(body)
-    if not body.stream:
-        results = await complete(state, [req], "/infill", http)
-        return _response(results[0]) if results else Response(status_code=499)
+    if body.n_predict == 0:
+        return select(response(state, req, None), body.response_fields)
+    if body.stream:
+        return StreamingResponse(_stream(state, req, body.response_fields), media_type="text/event-stream")
+    results = await complete(state, [req], "/infill", http)
+    return select(response(state, req, results[0]), body.response_fields) if results else Response(status_code=499)
 
-    async def events():
-        async for item in run(state, req, "/infill"):
+
+async def _stream(state, req: Request, fields: list[str]):
+    sent = ""
+    async with aclosing(run(state, req, "/infill")) as frames:   # a disconnect cancels the request
+        async for item in frames:
             if isinstance(item, Completion):
-                yield f"data: {json.dumps(_response(item))}\n\n"
-    return StreamingResponse(events(), media_type="text/event-stream")
+                final = response(state, req, item)
+                final["content"] = item.text[len(sent):] if item.text.startswith(sent) else ""
+                yield f"data: {json.dumps(select(final, fields))}\n\n"
+                return
+            stable = stable_lines(item)
+            if len(stable) > len(sent) and stable.startswith(sent):
+                chunk = {"content": stable[len(sent):], "stop": False, "id_slot": 0, "tokens_predicted": 0}
+                yield f"data: {json.dumps(select(chunk, fields))}\n\n"
+                sent = stable
