@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from pydantic import BaseModel, Field
 
 from runtime.engine import DEFAULT_CONTEXT_TOKENS, Engine
 from runtime.scheduler import MAX_BATCH, Busy, Scheduler
@@ -36,6 +38,29 @@ class ServerConfig:
     threads: int = 0
 
 
+class ErrorBody(BaseModel):
+    error: dict = Field(..., description="{'message': what was wrong and what to do, 'type': a kind, 'code': the status}")
+
+
+ERROR_RESPONSES = {code: {"model": ErrorBody, "description": what} for code, what in {
+    400: "a bad value: the message says which", 401: "missing or wrong API key",
+    403: "a browser origin that is not allowed (--allow-origin)", 413: "body over 1 MB",
+    415: "the body is not sent as application/json", 429: "the queue is full: retry after Retry-After seconds",
+}.items()}
+
+
+MAX_ERRORS_SHOWN = 3      # a value that fits no branch of a union has one error per branch
+
+
+def problem(e: dict) -> str:
+    """'field.sub: message' for one validation error (pydantic's union-branch names left out of the place)."""
+    where = ".".join(str(x) for x in e.get("loc", ()) if x != "body" and not (isinstance(x, str) and "[" in x or
+                                                                              x in ("str", "constrained-str")))
+    if e.get("type") == "string_unicode":
+        return f"{where or 'body'}: holds a lone surrogate (half a UTF-16 pair): send valid Unicode"
+    return f"{where or 'body'}: {e.get('msg', 'bad value')}"
+
+
 def error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
@@ -56,24 +81,31 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
         s.scheduler.close()
         s.store.close()
 
-    app = FastAPI(title="quicksilver", lifespan=lifespan)
-    for module in (completions, infill, meta, sessions, dashboard):
-        app.include_router(module.router)
+    app = FastAPI(title="quicksilver", lifespan=lifespan, responses=ERROR_RESPONSES)
+    routers = [m.router for m in (completions, infill, meta, sessions, dashboard)]
+    for router in routers:
+        app.include_router(router)
+    json_paths = frozenset(r.path for router in routers for r in router.routes if "POST" in getattr(r, "methods", ()))
 
     def count(path: str, status: int) -> None:
         if hasattr(app.state, "metrics"):
             app.state.metrics.requests.labels(path if path in KNOWN_ROUTES else "other", str(status)).inc()
 
-    app.add_middleware(Guard, policy=Policy(cfg.api_key, tuple(cfg.allow_origins), count))
+    app.add_middleware(Guard, policy=Policy(cfg.api_key, tuple(cfg.allow_origins), count, json_paths))
     if cfg.allow_origins:  # outside the guard: answers allowed pages' preflights, marks their responses readable
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.allow_origins), allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "content-type", "x-api-key"])
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        return error(400, f"invalid request: {where}: {first.get('msg', 'bad value')}", "invalid_request_error")
+        return error(400, "invalid request: " + "; ".join(map(problem, exc.errors()[:MAX_ERRORS_SHOWN])),
+                     "invalid_request_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_, exc: StarletteHTTPException):   # 404, 405, a body that cannot be parsed: one shape
+        response = error(exc.status_code, str(exc.detail), "invalid_request_error")
+        response.headers.update(exc.headers or {})   # a 405's Allow
+        return response
 
     @app.exception_handler(ValueError)
     async def bad_value(_, exc: ValueError):

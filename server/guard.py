@@ -23,6 +23,7 @@ class Policy:
     api_key: str | None = None
     allow_origins: tuple[str, ...] = ()          # browser origins allowed besides the server's own page
     count: object = None                         # count(path, status): the metrics hook
+    json_paths: frozenset[str] = frozenset()     # routes that take a JSON body (POST)
 
 
 def key_ok(given: str, key: str | None) -> bool:
@@ -66,7 +67,7 @@ class Guard:
                 await receive()
                 return await send({"type": "websocket.close", "code": 1008, "reason": problem[2][:120]})
             return await self.app(scope, receive, send)
-        if problem is None and scope["method"] in ("POST", "PUT", "PATCH"):
+        if problem is None and scope["method"] == "POST" and path in self.policy.json_paths:
             problem, receive = await self._read_body(headers, receive)
         if problem:
             return await self._error(send, path, *problem)

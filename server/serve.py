@@ -42,7 +42,8 @@ def add_arguments(p) -> None:
 def uvicorn_config(app, host: str, port: int, **kw):
     """The uvicorn settings the product runs with (tests start servers with the same)."""
     import uvicorn
-    logging.getLogger("uvicorn.access").addFilter(RedactKeys())
+    for name in ("uvicorn.access", "uvicorn.error"):   # HTTP lines, and websocket handshakes
+        logging.getLogger(name).addFilter(RedactKeys())
     return uvicorn.Config(app, host=host, port=port, ws_max_size=WS_MAX_BYTES,
                           timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **kw)
 
@@ -58,4 +59,7 @@ def run(args) -> None:
     cfg = ServerConfig(model=args.model, db=args.db, api_key=args.api_key, threads=args.threads,
                        allow_origins=tuple(args.allow_origin))
     app = create_app(cfg, loaded=loaded, store=store)
-    uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()
+    try:
+        uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()
+    except KeyboardInterrupt:   # uvicorn re-raises Ctrl+C after a clean shutdown (uvicorn.run swallows it too)
+        pass

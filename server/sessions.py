@@ -9,6 +9,7 @@ moves JSON; the protocol is written down in docs/sessions.md.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -117,7 +118,11 @@ def parse(raw: str):
         if first["type"] == "union_tag_invalid":
             raise ProtocolError(f"unknown message type {first['input'].get('type')!r}") from None
         if first["type"] == "json_invalid":
-            raise ProtocolError(f"not JSON: {first['ctx'].get('error', first['msg'])}") from None
+            try:
+                json.loads(raw)   # Python's parser takes what pydantic's refuses: lone surrogates
+            except ValueError:
+                raise ProtocolError(f"not JSON: {first['ctx'].get('error', first['msg'])}") from None
+            raise ProtocolError("the message holds a lone surrogate (half a UTF-16 pair): send valid Unicode") from None
         where = ".".join(str(x) for x in first["loc"][1:]) or "message"
         raise ProtocolError(f"{where}: {first['msg']}") from None
 

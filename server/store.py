@@ -81,17 +81,18 @@ class Store:
         with self.lock:
             self.db.close()
 
-    def add_event(self, completion_id: str, event: str) -> None:
-        """Record what the user did with a completion this server produced (an unknown id is refused)."""
+    def add_event(self, completion_id: str, event: str) -> bool:
+        """Record what the user did with a completion this server produced; False for an id it never served."""
         if event not in EVENTS:
             raise ValueError(f"event must be one of {EVENTS}, not {event!r}")
         with self.lock:
             known = self.db.execute("SELECT 1 FROM requests WHERE id = ?", (completion_id,)).fetchone()
         if not known:
-            raise ValueError(f"no completion {completion_id!r} was served here (send the choice's quicksilver.id)")
+            return False
         with self.lock, self.db:
             self.db.execute("INSERT INTO events (completion_id, event, ts) VALUES (?, ?, ?)",
                             (completion_id, event, time.time()))
+        return True
 
     def event_summary(self) -> dict:
         with self.lock:

@@ -98,9 +98,9 @@ def test_events_are_stored_and_summarised(server):
     for cid, event in [(a, "shown"), (a, "accepted"), (b, "shown"), (b, "dismissed")]:
         r = httpx.post(server["url"] + "/v1/events", json={"completion_id": cid, "event": event}, headers=auth())
         assert r.status_code == 200
-    for cid, event in [(a, "liked"), ("never-issued", "shown")]:
+    for cid, event, status in [(a, "liked", 400), ("never-issued", "shown", 404)]:
         r = httpx.post(server["url"] + "/v1/events", json={"completion_id": cid, "event": event}, headers=auth())
-        assert r.status_code == 400, (cid, event)
+        assert r.status_code == status, (cid, event)
     summary = httpx.get(server["url"] + "/v1/events/summary", headers=auth()).json()
     assert summary["shown"] >= 2 and summary["acceptance_rate"] == pytest.approx(summary["accepted"] / summary["shown"])
     import sqlite3

@@ -2,46 +2,47 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 from contextlib import aclosing
 import time
 import uuid
 
 from fastapi import APIRouter, Request as HttpRequest
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from runtime.engine import Completion, Request
+from server.fields import JsonFloat, JsonInt, OnlyFalse, OptionalJsonInt
 from server.generate import complete, run, stable_lines
 
 router = APIRouter()
 MAX_PROMPT_CHARS = 200_000
-MAX_CHOICES = 16          # prompts × n in one request: each is a completion decoded side by side
+MAX_PROMPTS = 8           # prompts in one request; with n ≤ 8, at most 64 completions decoded side by side
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
 
 class CompletionBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str = ""
-    prompt: str | list[str] = Field(..., description="text before the cursor")
-    suffix: str | None = None
-    max_tokens: int = Field(16, ge=1, le=1024)
-    temperature: float = Field(0.0, ge=0, le=2, allow_inf_nan=False)
-    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
-    stop: str | list[str] | None = None
-    n: int = Field(1, ge=1, le=8)
-    seed: int | None = None
-    stream: bool = False
-    echo: bool = False
-    logprobs: int | None = None
+    prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS)] = Field(
+        ..., description="text before the cursor (or a list of them)")
+    suffix: Prompt | None = Field(None, description="text after the cursor: fill-in-the-middle")
+    max_tokens: JsonInt = Field(16, ge=1, le=1024)
+    temperature: JsonFloat = Field(0.0, ge=0, le=2, allow_inf_nan=False)
+    top_p: JsonFloat = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    stop: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
+                                                          Field(max_length=16)] | None = None
+    n: JsonInt = Field(1, ge=1, le=8)
+    seed: OptionalJsonInt = Field(None, ge=0, le=2**53)   # exact in every JSON parser
+    stream: StrictBool = False
+    echo: OnlyFalse = Field(False, description="not supported: the prompt is never echoed")
+    logprobs: None = Field(None, description="not supported")
 
 
 def to_requests(body: CompletionBody) -> list[Request]:
-    if body.echo or body.logprobs:
-        raise ValueError("echo and logprobs are not supported by this server")
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    if not prompts or sum(len(p) for p in prompts) + len(body.suffix or "") > MAX_PROMPT_CHARS:
-        raise ValueError(f"prompt must be non-empty and at most {MAX_PROMPT_CHARS} characters with the suffix")
-    if len(prompts) * body.n > MAX_CHOICES:
-        raise ValueError(f"{len(prompts)} prompts × n={body.n} asks for more than {MAX_CHOICES} completions at once")
+    if sum(len(p) for p in prompts) + len(body.suffix or "") > MAX_PROMPT_CHARS:
+        raise ValueError(f"the prompts and suffix are over {MAX_PROMPT_CHARS} characters together")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return [Request(prefix=p, suffix=body.suffix or "", mode="infill" if body.suffix else "completion",
                     max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
@@ -60,7 +61,8 @@ def _usage(state, reqs: list[Request], results: list[Completion]) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses={200: {"content": {"text/event-stream": {}},
+                                                   "description": "a completion, or server-sent events with `stream`"}})
 async def completions(body: CompletionBody, http: HttpRequest):
     state = http.app.state
     reqs = to_requests(body)

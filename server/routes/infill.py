@@ -8,14 +8,16 @@ the cache); `seed: -1` is a random seed; `stream: true` sends each line once it 
 from __future__ import annotations
 
 import json
+from typing import Annotated
 from contextlib import aclosing
 import random
 
 from fastapi import APIRouter, Request as HttpRequest
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from runtime.engine import Completion, Request
+from server.fields import JsonFloat, JsonInt, OptionalJsonFloat
 from server.generate import complete, run, stable_lines
 from server.routes.completions import MAX_PROMPT_CHARS
 
@@ -31,18 +33,18 @@ class ExtraChunk(BaseModel):
 
 
 class InfillBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")   # llama.cpp clients send many sampler fields we do not use
+    model_config = ConfigDict(extra="ignore")   # llama.cpp clients send many fields we do not use
     input_prefix: str = ""
     input_suffix: str = ""
     input_extra: list[ExtraChunk] = Field([], max_length=256)
     prompt: str = ""
-    n_predict: int = Field(32, ge=-1, le=1024)
-    temperature: float = Field(0.0, ge=0, le=2, allow_inf_nan=False)
-    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
-    stop: list[str] = Field([], max_length=16)
-    seed: int = Field(0, ge=-1, le=2**32 - 1)
-    stream: bool = False
-    t_max_predict_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
+    n_predict: JsonInt = Field(32, ge=-1, le=1024)
+    temperature: JsonFloat = Field(0.0, ge=0, le=2, allow_inf_nan=False)
+    top_p: JsonFloat = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    stop: list[Annotated[str, Field(min_length=1)]] = Field([], max_length=16)
+    seed: JsonInt = Field(0, ge=-1, le=2**32 - 1)
+    stream: StrictBool = False
+    t_max_predict_ms: OptionalJsonFloat = Field(None, ge=0, allow_inf_nan=False, description="0 or null: no limit")
     response_fields: list[str] = Field([], max_length=64)
 
 
@@ -54,7 +56,7 @@ def to_request(body: InfillBody) -> Request:
     return Request(prefix=prefix, suffix=body.input_suffix,
                    max_new_tokens=DEFAULT_N_PREDICT if body.n_predict < 0 else max(1, body.n_predict),
                    temperature=body.temperature, top_p=body.top_p, stop=tuple(body.stop),
-                   seed=random.getrandbits(32) if body.seed < 0 else body.seed, deadline_ms=body.t_max_predict_ms)
+                   seed=random.getrandbits(32) if body.seed < 0 else body.seed, deadline_ms=body.t_max_predict_ms or None)
 
 
 def response(state, req: Request, c: Completion | None) -> dict:
@@ -93,7 +95,8 @@ def select(data: dict, fields: list[str]) -> dict:
     return out
 
 
-@router.post("/infill")
+@router.post("/infill", responses={200: {"content": {"text/event-stream": {}},
+                                        "description": "llama.cpp's response, or server-sent events with `stream`"}})
 async def infill(body: InfillBody, http: HttpRequest):
     state, req = http.app.state, to_request(body)
     if body.n_predict == 0:

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from fastapi import APIRouter, Request as HttpRequest
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.store import EVENTS
 
 router = APIRouter()
 
@@ -25,7 +28,7 @@ async def models(http: HttpRequest):
                                         "owned_by": "quicksilver"}]}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(http: HttpRequest):
     s = http.app.state
     s.metrics.queue_depth.set(s.scheduler.queue_depth)
@@ -34,13 +37,15 @@ async def metrics(http: HttpRequest):
 
 class EventBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    completion_id: str
-    event: str
+    completion_id: str = Field(..., max_length=64, description="the choice's `quicksilver.id`")
+    event: Literal[EVENTS]
 
 
-@router.post("/v1/events")
+@router.post("/v1/events", responses={404: {"description": "no such completion was served here"}})
 async def add_event(body: EventBody, http: HttpRequest):
-    http.app.state.store.add_event(body.completion_id, body.event)
+    if not http.app.state.store.add_event(body.completion_id, body.event):
+        return JSONResponse({"error": {"message": f"no completion {body.completion_id!r} was served here (send the "
+                                       "choice's quicksilver.id)", "type": "not_found", "code": 404}}, 404)
     return {"ok": True}
 
 
