@@ -21,7 +21,7 @@ def test_the_api_keeps_its_schema(tiny_model_dir, tmp_path):
                             "run", url + "/openapi.json",
                             "--checks", "all", "--header", f"Authorization: Bearer {KEY}", "--max-examples",
                             str(EXAMPLES), "--seed", str(SEED), "--workers", "1", "--no-color"],
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)   # its .schemathesis/ there
     finally:
         stop_server(srv, thread)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]

@@ -1,0 +1,110 @@
+"""POST /infill as llama.vim and llama.vscode use it (llama.cpp's server protocol), on a real server on 127.0.0.1."""
+import json
+
+import httpx
+import pytest
+
+from tests.conftest import API_KEY as KEY
+from tests.conftest import SHIPPED, start_server, stop_server
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+# what llama.vim's llama#fim sends (autoload/llama.vim), with its default n_predict and time budget
+LLAMA_VIM = {"input_prefix": "import os\n\n\ndef read(path):\n", "input_suffix": "\n    return data\n",
+             "input_extra": [{"text": "def write(path, data):\n    pass\n", "time": 1, "filename": "io.py"}],
+             "prompt": "    ", "n_predict": 128, "n_indent": 4, "top_k": 40, "top_p": 0.99, "stream": False,
+             "samplers": ["top_k", "top_p", "infill"], "cache_prompt": True, "t_max_prompt_ms": 500,
+             "t_max_predict_ms": 1500,
+             "response_fields": ["content", "timings/prompt_n", "timings/prompt_ms", "timings/prompt_per_token_ms",
+                                 "timings/prompt_per_second", "timings/predicted_n", "timings/predicted_ms",
+                                 "timings/predicted_per_token_ms", "timings/predicted_per_second", "truncated",
+                                 "tokens_cached"]}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    srv, thread, base = start_server(tiny_model_dir, tmp_path_factory.mktemp("infill") / "i.sqlite")
+    yield srv.config.app, base + "/infill"
+    stop_server(srv, thread)
+
+
+@pytest.fixture
+def url(server):
+    return server[1]
+
+
+def post(url, body) -> dict:
+    r = httpx.post(url, json=body, headers=AUTH, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_llama_vim_request_gets_exactly_the_fields_it_asked_for(url):
+    got = post(url, LLAMA_VIM)
+    assert set(got) == set(LLAMA_VIM["response_fields"])     # flat "timings/..." keys, as llama.cpp answers
+    assert isinstance(got["content"], str) and got["truncated"] is False and got["tokens_cached"] >= 0
+    assert got["timings/prompt_n"] > 0 and got["timings/predicted_ms"] >= 0
+    if got["timings/predicted_n"]:
+        assert got["timings/predicted_per_second"] > 0
+
+
+def test_the_full_response_has_llama_cpp_fields(url):
+    got = post(url, {k: v for k, v in LLAMA_VIM.items() if k != "response_fields"})
+    for key in ("content", "tokens", "id_slot", "stop", "model", "tokens_predicted", "tokens_evaluated",
+                "tokens_cached", "truncated", "stop_type", "stopping_word", "timings"):
+        assert key in got, key
+    assert got["stop"] is True and got["stop_type"] in ("eos", "limit", "word")
+    assert {"prompt_n", "prompt_ms", "predicted_n", "predicted_ms", "predicted_per_second"} <= set(got["timings"])
+
+
+def test_ring_buffer_warm_up_decodes_nothing(url):
+    """llama.vim sends n_predict 0 with only input_extra to warm the cache: an empty answer at once."""
+    got = post(url, {"input_prefix": "", "input_suffix": "", "prompt": "", "n_predict": 0,
+                     "input_extra": LLAMA_VIM["input_extra"], "t_max_predict_ms": 1, "response_fields": [""]})
+    assert got == {}
+    full = post(url, {"input_prefix": "x = ", "n_predict": 0})
+    assert full["content"] == "" and full["tokens_predicted"] == 0
+
+
+def test_seed_minus_one_is_llama_cpp_default(url):
+    got = post(url, {"input_prefix": "x = ", "n_predict": 4, "seed": -1, "temperature": 0.8})
+    assert got["stop"] is True
+
+
+def test_a_passed_deadline_returns_only_committed_text(url):
+    got = post(url, {"input_prefix": "def fib(n):\n", "input_suffix": "\n", "n_predict": 64,
+                     "t_max_predict_ms": 0.001})
+    assert got["stop_type"] == "limit" and got["timings"]["forward_passes"] <= 2
+    assert "\u2591" not in got["content"]
+
+
+def test_stream_sends_each_line_once_it_is_stable(tmp_path):
+    """On the shipped model (the tiny one writes no lines): events arrive while decoding goes on, a line at a time."""
+    srv, thread, base = start_server(SHIPPED, tmp_path / "stream.sqlite")
+    scheduler = srv.config.app.state.scheduler
+    submit = scheduler.submit
+
+    def left_to_right(req):   # one token per step, never ending early: lines become stable one after another
+        req.eom_bias, req.threshold = -50.0, 1.0
+        return submit(req)
+    scheduler.submit = left_to_right
+    try:
+        with httpx.stream("POST", base + "/infill", json={"input_prefix": "class Point:\n    def __init__(self, x, y):\n",
+                                                          "n_predict": 64, "stream": True},
+                          headers=AUTH, timeout=120) as r:
+            events = [json.loads(line[len("data: "):]) for line in r.iter_lines() if line.startswith("data: ")]
+    finally:
+        stop_server(srv, thread)
+    assert len(events) > 2 and events[-1]["stop"] is True and all(e["stop"] is False for e in events[:-1])
+    assert all(e["content"].endswith("\n") for e in events[:-1])   # whole lines before the end
+
+
+@pytest.mark.parametrize("body,needle", [
+    ({"input_prefix": "x", "n_predict": 2000}, "n_predict"),
+    ({"input_prefix": "x", "temperature": "hot"}, "temperature"),
+    ({"input_prefix": "x", "seed": -2}, "seed"),
+    ({"input_prefix": "x", "stream": 1}, "stream"),
+    ({"input_prefix": "x", "input_extra": [{"text": 5}]}, "input_extra"),
+])
+def test_bad_fields_are_a_clear_400(url, body, needle):
+    r = httpx.post(url, json=body, headers=AUTH, timeout=30)
+    assert r.status_code == 400 and needle in r.json()["error"]["message"]
