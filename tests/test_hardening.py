@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.conftest import API_KEY as KEY
-from tests.conftest import ROOT, free_port, start_server, stop_server
+from tests.conftest import ROOT, SHIPPED, free_port, start_server, stop_server
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
@@ -445,3 +445,21 @@ def test_a_damaged_model_is_one_line_naming_the_file(tiny_model_dir, tmp_path):
     onnx = next(damaged.glob("*.onnx"))
     onnx.write_bytes(onnx.read_bytes()[:1000])
     assert onnx.name in serve_fails("--model", str(damaged), "--db", str(tmp_path / "ok.sqlite"))
+
+
+def test_sigterm_with_work_in_flight_exits_promptly(tmp_path):
+    """HTTP requests still decoding are cancelled after the grace period instead of holding the shutdown ("Waiting
+    for background tasks to complete" until kill -9). The shipped model, which fills a long window: sixteen
+    completions of up to 1024 tokens take far longer than the grace period."""
+    proc, url = serve_process(SHIPPED, tmp_path / "term.sqlite", stderr=subprocess.PIPE)
+    body = json.dumps({"prompt": ["class Stack:\n    ", "def parse(text):\n    "], "n": 8, "max_tokens": 1024,
+                       "temperature": 0.8}).encode()
+    sock = raw_post(url, "/v1/completions", body, {**AUTH, "Content-Type": "application/json"})
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    took = time.monotonic() - t0
+    sock.close()
+    assert took < 8, f"SIGTERM waited {took:.1f} s for the running requests"
+    assert "Traceback" not in err
