@@ -61,7 +61,7 @@ def run_streams(sched: Scheduler, pairs, streams: int, max_tokens: int) -> dict:
         for j in range(REQUESTS_PER_STREAM):
             prefix, suffix = pairs[(i * REQUESTS_PER_STREAM + j) % len(pairs)]
             t0 = time.perf_counter()
-            c = sched.submit(Request(prefix=prefix, suffix=suffix, max_new_tokens=max_tokens,
+            c = sched.submit(Request(prefix=prefix, suffix=suffix, max_new_tokens=max_tokens, window=max_tokens,
                                      stop=("\n",) if max_tokens <= 32 else ())).result()
             with lock:
                 latencies.append(1000 * (time.perf_counter() - t0))
@@ -85,7 +85,7 @@ def repeat_latency(engine: Engine, pairs) -> dict:
     first, again = [], []
     for prefix, suffix in pairs[:REPEATS]:
         for out in (first, again):
-            c = engine.complete(Request(prefix=prefix, suffix=suffix, max_new_tokens=32, stop=("\n",)))
+            c = engine.complete(Request(prefix=prefix, suffix=suffix, max_new_tokens=32, window=32, stop=("\n",)))
             out.append(c.stats["ms"])
     return {"first_p50_ms": float(np.percentile(first, 50)), "repeat_p50_ms": float(np.percentile(again, 50)),
             "requests": len(first)}

@@ -41,7 +41,7 @@ def evaluate(model_dir: Path | None, limit: int | None, samples: int, temperatur
     knobs = {"threshold": threshold} if threshold is not None else {}
     for p in tqdm(problems, desc="humaneval", file=sys.stderr):
         for s in range(samples):
-            out = engine.complete(Request(prefix=p["prompt"], mode="completion", max_new_tokens=max_tokens,
+            out = engine.complete(Request(prefix=p["prompt"], mode="completion", max_new_tokens=max_tokens, window=max_tokens,
                                           block=block, stop=STOPS, temperature=temperature, seed=s,
                                           language="python" if syntax else None, **knobs))
             rows.append({"task_id": p["task_id"], "sample": s, "completion": out.text,

@@ -46,15 +46,16 @@ def normalise(code: str) -> list[str]:
 def generate(engine: Engine, task: Task, set_name: str, length: str, eom_bias: float | None = None,
              threshold: float | None = None, window: int | None = None, syntax: bool = True):
     knobs = {"threshold": threshold} if threshold is not None else {}
-    knobs["language"] = "python" if syntax else None  # as an editor sends it: HumanEval is Python
+    knobs["language"] = "python" if syntax else ""  # as an editor sends it: HumanEval is Python ("": none, not inferred)
     if length == "oracle":
-        req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=oracle_window(engine.tok, task),
-                      eom_bias=0.0, block=block_for(set_name), single_line=set_name == "single-line", **knobs)
+        slots = oracle_window(engine.tok, task)
+        req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=slots, window=slots, eom_bias=0.0,
+                      block=block_for(set_name), single_line=set_name == "single-line", **knobs)
     else:
         if eom_bias is not None:
             knobs["eom_bias"] = eom_bias
-        req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=window_for(set_name, length, window),
-                      block=block_for(set_name),
+        slots = window_for(set_name, length, window)
+        req = Request(prefix=task.prefix, suffix=task.suffix, max_new_tokens=slots, window=slots, block=block_for(set_name),
                       stop=("\n",) if set_name == "single-line" else (), single_line=set_name == "single-line",
                       **knobs)
     out = engine.complete(req)

@@ -72,9 +72,31 @@ def line_end(prefix: str, suffix: str) -> str:
     return "\n" if (not prefix or prefix.endswith("\n")) and suffix and not suffix.startswith("\n") else ""
 
 
+NEARBY_LINES = 1        # non-blank lines each side of the cursor that a completion must not write again (the
+                        # next line is what an overfilled middle re-writes; further ones may rightly recur)
+TRIVIAL_CHARS = 4       # lines this short ("pass", ")", "else:") may repeat harmlessly
+
+
+def cut_repeats(text: str, prefix: str, suffix: str) -> str:
+    """The completion up to the first line that repeats one of its own earlier lines, or writes again a line just
+    above or below the cursor: from there on the model is looping or re-writing the code around the cursor, and
+    what it writes is never what the user is missing. The cursor's own line counts from the text typed before it."""
+    head = prefix[prefix.rfind("\n") + 1:]
+    above = [l.strip() for l in prefix.split("\n")[:-1] if l.strip()][-NEARBY_LINES:]
+    below = [l.strip() for l in suffix.split("\n")[1:] if l.strip()][:NEARBY_LINES]
+    seen, around = set(), set(above + below)
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        whole = (head + line if i == 0 else line).strip()
+        if len(whole) >= TRIVIAL_CHARS and (whole in seen or whole in around):
+            return "\n".join(lines[:i]) + ("\n" if i else "")
+        seen.add(whole)
+    return text
+
+
 def clean_completion(text: str, prefix: str, suffix: str, single_line: bool = False) -> str:
     if single_line:
         text = text.split("\n", 1)[0]
     elif suffix:
         text = drop_suffix_overlap(text, suffix)
-    return text
+    return cut_repeats(text, prefix, suffix)

@@ -37,6 +37,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 PLACEHOLDER = "\u2591"       # shown for a masked slot in partial frames
+MIN_PROB = 1e-6              # floor for a committed slot's probability (a forced commit may have none)
 REPAIR_STRIPES = 3           # scoring passes for 'repair': each masks every third token of the block
 REPAIR_THRESHOLD = 0.1       # a token whose probability is below this is re-masked by 'repair'
 GUARD_TRIES = 8              # ending tokens may_end refuses at one slot before every ending token is barred there
@@ -94,6 +95,7 @@ class Stats:
     tokens_per_forward: float = 0.0
     ms: float = 0.0
     stop_reason: str = ""
+    confidence: float = 0.0   # geometric mean of the generated tokens' probabilities when committed (with the end)
 
 
 @dataclass
@@ -143,6 +145,7 @@ class Denoiser:
             masked.copy() if masked is not None else np.full(len(win), opts.edit == "all"))
         self.scoring = window is not None and opts.edit == "repair"
         self.stripe, self.scores = 0, np.ones(len(win), np.float32)
+        self.prob = np.ones(len(win), np.float32)   # each slot's probability when it was committed
         self.rng = np.random.default_rng(opts.seed)
         self.stats, self.t0 = Stats(), time.perf_counter()
         self.done = False
@@ -191,6 +194,7 @@ class Denoiser:
         commit = conf >= self.opts.threshold
         commit[conf.argmax()] = True
         win[cand[commit]] = tokens[commit]
+        self.prob[cand[commit]] = np.clip(conf[commit], MIN_PROB, 1.0)
         self.masked[cand[commit]] = False
         ends = np.flatnonzero(~self.masked & np.isin(win, self.special.ends))
         if len(ends):  # everything after the first committed end marker is padding
@@ -315,6 +319,9 @@ class Denoiser:
             while healed < len(tokens) and len(self.decode(tokens[:healed])) < len(self.opts.forced):
                 healed += 1
         self.stats.tokens = len(tokens) - healed
+        ended = len(tokens) < self.end - self.start and not self.masked[len(tokens)]   # the end marker's slot
+        probs = self.prob[healed:len(tokens) + ended]
+        self.stats.confidence = float(np.exp(np.log(probs).mean())) if len(probs) else 0.0
         self.stats.tokens_per_forward = self.stats.tokens / max(1, self.stats.forward_passes)
         self.stats.ms = 1000 * (time.perf_counter() - self.t0)
 

@@ -6,6 +6,7 @@ decisions), never an error.
 from __future__ import annotations
 
 import ast
+import re
 from functools import lru_cache
 from pathlib import PurePosixPath
 from typing import Callable
@@ -19,6 +20,22 @@ LINE_CONTEXTS = {"argument_list", "parameters", "list", "dictionary", "set", "tu
                  "generator_expression", "lambda_parameters", "import_from_statement"}
 BLOCKS = {"function_definition", "class_definition", "decorated_definition", "if_statement", "for_statement",
           "while_statement", "with_statement", "try_statement", "match_statement"}
+
+
+PYTHON_LINE = re.compile(r"^\s*(def |class |import |from \S+ import |return\b|elif |else:|try:|except\b|with |"
+                         r"for \S.* in |while |if \S|@\w|self\.)")
+PYTHON_EVIDENCE = 2           # lines near the cursor that must read as Python
+NEAR_CHARS = 4000             # how much text each side of the cursor is looked at
+
+
+def infer_language(prefix: str, suffix: str) -> str | None:
+    """'python' when the code around the cursor reads as Python (for clients that send no language), else None:
+    a few lines that start like Python statements, and no C-style braces or semicolons at line ends."""
+    lines = (prefix[-NEAR_CHARS:] + suffix[:NEAR_CHARS]).split("\n")
+    if sum(bool(PYTHON_LINE.match(l)) for l in lines) < PYTHON_EVIDENCE:
+        return None
+    c_like = sum(l.rstrip().endswith(("{", ";", "}")) for l in lines if l.strip())
+    return "python" if c_like * 4 < len([l for l in lines if l.strip()]) else None
 
 
 def language_of(uri: str, language_id: str | None = None) -> str | None:

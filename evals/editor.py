@@ -1,0 +1,190 @@
+"""quicksilver eval editor: what an editor's user receives. Cursors are drawn from held-out source files (the
+standard library files the corpus holds out by content hash: never trained on, never HumanEval) at the places
+people ask for completions — the end of a partially typed line, a fresh line in a block, a missing line — and asked
+through a real server on 127.0.0.1 exactly as clients ask: `/v1/completions` at the `max_tokens` editor plugins
+send (no language), and `/infill` with llama.vim's request.
+
+Per client: the shown rate (a non-empty answer), the degenerate rate among shown answers (a line the answer
+repeats, or a line of the code around the cursor re-written), exact-line precision of what is shown (the cursor's
+line as the file has it), edit similarity of the first line, and latency.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import sysconfig
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from model.corpus import HELDOUT_PERMILLE, clean_text
+
+KINDS = ("partial-line", "blank-line", "missing-line")
+COMPLETION_TOKENS = (16, 64, 128, 256)       # what editor plugins send as max_tokens
+LLAMA_VIM = {"n_predict": 128, "t_max_predict_ms": 1500, "top_k": 40, "top_p": 0.99, "samplers": ["top_k", "top_p", "infill"],
+             "cache_prompt": True, "stream": False}
+PREFIX_LINES, SUFFIX_LINES = 256, 64         # llama.vim's n_prefix / n_suffix
+NEARBY = 3                                   # non-blank lines each side of the cursor an answer must not re-write
+TRIVIAL = 4                                  # lines this short ("pass", ")", "else:") may repeat harmlessly
+SEED = 0
+
+
+def heldout_files(roots: list[Path] | None = None) -> list[Path]:
+    """Files of the interpreter's standard library and site-packages that the corpus holds out (its content-hash
+    rule and filters), tests and codec tables left out, in a fixed order."""
+    paths = sysconfig.get_paths()
+    roots = roots or [Path(paths["stdlib"]), Path(paths["purelib"])]
+    out, seen = [], set()
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            if any(p in ("test", "tests", "encodings") for p in path.parts) or path.name.startswith("test_"):
+                continue
+            data = path.read_bytes()
+            digest = hashlib.sha1(data).hexdigest()
+            if digest not in seen and int(digest[:8], 16) % 1000 < HELDOUT_PERMILLE and clean_text(data)[0]:
+                seen.add(digest)
+                out.append(path)
+    return out
+
+
+def cursors(files: list[Path], per_kind: int, seed: int = SEED) -> list[dict]:
+    """Cursor positions: prefix, suffix and the cursor's line as the file has it."""
+    rng = np.random.default_rng(seed)
+    out = {k: [] for k in KINDS}
+    texts = [p.read_text() for p in files]
+    for _ in range(per_kind * len(KINDS) * 50):
+        if all(len(v) >= per_kind for v in out.values()):
+            break
+        f = int(rng.integers(len(texts)))
+        lines = texts[f].split("\n")
+        i = int(rng.integers(5, max(6, len(lines) - 5)))
+        line = lines[i] if i < len(lines) else ""
+        body = line.strip()
+        if not 8 <= len(body) <= 100 or body.startswith(("#", '"', "'")):
+            continue
+        kind = KINDS[int(rng.integers(len(KINDS)))]
+        if len(out[kind]) >= per_kind:
+            continue
+        before, after = "\n".join(lines[:i]) + "\n", "\n".join(lines[i + 1:])
+        indent = line[: len(line) - len(line.lstrip())]
+        if kind == "partial-line":
+            cut = int(rng.integers(len(indent) + 2, len(line) - 2))
+            prefix, suffix = before + line[:cut], "\n" + after
+        elif kind == "blank-line":
+            prefix, suffix = before + indent, "\n" + after
+        else:
+            prefix, suffix = before, after
+        out[kind].append({"kind": kind, "file": files[f].name, "line": i + 1, "prefix": prefix, "suffix": suffix,
+                          "expected": line})
+    return [c for k in KINDS for c in out[k]]
+
+
+def nearby(prefix: str, suffix: str) -> set[str]:
+    """The non-blank lines just before the cursor's line and just after it, stripped."""
+    above = [l.strip() for l in prefix.split("\n")[:-1] if l.strip()][-NEARBY:]
+    below = [l.strip() for l in suffix.split("\n")[1:] if l.strip()][:NEARBY]
+    return set(above + below)
+
+
+def judge(c: dict, text: str) -> dict:
+    """Shown, degenerate, exact first line, edit similarity for one answer."""
+    cursor_line = c["prefix"].rsplit("\n", 1)[-1]
+    first = (cursor_line + text.split("\n", 1)[0]).rstrip()
+    expected = c["expected"].rstrip()
+    lines = [l.strip() for l in text.split("\n") if len(l.strip()) >= TRIVIAL]
+    repeated = len(lines) != len(set(lines))
+    around = nearby(c["prefix"], c["suffix"]) - {expected.strip()}
+    rewritten = any(l in around for l in lines)
+    shown = bool(text.strip())
+    return {"shown": shown, "degenerate": shown and (repeated or rewritten), "repeated": repeated,
+            "rewritten": rewritten, "exact": shown and first == expected,
+            "similarity": difflib.SequenceMatcher(None, first.strip(), expected.strip()).ratio() if shown else 0.0}
+
+
+def ask(http: httpx.Client, client: str, c: dict) -> str:
+    if client.startswith("completions-"):
+        r = http.post("/v1/completions", json={"prompt": c["prefix"], "suffix": c["suffix"],
+                                               "max_tokens": int(client.split("-")[1]), "temperature": 0})
+        r.raise_for_status()
+        return r.json()["choices"][0]["text"]
+    above, cursor_line = c["prefix"].rsplit("\n", 1) if "\n" in c["prefix"] else ("", c["prefix"])
+    line_rest, _, below = c["suffix"].partition("\n")
+    body = {"input_prefix": "\n".join(above.split("\n")[-PREFIX_LINES:]) + "\n", "prompt": cursor_line,
+            "input_suffix": line_rest + "\n" + "\n".join(below.split("\n")[:SUFFIX_LINES]) + "\n",
+            "input_extra": [], **LLAMA_VIM}
+    r = http.post("/infill", json=body)
+    r.raise_for_status()
+    return r.json()["content"]
+
+
+def summarise(rows: list[dict]) -> dict:
+    shown = [r for r in rows if r["shown"]]
+    ms = np.array([r["ms"] for r in rows])
+    return {"cursors": len(rows), "shown_rate": len(shown) / max(1, len(rows)),
+            "degenerate_rate": sum(r["degenerate"] for r in shown) / max(1, len(shown)),
+            "repeated_rate": sum(r["repeated"] for r in shown) / max(1, len(shown)),
+            "rewritten_rate": sum(r["rewritten"] for r in shown) / max(1, len(shown)),
+            "precision": sum(r["exact"] for r in shown) / max(1, len(shown)),
+            "exact_rate": sum(r["exact"] for r in rows) / max(1, len(rows)),
+            "similarity": float(np.mean([r["similarity"] for r in shown])) if shown else 0.0,
+            "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
+
+
+def evaluate(model_dir: Path | None, per_kind: int, clients: list[str], url: str | None = None) -> dict:
+    from server.app import ServerConfig, create_app
+    from server.serve import uvicorn_config
+
+    import uvicorn
+    srv = None
+    if url is None:  # a real server of our own on a free loopback port
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        srv = uvicorn.Server(uvicorn_config(create_app(ServerConfig(model=model_dir, db=Path(":memory:"))),
+                                            "127.0.0.1", port, log_level="warning"))
+        threading.Thread(target=srv.run, daemon=True).start()
+        while not srv.started:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+    points = cursors(heldout_files(), per_kind)
+    results, rows = {}, []
+    try:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            model = http.get("/v1/models").json()["data"][0]["id"]
+            for client in clients:
+                these = []
+                for c in points:
+                    t0 = time.perf_counter()
+                    text = ask(http, client, c)
+                    these.append({**judge(c, text), "ms": 1000 * (time.perf_counter() - t0), "kind": c["kind"],
+                                  "client": client, "file": c["file"], "line": c["line"], "text": text})
+                results[client] = summarise(these) | {k: summarise([r for r in these if r["kind"] == k]) for k in KINDS}
+                rows += these
+    finally:
+        if srv is not None:
+            srv.should_exit = True
+    return {"set": "editor", "model": model, "cursors": len(points), "files": len({c["file"] for c in points}),
+            "clients": results, "rows": rows}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
+    p.add_argument("--url", help="a running server to ask instead of starting one (e.g. http://127.0.0.1:8000)")
+    p.add_argument("--per-kind", type=int, default=40, help="cursors of each kind (partial line, blank line, missing line)")
+    p.add_argument("--clients", default=",".join([f"completions-{n}" for n in COMPLETION_TOKENS] + ["infill-llama.vim"]),
+                   help="comma-separated: completions-N (max_tokens N), infill-llama.vim")
+    p.add_argument("--json", type=Path, help="write the results (with every answer) here")
+
+
+def run(args) -> None:
+    out = evaluate(args.model, args.per_kind, args.clients.split(","), args.url)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+    for client, s in out["clients"].items():
+        print(f"{client:20s} shown {s['shown_rate']:.0%}  degenerate {s['degenerate_rate']:.0%}  precision "
+              f"{s['precision']:.0%}  similarity {s['similarity']:.2f}  p50 {s['p50_ms']:.0f} ms  p95 {s['p95_ms']:.0f} ms")
