@@ -31,16 +31,18 @@ class Handle:
     event loop gets its frames on that loop (`aiter`), handed over by the worker with `call_soon_threadsafe`, so
     waiting requests hold no threads; one submitted from plain code reads them with `iter` / `result`."""
 
-    def __init__(self, req: Request, d: Denoiser):
+    def __init__(self, req: Request, d: Denoiser, loop: asyncio.AbstractEventLoop | None = None):
         self.req, self.d = req, d
         self.id = req.id
         self.cancelled = threading.Event()
         self._out: queue.Queue = queue.Queue()
-        try:
-            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-            self._aout: asyncio.Queue | None = asyncio.Queue()
-        except RuntimeError:
-            self._loop = self._aout = None
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+        self._loop = loop
+        self._aout: asyncio.Queue | None = asyncio.Queue() if loop is not None else None
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -88,15 +90,21 @@ class Scheduler:
     def active(self) -> int:
         return len(self._active)
 
-    def submit(self, req: Request) -> Handle:
+    def submit(self, req: Request, loop: asyncio.AbstractEventLoop | None = None) -> Handle:
         """Tokenize and enqueue; raises ValueError for a bad request and Busy when the queue is full."""
-        handle = Handle(req, self.engine.denoiser(req))
+        return self.submit_all([req], loop)[0]
+
+    def submit_all(self, reqs: list[Request], loop: asyncio.AbstractEventLoop | None = None) -> list[Handle]:
+        """Tokenize and enqueue all of them or none: ValueError for a bad request, Busy when they do not all fit
+        in the queue. Frames go to `loop` (default: the running one, if any). Safe to call from a worker thread."""
+        handles = [Handle(r, self.engine.denoiser(r), loop) for r in reqs]
         with self._cv:
-            if len(self._waiting) >= self.max_waiting:
-                raise Busy(f"{len(self._waiting)} requests are waiting; retry shortly")
-            self._waiting.append(handle)
+            if len(self._waiting) + len(handles) > self.max_waiting:
+                raise Busy(f"{len(self._waiting)} requests are waiting and {len(handles)} more do not fit; "
+                           "retry shortly")
+            self._waiting.extend(handles)
             self._cv.notify()
-        return handle
+        return handles
 
     def close(self) -> None:
         with self._cv:

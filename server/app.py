@@ -33,6 +33,7 @@ class ServerConfig:
     db: Path = Path("quicksilver.sqlite")
     api_key: str | None = None
     allow_origins: tuple[str, ...] = ()
+    check_host: bool = True           # bound to loopback: refuse other Host names (DNS rebinding)
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
     max_batch: int = MAX_BATCH
     threads: int = 0
@@ -56,6 +57,8 @@ def problem(e: dict) -> str:
     """'field.sub: message' for one validation error (pydantic's union-branch names left out of the place)."""
     where = ".".join(str(x) for x in e.get("loc", ()) if x != "body" and not (isinstance(x, str) and "[" in x or
                                                                               x in ("str", "constrained-str")))
+    if e.get("type") == "json_invalid":
+        return f"the body is not valid JSON (at character {e['loc'][-1]}): {e.get('ctx', {}).get('error', 'bad JSON')}"
     if e.get("type") == "string_unicode":
         return f"{where or 'body'}: holds a lone surrogate (half a UTF-16 pair): send valid Unicode"
     return f"{where or 'body'}: {e.get('msg', 'bad value')}"
@@ -91,7 +94,8 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
         if hasattr(app.state, "metrics"):
             app.state.metrics.requests.labels(path if path in KNOWN_ROUTES else "other", str(status)).inc()
 
-    app.add_middleware(Guard, policy=Policy(cfg.api_key, tuple(cfg.allow_origins), count, json_paths))
+    app.add_middleware(Guard, policy=Policy(cfg.api_key, tuple(cfg.allow_origins), count, json_paths,
+                                                 cfg.check_host))
     if cfg.allow_origins:  # outside the guard: answers allowed pages' preflights, marks their responses readable
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.allow_origins), allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "content-type", "x-api-key"])

@@ -8,8 +8,8 @@ from pydantic import BeforeValidator
 
 
 def _not_a_bool(v):
-    if isinstance(v, bool):
-        raise ValueError("a boolean is not a number")
+    if isinstance(v, (bool, str)):
+        raise ValueError(f"a {type(v).__name__} is not a number")
     return v
 
 

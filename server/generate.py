@@ -11,7 +11,8 @@ from runtime.sampler import PLACEHOLDER, Frame
 from runtime.scheduler import Handle
 
 
-LIVE_QUEUE = 256   # frames a slow dashboard may lag behind before it misses some
+LIVE_QUEUE = 256          # frames a slow dashboard may lag behind before it misses some
+CANCELLED_STATUS = 499    # how a cancelled request is recorded (kept out of the latency history)
 
 
 def publish(state, event: dict) -> None:
@@ -28,11 +29,17 @@ def stable_lines(frame: Frame) -> str:
     return text[: text.rfind("\n") + 1]
 
 
-async def run(state, req: Request, route: str, handle: Handle | None = None) -> AsyncIterator[Frame | Completion]:
-    """Frames then the Completion (of `handle`, if the caller submitted the request itself); the request is
-    cancelled if the consumer stops early (e.g. a disconnect)."""
+async def submit(state, reqs: list[Request]) -> list[Handle]:
+    """Tokenize and queue requests, all or none (Busy, ValueError), off the event loop: a long prompt's tokenizing
+    must not stall every other client."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, state.scheduler.submit_all, reqs, loop)
+
+
+async def run(state, req: Request, route: str, handle: Handle) -> AsyncIterator[Frame | Completion]:
+    """Frames then the Completion of a submitted request; it is cancelled if the consumer stops early (e.g. a
+    disconnect)."""
     t0 = time.perf_counter()
-    handle = handle or state.scheduler.submit(req)
     state.metrics.queue_depth.set(state.scheduler.queue_depth)
     first = None
     try:
@@ -46,14 +53,15 @@ async def run(state, req: Request, route: str, handle: Handle | None = None) -> 
                 ms = 1000 * (time.perf_counter() - t0)
                 state.metrics.observe_result(item.stats)
                 state.metrics.latency.labels(route).observe(ms / 1000)
-                state.store.add_request(item.id, route, ms, 1000 * first, item.stats, 200)
+                status = CANCELLED_STATUS if item.stats["stop_reason"] in ("cancelled", "shutdown") else 200
+                state.store.add_request(item.id, route, ms, 1000 * first, item.stats, status)
             yield item
     finally:
         handle.cancel()
 
 
-async def final(state, req: Request, route: str) -> Completion:
-    async with aclosing(run(state, req, route)) as frames:
+async def final(state, req: Request, route: str, handle: Handle) -> Completion:
+    async with aclosing(run(state, req, route, handle)) as frames:
         async for item in frames:
             if isinstance(item, Completion):
                 return item
@@ -66,10 +74,10 @@ async def disconnected(http) -> None:
         pass
 
 
-async def complete(state, reqs: list[Request], route: str, http=None) -> list[Completion] | None:
-    """The Completions of requests decoded side by side; None when the HTTP client went away first. If the client
-    leaves, or one request fails (Busy, a bad value), every other one is cancelled at its next step."""
-    tasks = [asyncio.ensure_future(final(state, r, route)) for r in reqs]
+async def complete(state, reqs: list[Request], handles: list[Handle], route: str, http=None) -> list[Completion] | None:
+    """The Completions of submitted requests decoded side by side; None when the HTTP client went away first. If
+    the client leaves, or one request fails, every other one is cancelled at its next step."""
+    tasks = [asyncio.ensure_future(final(state, r, route, h)) for r, h in zip(reqs, handles)]
     gone = asyncio.ensure_future(disconnected(http)) if http is not None else None
     try:
         pending = set(tasks)
@@ -85,4 +93,6 @@ async def complete(state, reqs: list[Request], route: str, http=None) -> list[Co
         for t in tasks + [gone]:
             if t is not None:
                 t.cancel()
+        for h in handles:
+            h.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

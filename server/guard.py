@@ -24,6 +24,7 @@ class Policy:
     allow_origins: tuple[str, ...] = ()          # browser origins allowed besides the server's own page
     count: object = None                         # count(path, status): the metrics hook
     json_paths: frozenset[str] = frozenset()     # routes that take a JSON body (POST)
+    check_host: bool = True                      # only loopback Host names (and allowed origins' hosts) reach us
 
 
 def key_ok(given: str, key: str | None) -> bool:
@@ -35,7 +36,7 @@ def key_ok(given: str, key: str | None) -> bool:
 
 def presented_key(headers: dict[str, str], query: str) -> str:
     bearer = headers.get("authorization", "")
-    bearer = bearer[len("Bearer "):] if bearer.startswith("Bearer ") else bearer
+    bearer = bearer[len("bearer "):] if bearer[:len("bearer ")].lower() == "bearer " else bearer
     return (bearer.strip() or headers.get("x-api-key", "")
             or (parse_qs(query).get("api_key") or [""])[0])
 
@@ -47,6 +48,14 @@ def origin_ok(origin: str | None, host: str | None, allowed: tuple[str, ...]) ->
         return True
     own = urlsplit(origin)
     return own.scheme in ("http", "https") and own.netloc == host and (own.hostname or "") in LOOPBACK_HOSTS
+
+
+def host_ok(host: str | None, allowed: tuple[str, ...]) -> bool:
+    """A loopback Host (or none, as HTTP/1.0 allows), or the host of an allowed origin."""
+    if host is None:
+        return True
+    name = urlsplit("//" + host).hostname or ""
+    return name in LOOPBACK_HOSTS or name.startswith("127.") or any(urlsplit(o).hostname == name for o in allowed)
 
 
 def _headers(scope) -> dict[str, str]:
@@ -74,6 +83,9 @@ class Guard:
         await self.app(scope, receive, self._counting(send, path))
 
     def _refuse(self, scope, headers, path) -> tuple[int, str, str] | None:
+        if self.policy.check_host and not host_ok(headers.get("host"), self.policy.allow_origins):
+            return 403, "forbidden_host", ("this server answers only to localhost names (a page on another domain "
+                                           "that resolves here is refused); bind --host to serve other names")
         if not origin_ok(headers.get("origin"), headers.get("host"), self.policy.allow_origins):
             return 403, "forbidden_origin", (f"origin {headers['origin']!r} is not allowed: start the server with "
                                             "--allow-origin ORIGIN to let that page in")

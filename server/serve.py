@@ -9,13 +9,14 @@ from pathlib import Path
 
 from runtime.session import ModelError, load
 from server.app import ServerConfig, create_app
+from server.guard import LOOPBACK_HOSTS
 from server.routes.sessions import MAX_MESSAGE_CHARS
 from server.store import Store, StoreError
 
 API_KEY_ENV = "QUICKSILVER_API_KEY"
 GRACEFUL_SHUTDOWN_S = 3       # on Ctrl+C, requests still running after this are cancelled
 WS_MAX_BYTES = 4 * MAX_MESSAGE_CHARS + 1024   # a websocket frame of MAX_MESSAGE_CHARS characters, UTF-8 encoded
-SECRET_QUERY = re.compile(r"(api_key=)[^&\s\"]*")
+SECRET_QUERY = re.compile(r"(api(?:_|%5f)key=)[^&\s\"]*", re.IGNORECASE)   # also percent-encoded names
 
 
 class RedactKeys(logging.Filter):
@@ -51,13 +52,16 @@ def uvicorn_config(app, host: str, port: int, **kw):
 def run(args) -> None:
     import uvicorn
 
+    if args.api_key is not None and not (args.api_key.isascii() and args.api_key.isprintable() and args.api_key):
+        sys.exit("quicksilver serve: the API key must be printable ASCII (HTTP headers cannot carry other text)")
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:  # open what the app needs first, so a damaged model or database is one line naming it
         loaded, store = load(args.model, threads=args.threads), Store(args.db)
     except (ModelError, StoreError) as e:
         sys.exit(f"quicksilver serve: {e}")
     cfg = ServerConfig(model=args.model, db=args.db, api_key=args.api_key, threads=args.threads,
-                       allow_origins=tuple(args.allow_origin))
+                       allow_origins=tuple(args.allow_origin), check_host=args.host in LOOPBACK_HOSTS)
     app = create_app(cfg, loaded=loaded, store=store)
     try:
         uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()

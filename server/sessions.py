@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, Valid
 
 from runtime.engine import Completion, Request
 from runtime.scheduler import Handle
-from server.generate import run
+from server.generate import run, submit
 
 LANGUAGES_WITH_COMMENTS = {"python": "#"}
 DEFAULT_LANGUAGE = "python"
@@ -105,6 +105,7 @@ class Undo(Msg):
     type: Literal["undo"]
 
 
+TYPES = ("open", "set_document", "patch", "complete", "edit", "repair", "cancel", "accept", "reject", "undo")
 MESSAGE = TypeAdapter(Annotated[Union[Open, SetDocument, Patch, Complete, Edit, Cancel, Reply, Undo],
                                 Field(discriminator="type")])
 
@@ -115,6 +116,8 @@ def parse(raw: str):
         return MESSAGE.validate_json(raw)
     except ValidationError as e:
         first = e.errors()[0]
+        if first["type"] == "union_tag_not_found":
+            raise ProtocolError(f"a message is a JSON object with a 'type': one of {', '.join(TYPES)}") from None
         if first["type"] == "union_tag_invalid":
             raise ProtocolError(f"unknown message type {first['input'].get('type')!r}") from None
         if first["type"] == "json_invalid":
@@ -140,6 +143,7 @@ class Session:
     def __init__(self, state, send, sid: str | None = None):
         self.state, self.store, self.send = state, state.store, send
         self.inflight: dict[str, Running] = {}
+        self.closed = False
         if sid and self.store.load_session(sid) is None:
             raise ProtocolError(f"unknown session {sid!r}: open a new one without session_id")
         self.id = sid or uuid.uuid4().hex
@@ -181,6 +185,8 @@ class Session:
 
     def _range(self, msg) -> tuple[int, int]:
         self._load()
+        if msg.range is not None and msg.offset is not None:
+            raise ProtocolError("give either 'range' or 'offset', not both")
         start = msg.range.start if msg.range else msg.offset
         end = msg.range.end if msg.range else msg.offset
         if start is None or not 0 <= start <= end <= len(self.text):
@@ -197,7 +203,7 @@ class Session:
         return self._change(lambda t: t[:start] + msg.text + t[end:], None, msg.version)
 
     # --- model requests ----------------------------------------------------------------------------
-    def start_request(self, msg: Complete | Edit) -> None:
+    async def start_request(self, msg: Complete | Edit) -> None:
         rid = msg.request_id or uuid.uuid4().hex[:12]
         if rid in self.inflight:
             raise ProtocolError(f"request {rid} is already running")
@@ -215,7 +221,7 @@ class Session:
                 prefix = prefix[:line_start] + f"{mark} {msg.instruction}\n" + prefix[line_start:]
             req = Request(prefix=prefix, suffix=suffix, mode="edit", existing=self.text[start:end], id=rid,
                           edit="repair" if msg.type == "repair" else "all")
-        handle = self.state.scheduler.submit(req)   # Busy or a bad request: an error now, nothing started
+        handle = (await submit(self.state, [req]))[0]   # Busy or a bad request: an error now, nothing started
         for other in list(self.inflight.values()):  # a newer request on an overlapping range wins
             if other.start <= end and start <= other.end:
                 other.handle.cancel()
@@ -234,7 +240,10 @@ class Session:
                         await self.send({"type": "frame", "request_id": req.id, "step": item.step, "text": item.text,
                                          "committed": item.committed, "masked": item.masked})
                     elif item.stats["stop_reason"] in ("cancelled", "shutdown"):
-                        self.store.save_edit(self.id, req.id, start, end, old, "", "cancelled")
+                        # the connection went (a client or a server stopping): `open` reports it; else the client
+                        # or a newer request cancelled it
+                        gone = self.closed or item.stats["stop_reason"] == "shutdown"
+                        self.store.save_edit(self.id, req.id, start, end, old, "", "interrupted" if gone else "cancelled")
                         await self.send({"type": "cancelled", "request_id": req.id})
                     else:
                         self.store.save_edit(self.id, req.id, start, end, old, item.text, "proposed")
@@ -287,5 +296,7 @@ class Session:
         return doc
 
     def close(self) -> None:
+        """The connection is gone: running requests stop, and are reported as interrupted on the next `open`."""
+        self.closed = True
         for running in list(self.inflight.values()):
             running.handle.cancel()

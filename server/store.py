@@ -32,6 +32,7 @@ SESSION_TTL_S = 30 * 86400       # a session untouched this long is deleted, wit
 HISTORY_TTL_S = 7 * 86400        # requests, events and logged messages older than this are deleted
 MAX_SESSIONS = 10_000            # beyond this, the least recently used sessions go first
 PRUNE_EVERY_S = 60
+MESSAGES_KEPT = 64               # a session's journal of received messages keeps only its latest ones
 
 
 class StoreError(Exception):
@@ -158,9 +159,12 @@ class Store:
         return self.get_edit(sid, row[0]) if row else None
 
     def log_message(self, sid: str, direction: str, body: str) -> None:
+        """Journal a session's message; only its last MESSAGES_KEPT are kept (the document itself is stored whole)."""
         with self.lock, self.db:
             self.db.execute("INSERT INTO messages (session_id, direction, body, ts) VALUES (?, ?, ?, ?)",
                             (sid, direction, body, time.time()))
+            self.db.execute("DELETE FROM messages WHERE session_id = ? AND id NOT IN (SELECT id FROM messages "
+                            "WHERE session_id = ? ORDER BY id DESC LIMIT ?)", (sid, sid, MESSAGES_KEPT))
 
     def latency_history(self, since: float, bucket_s: float) -> list[dict]:
         """p50 / p95 latency, request count and tokens per second per time bucket since `since`."""

@@ -103,15 +103,49 @@ def test_a_client_that_leaves_cancels_every_choice(server, never_ending):
 
 
 @pytest.mark.parametrize("body,headers,status,needle", [
-    (json.dumps({"prompt": ["x"] * 10_000, "n": 8}), {"Content-Type": "application/json"}, 400, "at most 8"),
+    (json.dumps({"prompt": ["x"] * 10_000, "n": 8}), {"Content-Type": "application/json"}, 400, "at most 2"),
     (json.dumps({"prompt": "x = "}), {}, 415, "Content-Type: application/json"),
     (json.dumps({"prompt": "x = "}), {"Content-Type": "text/plain"}, 415, "text/plain"),
     (json.dumps({"prompt": "x = ", "temperature": float("nan")}), {"Content-Type": "application/json"}, 400,
      "temperature"),
+    (json.dumps({"prompt": "x = ", "max_tokens": "8"}), {"Content-Type": "application/json"}, 400, "max_tokens"),
+    ('{"prompt": "x = ", "max_tokens": 8', {"Content-Type": "application/json"}, 400, "not valid JSON"),
 ])
 def test_requests_that_ask_too_much_or_are_not_json(server, body, headers, status, needle):
     r = httpx.post(server["url"] + "/v1/completions", content=body.encode(), headers={**AUTH, **headers}, timeout=30)
     assert r.status_code == status and needle in r.json()["error"]["message"]
+    settle(server)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_full_queue_is_a_429_that_leaves_nothing_behind(server, stream):
+    """Streaming too (its answer must not start before its requests are queued), and a refused request's other
+    choices are not left in the queue for everyone else to wait behind."""
+    from runtime.engine import Request
+    scheduler = server["app"].state.scheduler
+    engine = server["app"].state.engine
+    forward = engine.forward_batch
+
+    def slow(denoisers):   # a slow machine: the queue cannot drain while the test asks
+        time.sleep(0.05)
+        return forward(denoisers)
+
+    def never_ending(n):
+        return [Request(prefix=f"x{i} = ", max_new_tokens=1024, eom_bias=-50.0, threshold=1.0) for i in range(n)]
+    engine.forward_batch = slow
+    fill = scheduler.submit_all(never_ending(scheduler.max_waiting - 4))
+    time.sleep(0.3)   # the worker takes a batch's worth into decoding; fill the queue again behind them
+    fill += scheduler.submit_all(never_ending(scheduler.max_waiting - 4 - scheduler.queue_depth))
+    try:
+        before = busy(server)
+        r = httpx.post(server["url"] + "/v1/completions", json={"prompt": "y = ", "n": 8, "max_tokens": 4,
+                                                               "stream": stream}, headers=AUTH, timeout=30)
+        assert r.status_code == 429 and r.headers["retry-after"] == "1" and "busy" in r.json()["error"]["message"]
+        assert busy(server)[1] <= before[1]
+    finally:
+        for h in fill:
+            h.cancel()
+        engine.forward_batch = forward
     settle(server)
 
 
@@ -128,12 +162,14 @@ def test_a_foreign_origin_cannot_open_a_websocket(server, path):
 
 def test_a_foreign_origin_cannot_post(server):
     port = server["url"].rsplit(":", 1)[1]
-    for headers in ({"Origin": "http://evil.example"},
-                    # DNS rebinding: the page's own name resolves to us, so Origin and Host agree on it
-                    {"Origin": f"http://rebind.example:{port}", "Host": f"rebind.example:{port}"}):
-        r = httpx.post(server["url"] + "/v1/completions", json={"prompt": "x = ", "max_tokens": 2},
-                       headers={**AUTH, **headers}, timeout=30)
-        assert r.status_code == 403 and "--allow-origin" in r.json()["error"]["message"]
+    r = httpx.post(server["url"] + "/v1/completions", json={"prompt": "x = ", "max_tokens": 2},
+                   headers={**AUTH, "Origin": "http://evil.example"}, timeout=30)
+    assert r.status_code == 403 and "--allow-origin" in r.json()["error"]["message"]
+    # DNS rebinding: the page's own name resolves to us, so Origin and Host agree on it (and a GET sends no Origin)
+    for headers in ({"Origin": f"http://rebind.example:{port}", "Host": f"rebind.example:{port}"},
+                    {"Host": f"rebind.example:{port}"}):
+        r = httpx.get(server["url"] + "/v1/stats", headers={**AUTH, **headers}, timeout=30)
+        assert r.status_code == 403 and "localhost names" in r.json()["error"]["message"]
 
 
 def test_an_allowed_origin_gets_in(tiny_model_dir, tmp_path):
@@ -363,6 +399,19 @@ def test_overlapping_requests_each_end_exactly_once(server):
             assert ends[old] in (["cancelled"], ["result"]) and ends[new] == ["result"], ends
 
 
+def test_a_request_cut_off_by_a_dropped_connection_is_reported_on_resume(server):
+    ws = session(server)
+    sid = talk(ws, {"type": "open", "document": {"text": "x = 1\n"}})["session_id"]
+    ws.send(json.dumps({"type": "complete", "request_id": "dropped", "offset": 6, "max_tokens": 1024,
+                        "threshold": 1.0, "eom_bias": -50}))
+    until(ws, "dropped", kinds=("frame",))
+    ws.close()
+    time.sleep(0.5)
+    with session(server) as again:
+        resumed = talk(again, {"type": "open", "session_id": sid})
+    assert [(r["request_id"], r["state"]) for r in resumed["requests"]] == [("dropped", "interrupted")]
+
+
 def serve_process(model_dir, db, *extra, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--model", str(model_dir), "--db", str(db),
@@ -412,6 +461,7 @@ def test_the_key_never_reaches_the_log_and_ctrl_c_exits(tiny_model_dir, tmp_path
     try:
         assert httpx.get(url + f"/v1/models?api_key={KEY}", timeout=30).status_code == 200
         assert httpx.get(url + "/v1/models?api_key=wrong-guess", timeout=30).status_code == 401
+        assert httpx.get(url + f"/v1/models?api%5Fkey={KEY}", timeout=30).status_code == 200
         live = connect(url.replace("http://", "ws://") + f"/v1/dashboard/live?api_key={KEY}")
     finally:
         t0 = time.monotonic()
@@ -436,6 +486,11 @@ def test_a_corrupt_database_is_one_line_naming_it(tiny_model_dir, tmp_path):
     bad = tmp_path / "corrupt.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
     assert str(bad) in serve_fails("--model", str(tiny_model_dir), "--db", str(bad))
+
+
+def test_a_key_headers_cannot_carry_is_refused_at_start(tiny_model_dir, tmp_path):
+    assert "printable ASCII" in serve_fails("--model", str(tiny_model_dir), "--db", str(tmp_path / "k.sqlite"),
+                                            "--api-key", "clé€ключ")
 
 
 def test_a_damaged_model_is_one_line_naming_the_file(tiny_model_dir, tmp_path):

@@ -127,6 +127,6 @@ def test_busy_queue_is_429_with_retry_after(tiny_model_dir, tmp_path):
     async def always_busy():
         raise Busy("32 requests are waiting")
 
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:   # a loopback Host, as the guard wants
         r = c.get("/always-busy")
     assert r.status_code == 429 and r.headers["retry-after"] == "1" and "busy" in r.json()["error"]["message"]

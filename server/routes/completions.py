@@ -13,11 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from runtime.engine import Completion, Request
 from server.fields import JsonFloat, JsonInt, OnlyFalse, OptionalJsonInt
-from server.generate import complete, run, stable_lines
+from server.generate import complete, run, stable_lines, submit
 
 router = APIRouter()
 MAX_PROMPT_CHARS = 200_000
-MAX_PROMPTS = 8           # prompts in one request; with n ≤ 8, at most 64 completions decoded side by side
+MAX_PROMPTS = 2           # prompts in one request; with n ≤ 8, at most 16 completions (a quarter of the queue)
 Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
 
@@ -68,9 +68,10 @@ async def completions(body: CompletionBody, http: HttpRequest):
     reqs = to_requests(body)
     cid, created = f"cmpl-{uuid.uuid4().hex[:20]}", int(time.time())
     model = state.model_name
+    handles = await submit(state, reqs)   # queued before any answer starts: a full queue is still a 429
     if body.stream:
-        return StreamingResponse(_stream(state, reqs, cid, created, model), media_type="text/event-stream")
-    results = await complete(state, reqs, "/v1/completions", http)
+        return StreamingResponse(_stream(state, reqs, handles, cid, created, model), media_type="text/event-stream")
+    results = await complete(state, reqs, handles, "/v1/completions", http)
     if results is None:  # the client disconnected: nobody to answer
         return Response(status_code=499)
     return {"id": cid, "object": "text_completion", "created": created, "model": model,
@@ -79,22 +80,31 @@ async def completions(body: CompletionBody, http: HttpRequest):
             "usage": _usage(state, reqs, results)}
 
 
-async def _stream(state, reqs, cid, created, model):
+async def _stream(state, reqs, handles, cid, created, model):
     def chunk(index, text, reason=None):
         data = {"id": cid, "object": "text_completion", "created": created, "model": model,
                 "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": reason}]}
         return f"data: {json.dumps(data)}\n\n"
 
-    for index, req in enumerate(reqs):
-        sent = ""
-        async with aclosing(run(state, req, "/v1/completions")) as frames:   # a disconnect cancels the request
-            async for item in frames:
-                if isinstance(item, Completion):
-                    rest = item.text[len(sent):] if item.text.startswith(sent) else ""
-                    yield chunk(index, rest, finish_reason(item))
-                    break
-                stable = stable_lines(item)
-                if len(stable) > len(sent) and stable.startswith(sent):
-                    yield chunk(index, stable[len(sent):])
-                    sent = stable
-    yield "data: [DONE]\n\n"
+    try:
+        for index, (req, handle) in enumerate(zip(reqs, handles)):
+            async for text, reason in _pieces(state, req, handle):
+                yield chunk(index, text, reason)
+        yield "data: [DONE]\n\n"
+    finally:   # a client that leaves cancels every choice, not only the one being streamed
+        for h in handles:
+            h.cancel()
+
+
+async def _pieces(state, req, handle):
+    """(text, finish reason or None) for one choice: its lines once stable, then the rest."""
+    sent = ""
+    async with aclosing(run(state, req, "/v1/completions", handle)) as frames:
+        async for item in frames:
+            if isinstance(item, Completion):
+                yield (item.text[len(sent):] if item.text.startswith(sent) else ""), finish_reason(item)
+                return
+            stable = stable_lines(item)
+            if len(stable) > len(sent) and stable.startswith(sent):
+                yield stable[len(sent):], None
+                sent = stable

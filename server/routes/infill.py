@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from runtime.engine import Completion, Request
 from server.fields import JsonFloat, JsonInt, OptionalJsonFloat
-from server.generate import complete, run, stable_lines
+from server.generate import complete, run, stable_lines, submit
 from server.routes.completions import MAX_PROMPT_CHARS
 
 router = APIRouter()
@@ -101,15 +101,16 @@ async def infill(body: InfillBody, http: HttpRequest):
     state, req = http.app.state, to_request(body)
     if body.n_predict == 0:
         return select(response(state, req, None), body.response_fields)
+    handles = await submit(state, [req])   # queued before any answer starts: a full queue is still a 429
     if body.stream:
-        return StreamingResponse(_stream(state, req, body.response_fields), media_type="text/event-stream")
-    results = await complete(state, [req], "/infill", http)
+        return StreamingResponse(_stream(state, req, handles[0], body.response_fields), media_type="text/event-stream")
+    results = await complete(state, [req], handles, "/infill", http)
     return select(response(state, req, results[0]), body.response_fields) if results else Response(status_code=499)
 
 
-async def _stream(state, req: Request, fields: list[str]):
+async def _stream(state, req: Request, handle, fields: list[str]):
     sent = ""
-    async with aclosing(run(state, req, "/infill")) as frames:   # a disconnect cancels the request
+    async with aclosing(run(state, req, "/infill", handle)) as frames:   # a disconnect cancels the request
         async for item in frames:
             if isinstance(item, Completion):
                 final = response(state, req, item)

@@ -42,7 +42,7 @@ async def act(state, session: Session | None, send, raw: str) -> Session | None:
     elif session is None:
         raise ProtocolError("send {'type': 'open'} first")
     elif isinstance(msg, (Complete, Edit)):
-        session.start_request(msg)
+        await session.start_request(msg)
     elif msg.type == "cancel":
         session.cancel(msg)
     else:
