@@ -29,7 +29,7 @@ LLAMA_VIM = {"n_predict": 128, "t_max_predict_ms": 1500, "top_k": 40, "top_p": 0
              "cache_prompt": True, "stream": False}
 PREFIX_LINES, SUFFIX_LINES = 256, 64         # llama.vim's n_prefix / n_suffix
 NEARBY = 3                                   # non-blank lines each side of the cursor an answer must not re-write
-TRIVIAL = 4                                  # lines this short ("pass", ")", "else:") may repeat harmlessly
+TRIVIAL = 5                                  # lines no longer than this ("pass", ")", "else:") may repeat
 SEED = 0
 
 
@@ -95,7 +95,7 @@ def judge(c: dict, text: str) -> dict:
     cursor_line = c["prefix"].rsplit("\n", 1)[-1]
     first = (cursor_line + text.split("\n", 1)[0]).rstrip()
     expected = c["expected"].rstrip()
-    lines = [l.strip() for l in text.split("\n") if len(l.strip()) >= TRIVIAL]
+    lines = [l.strip() for l in text.split("\n") if len(l.strip()) > TRIVIAL]
     repeated = len(lines) != len(set(lines))
     around = nearby(c["prefix"], c["suffix"]) - {expected.strip()}
     rewritten = any(l in around for l in lines)
@@ -105,12 +105,14 @@ def judge(c: dict, text: str) -> dict:
             "similarity": difflib.SequenceMatcher(None, first.strip(), expected.strip()).ratio() if shown else 0.0}
 
 
-def ask(http: httpx.Client, client: str, c: dict) -> str:
+def ask(http: httpx.Client, client: str, c: dict) -> tuple[str, float]:
+    """(the text the client receives, the completion's confidence)."""
     if client.startswith("completions-"):
         r = http.post("/v1/completions", json={"prompt": c["prefix"], "suffix": c["suffix"],
                                                "max_tokens": int(client.split("-")[1]), "temperature": 0})
         r.raise_for_status()
-        return r.json()["choices"][0]["text"]
+        choice = r.json()["choices"][0]
+        return choice["text"], choice["quicksilver"]["confidence"]
     above, cursor_line = c["prefix"].rsplit("\n", 1) if "\n" in c["prefix"] else ("", c["prefix"])
     line_rest, _, below = c["suffix"].partition("\n")
     body = {"input_prefix": "\n".join(above.split("\n")[-PREFIX_LINES:]) + "\n", "prompt": cursor_line,
@@ -118,7 +120,7 @@ def ask(http: httpx.Client, client: str, c: dict) -> str:
             "input_extra": [], **LLAMA_VIM}
     r = http.post("/infill", json=body)
     r.raise_for_status()
-    return r.json()["content"]
+    return r.json()["content"], r.json()["confidence"]
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -134,7 +136,46 @@ def summarise(rows: list[dict]) -> dict:
             "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
 
 
-def evaluate(model_dir: Path | None, per_kind: int, clients: list[str], url: str | None = None) -> dict:
+CURVE_CLIENT = "completions-128"
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(20))
+
+
+def curve(rows: list[dict]) -> list[dict]:
+    """Precision and coverage of the shown answers if only those with confidence >= t were shown."""
+    out = []
+    for t in THRESHOLDS:
+        kept = [r for r in rows if r["shown"] and r["confidence"] >= t]
+        out.append({"threshold": t, "coverage": len(kept) / max(1, len(rows)),
+                    "precision": sum(r["exact"] for r in kept) / max(1, len(kept)),
+                    "degenerate_rate": sum(r["degenerate"] for r in kept) / max(1, len(kept))})
+    return out
+
+
+def plot(out: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pts = out["curve"]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot([p["coverage"] for p in pts], [p["precision"] for p in pts], marker="o")
+    for p in pts[::2]:
+        ax.annotate(f"{p['threshold']:.1f}", (p["coverage"], p["precision"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    d = next(p for p in pts if p["threshold"] >= out["editor_min_confidence"])
+    ax.scatter([d["coverage"]], [d["precision"]], color="red", zorder=3, label=f"editor default ({d['threshold']})")
+    ax.set_xlabel("coverage: cursors shown a completion")
+    ax.set_ylabel("precision: shown completions with the exact line")
+    ax.set_title(f"{out['model']}: {out['cursors']} held-out cursors, {CURVE_CLIENT}", fontsize=9)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def evaluate(model_dir: Path | None, per_kind: int, clients: list[str], url: str | None = None,
+             seed: int = SEED) -> dict:
     from server.app import ServerConfig, create_app
     from server.serve import uvicorn_config
 
@@ -151,7 +192,7 @@ def evaluate(model_dir: Path | None, per_kind: int, clients: list[str], url: str
         while not srv.started:
             time.sleep(0.05)
         url = f"http://127.0.0.1:{port}"
-    points = cursors(heldout_files(), per_kind)
+    points = cursors(heldout_files(), per_kind, seed)
     results, rows = {}, []
     try:
         with httpx.Client(base_url=url, timeout=120) as http:
@@ -160,16 +201,22 @@ def evaluate(model_dir: Path | None, per_kind: int, clients: list[str], url: str
                 these = []
                 for c in points:
                     t0 = time.perf_counter()
-                    text = ask(http, client, c)
+                    text, confidence = ask(http, client, c)
                     these.append({**judge(c, text), "ms": 1000 * (time.perf_counter() - t0), "kind": c["kind"],
+                                  "confidence": confidence,
                                   "client": client, "file": c["file"], "line": c["line"], "text": text})
                 results[client] = summarise(these) | {k: summarise([r for r in these if r["kind"] == k]) for k in KINDS}
                 rows += these
     finally:
         if srv is not None:
             srv.should_exit = True
-    return {"set": "editor", "model": model, "cursors": len(points), "files": len({c["file"] for c in points}),
-            "clients": results, "rows": rows}
+    from runtime.engine import EDITOR_MIN_CONFIDENCE, WINDOWS
+    these = [r for r in rows if r["client"] == CURVE_CLIENT]
+    default = [{**r, "shown": r["shown"] and r["confidence"] >= EDITOR_MIN_CONFIDENCE} for r in these]
+    return {"set": "editor", "model": model, "seed": seed, "cursors": len(points),
+            "files": len({c["file"] for c in points}), "windows": WINDOWS, "editor_min_confidence": EDITOR_MIN_CONFIDENCE,
+            "clients": results, "with_editor_abstention": summarise(default) if these else None,
+            "curve": curve(these) if these else None, "rows": rows}
 
 
 def add_arguments(p) -> None:
@@ -178,13 +225,24 @@ def add_arguments(p) -> None:
     p.add_argument("--per-kind", type=int, default=40, help="cursors of each kind (partial line, blank line, missing line)")
     p.add_argument("--clients", default=",".join([f"completions-{n}" for n in COMPLETION_TOKENS] + ["infill-llama.vim"]),
                    help="comma-separated: completions-N (max_tokens N), infill-llama.vim")
+    p.add_argument("--seed", type=int, default=SEED, help="which cursors (thresholds were chosen at seed 0)")
     p.add_argument("--json", type=Path, help="write the results (with every answer) here")
+    p.add_argument("--plot", type=Path, help="write the precision/coverage plot (PNG) here")
 
 
 def run(args) -> None:
-    out = evaluate(args.model, args.per_kind, args.clients.split(","), args.url)
+    out = evaluate(args.model, args.per_kind, args.clients.split(","), args.url, args.seed)
+    out["command"] = "quicksilver eval editor " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in (("per_kind", args.per_kind), ("seed", args.seed),
+                                                    ("clients", args.clients), ("json", args.json),
+                                                    ("plot", args.plot)) if v is not None)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
+    if args.plot and out["curve"]:
+        plot(out, args.plot)
     for client, s in out["clients"].items():
         print(f"{client:20s} shown {s['shown_rate']:.0%}  degenerate {s['degenerate_rate']:.0%}  precision "
               f"{s['precision']:.0%}  similarity {s['similarity']:.2f}  p50 {s['p50_ms']:.0f} ms  p95 {s['p95_ms']:.0f} ms")
+    if (s := out["with_editor_abstention"]) is not None:
+        print(f"{CURVE_CLIENT} with the editors' abstention (confidence >= {out['editor_min_confidence']}): shown "
+              f"{s['shown_rate']:.0%}  degenerate {s['degenerate_rate']:.0%}  precision {s['precision']:.0%}")

@@ -24,7 +24,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
-from runtime.engine import Completion, Request
+from runtime.engine import EDITOR_MIN_CONFIDENCE, Completion, Request, withheld
 from runtime.syntax import enclosing_block, language_of, wants_block
 
 log = logging.getLogger("quicksilver.lsp")
@@ -79,8 +79,9 @@ class CompletionCache:
 
 
 class QuicksilverServer(LanguageServer):
-    def __init__(self, backend, cache: bool = True):
+    def __init__(self, backend, cache: bool = True, min_confidence: float = EDITOR_MIN_CONFIDENCE):
         super().__init__("quicksilver", "0.2.0", protocol_cls=Protocol)
+        self.min_confidence = min_confidence             # completions less confident than this are not shown
         self.backend = backend                           # LocalBackend (in-process) or RemoteBackend (lsp/remote.py)
         self.running: dict[str, asyncio.Task] = {}      # document uri → the request running on it
         self.cache = CompletionCache(CACHE_ENTRIES if cache else 0)
@@ -174,6 +175,10 @@ async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position) -
         result = await run_request(ls, uri, build_request(prefix, suffix, single, language))
         if result is None or not result.text.strip():
             return None
+        if withheld(result, ls.min_confidence):   # nothing rather than noise
+            log.info("completion %s withheld: confidence %.2f < %.2f", result.id, result.stats["confidence"],
+                     ls.min_confidence)
+            return None
         ls.cache.put(uri, prefix, suffix, result.id, result.text)
         hit = result.id, result.text
     send_event(ls, SHOWN, hit[0])
@@ -222,8 +227,8 @@ async def block_edit(ls: QuicksilverServer, uri: str, rng: lsp.Range | None, pos
     return result.id, lsp.TextEdit(range=edit_range, new_text=new)
 
 
-def create_server(backend, cache: bool = True) -> QuicksilverServer:
-    server = QuicksilverServer(backend, cache)
+def create_server(backend, cache: bool = True, min_confidence: float = EDITOR_MIN_CONFIDENCE) -> QuicksilverServer:
+    server = QuicksilverServer(backend, cache, min_confidence)
 
     @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions())
     async def inline_completion(ls: QuicksilverServer, params: lsp.InlineCompletionParams):
@@ -359,6 +364,8 @@ def add_arguments(p) -> None:
     p.add_argument("--api-key", help="the server's API key (with --server)")
     p.add_argument("--no-completion-cache", dest="completion_cache", action="store_false",
                    help="always ask the model (no serving of typed-ahead completions from the cache)")
+    p.add_argument("--min-confidence", type=float, default=EDITOR_MIN_CONFIDENCE, metavar="P",
+                   help=f"show no completion less confident than P in [0, 1] (default {EDITOR_MIN_CONFIDENCE}; 0 shows all)")
     p.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio")
     p.add_argument("--host", default="127.0.0.1", help="TCP host")
     p.add_argument("--port", type=int, default=2087, help="TCP port")
@@ -380,7 +387,7 @@ def run(args) -> None:
             backend = LocalBackend(Scheduler(Engine(load(args.model))))
         except ModelError as e:
             raise SystemExit(f"error: {e}")
-    server = create_server(backend, args.completion_cache)
+    server = create_server(backend, args.completion_cache, args.min_confidence)
     if args.tcp:
         server.start_tcp(args.host, args.port)
     else:

@@ -22,6 +22,10 @@ DEFAULT_CONTEXT_TOKENS = 384      # prefix + window + suffix; smaller is faster 
 # for, and a client's max_tokens / n_predict only caps it: 12 slots for a line (held-out corpus lines: exact 8.3 /
 # 8.7 / 7.0 / 4.7 / 4.0 % at 8 / 12 / 16 / 24 / 32 slots, docs/history.md), WINDOWS["block"] for a block.
 WINDOWS = {"line": 12, "block": 32}
+# Editors (/infill, the language server) show nothing when a completion's confidence is below this: chosen on the
+# precision/coverage curve of held-out editor cursors (`quicksilver eval editor`, evals/results/editor.json).
+# /v1/completions withholds only when asked (a request's min_confidence, or serve --min-confidence).
+EDITOR_MIN_CONFIDENCE = 0.45   # chosen at cursor seed 0: 28 % of cursors shown, 38 % of them exactly right
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
 EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
 DEFAULT_EOM_BIAS = 2.0            # unknown-length infill overfills its window without it: see `quicksilver eval heldout`
@@ -87,6 +91,11 @@ class Completion:
     text: str
     raw: str
     stats: dict
+
+
+def withheld(c: Completion, min_confidence: float | None) -> bool:
+    """True when a completion is too unsure to show (empty answers are never shown either)."""
+    return bool(min_confidence) and c.stats.get("confidence", 0.0) < min_confidence
 
 
 def window_of(req: Request) -> int:

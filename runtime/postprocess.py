@@ -74,7 +74,7 @@ def line_end(prefix: str, suffix: str) -> str:
 
 NEARBY_LINES = 1        # non-blank lines each side of the cursor that a completion must not write again (the
                         # next line is what an overfilled middle re-writes; further ones may rightly recur)
-TRIVIAL_CHARS = 4       # lines this short ("pass", ")", "else:") may repeat harmlessly
+TRIVIAL_CHARS = 5       # lines no longer than this ("pass", ")", "else:") may repeat harmlessly
 
 
 def cut_repeats(text: str, prefix: str, suffix: str) -> str:
@@ -88,7 +88,7 @@ def cut_repeats(text: str, prefix: str, suffix: str) -> str:
     lines = text.split("\n")
     for i, line in enumerate(lines):
         whole = (head + line if i == 0 else line).strip()
-        if len(whole) >= TRIVIAL_CHARS and (whole in seen or whole in around):
+        if len(whole) > TRIVIAL_CHARS and (whole in seen or whole in around):
             return "\n".join(lines[:i]) + ("\n" if i else "")
         seen.add(whole)
     return text

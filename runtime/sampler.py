@@ -95,7 +95,7 @@ class Stats:
     tokens_per_forward: float = 0.0
     ms: float = 0.0
     stop_reason: str = ""
-    confidence: float = 0.0   # geometric mean of the generated tokens' probabilities when committed (with the end)
+    confidence: float = 0.0   # the least probability among the generated tokens (and the end) when committed
 
 
 @dataclass
@@ -320,8 +320,10 @@ class Denoiser:
                 healed += 1
         self.stats.tokens = len(tokens) - healed
         ended = len(tokens) < self.end - self.start and not self.masked[len(tokens)]   # the end marker's slot
+        # one unsure token is enough to make a line wrong: on held-out editor cursors the least probable token
+        # separated right from wrong answers better than the tokens' geometric mean (evals/editor.py)
         probs = self.prob[healed:len(tokens) + ended]
-        self.stats.confidence = float(np.exp(np.log(probs).mean())) if len(probs) else 0.0
+        self.stats.confidence = float(probs.min()) if len(probs) else 0.0
         self.stats.tokens_per_forward = self.stats.tokens / max(1, self.stats.forward_passes)
         self.stats.ms = 1000 * (time.perf_counter() - self.t0)
 

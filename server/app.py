@@ -34,6 +34,7 @@ class ServerConfig:
     api_key: str | None = None
     allow_origins: tuple[str, ...] = ()
     check_host: bool = True           # bound to loopback: refuse other Host names (DNS rebinding)
+    min_confidence: float | None = None   # /v1/completions withholds choices below this (None: shows all)
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
     max_batch: int = MAX_BATCH
     threads: int = 0
@@ -78,7 +79,7 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
         s.engine = Engine(s.loaded, cfg.context_tokens)
         s.scheduler = Scheduler(s.engine, max_batch=cfg.max_batch)
         s.store, s.metrics, s.started = store or Store(cfg.db), Metrics(), time.time()
-        s.live, s.running = set(), set()   # dashboard queues; session/request ids decoding now
+        s.live, s.running, s.min_confidence = set(), set(), cfg.min_confidence   # dashboard queues; session/request ids decoding now
         log.info("serving %s (%s, %s)", s.model_name, s.loaded.model_file, s.loaded.provider)
         yield
         s.scheduler.close()

@@ -37,6 +37,9 @@ def add_arguments(p) -> None:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="a browser origin (e.g. http://localhost:3000) allowed to call the API and open websockets; "
                         "repeat for more. Default: none but the server's own pages")
+    p.add_argument("--min-confidence", type=float, metavar="P",
+                   help="/v1/completions: withhold choices less confident than P in [0, 1] (default: show all; "
+                        "/infill and the language server withhold below their own default)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
 
 
@@ -52,6 +55,8 @@ def uvicorn_config(app, host: str, port: int, **kw):
 def run(args) -> None:
     import uvicorn
 
+    if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
+        sys.exit("quicksilver serve: --min-confidence must be between 0 and 1")
     if args.api_key is not None and not (args.api_key.isascii() and args.api_key.isprintable() and args.api_key):
         sys.exit("quicksilver serve: the API key must be printable ASCII (HTTP headers cannot carry other text)")
 
@@ -61,7 +66,8 @@ def run(args) -> None:
     except (ModelError, StoreError) as e:
         sys.exit(f"quicksilver serve: {e}")
     cfg = ServerConfig(model=args.model, db=args.db, api_key=args.api_key, threads=args.threads,
-                       allow_origins=tuple(args.allow_origin), check_host=args.host in LOOPBACK_HOSTS)
+                       allow_origins=tuple(args.allow_origin), check_host=args.host in LOOPBACK_HOSTS,
+                       min_confidence=args.min_confidence)
     app = create_app(cfg, loaded=loaded, store=store)
     try:
         uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()

@@ -2,7 +2,7 @@
 local out = os.getenv("QS_OUT")
 local root = os.getenv("QS_ROOT")
 vim.opt.rtp:append(root .. "/lsp/clients/neovim")
-require("quicksilver").setup({ cmd = { os.getenv("QS_PYTHON"), "-m", "runtime.cli", "lsp", "--log-file", out .. ".log" } })
+require("quicksilver").setup({ cmd = { os.getenv("QS_PYTHON"), "-m", "runtime.cli", "lsp", "--log-file", out .. ".log", "--min-confidence", "0" } })
 vim.cmd("filetype on")
 vim.cmd("edit " .. os.getenv("QS_FILE"))
 local function client()

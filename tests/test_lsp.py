@@ -39,7 +39,7 @@ def remote_server(remote_db):
 async def session(request, tmp_path):
     """(client, log file, server http url or None): the language server on the shipped model, in either mode."""
     log_file = tmp_path / "lsp.log"
-    args = ["-m", "runtime.cli", "lsp", "--log-file", str(log_file)]
+    args = ["-m", "runtime.cli", "lsp", "--log-file", str(log_file), "--min-confidence", "0"]   # every answer
     url = None
     if request.param == "remote":
         url = request.getfixturevalue("remote_server")

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Request as HttpRequest
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from runtime.engine import Completion, Request
-from server.fields import JsonFloat, JsonInt, OnlyFalse, OptionalJsonInt
+from runtime.engine import Completion, Request, withheld
+from server.fields import JsonFloat, JsonInt, OnlyFalse, OptionalJsonFloat, OptionalJsonInt
 from server.generate import complete, run, stable_lines, submit
 
 router = APIRouter()
@@ -37,6 +37,9 @@ class CompletionBody(BaseModel):
     stream: StrictBool = False
     echo: OnlyFalse = Field(False, description="not supported: the prompt is never echoed")
     logprobs: None = Field(None, description="not supported")
+    min_confidence: OptionalJsonFloat = Field(None, ge=0, le=1, description=(
+        "withhold (empty text) a choice whose confidence is below this; default: the server's --min-confidence "
+        "(none unless set). A stream is never withheld."))
 
 
 def to_requests(body: CompletionBody) -> list[Request]:
@@ -74,10 +77,15 @@ async def completions(body: CompletionBody, http: HttpRequest):
     results = await complete(state, reqs, handles, "/v1/completions", http)
     if results is None:  # the client disconnected: nobody to answer
         return Response(status_code=499)
+    floor = body.min_confidence if body.min_confidence is not None else state.min_confidence
     return {"id": cid, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": i, "text": c.text, "logprobs": None, "finish_reason": finish_reason(c),
-                         "quicksilver": {"id": c.id, **c.stats}} for i, c in enumerate(results)],
+            "choices": [choice(i, c, withheld(c, floor)) for i, c in enumerate(results)],
             "usage": _usage(state, reqs, results)}
+
+
+def choice(index: int, c: Completion, hide: bool) -> dict:
+    return {"index": index, "text": "" if hide else c.text, "logprobs": None, "finish_reason": finish_reason(c),
+            "quicksilver": {"id": c.id, **c.stats, "withheld": hide}}
 
 
 async def _stream(state, reqs, handles, cid, created, model):

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request as HttpRequest
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from runtime.engine import Completion, Request
+from runtime.engine import EDITOR_MIN_CONFIDENCE, Completion, Request, withheld
 from server.fields import JsonFloat, JsonInt, OptionalJsonFloat
 from server.generate import complete, run, stable_lines, submit
 from server.routes.completions import MAX_PROMPT_CHARS
@@ -46,6 +46,9 @@ class InfillBody(BaseModel):
     stream: StrictBool = False
     t_max_predict_ms: OptionalJsonFloat = Field(None, ge=0, allow_inf_nan=False, description="0 or null: no limit")
     response_fields: list[str] = Field([], max_length=64)
+    min_confidence: OptionalJsonFloat = Field(EDITOR_MIN_CONFIDENCE, ge=0, le=1, description=(
+        "an answer less confident than this comes back empty (editors show nothing rather than noise); "
+        "0 shows everything. A stream is never withheld."))
 
 
 def to_request(body: InfillBody) -> Request:
@@ -59,14 +62,17 @@ def to_request(body: InfillBody) -> Request:
                    seed=random.getrandbits(32) if body.seed < 0 else body.seed, deadline_ms=body.t_max_predict_ms or None)
 
 
-def response(state, req: Request, c: Completion | None) -> dict:
-    """llama.cpp's final response for a completion (None: nothing decoded, as for n_predict 0)."""
+def response(state, req: Request, c: Completion | None, min_confidence: float | None = None) -> dict:
+    """llama.cpp's final response for a completion (None: nothing decoded, as for n_predict 0), with its
+    confidence; empty content when it is below `min_confidence`."""
     stats = c.stats if c else {"tokens": 0, "ms": 0.0, "stop_reason": "limit", "steps": 0, "forward_passes": 0}
     prompt_n = len(state.engine.tok.encode(req.prefix + req.suffix))
     kind = STOP_TYPES.get(stats["stop_reason"], "none")
     word = next((s for s in req.stop if c and s in c.raw), "") if kind == "word" else ""
     predicted_ms = max(stats["ms"], 1e-6)
-    return {"content": c.text if c else "", "tokens": [], "id_slot": 0, "stop": True, "model": state.model_name,
+    hide = c is not None and withheld(c, min_confidence)
+    return {"content": c.text if c and not hide else "", "tokens": [], "id_slot": 0, "stop": True,
+            "model": state.model_name, "confidence": stats.get("confidence", 0.0), "withheld": hide,
             "tokens_predicted": stats["tokens"], "tokens_evaluated": prompt_n, "tokens_cached": 0,
             "truncated": prompt_n > state.engine.context_tokens, "has_new_line": bool(c and "\n" in c.text),
             "stop_type": kind, "stopping_word": word, "stopped_eos": kind == "eos", "stopped_limit": kind == "limit",
@@ -105,7 +111,9 @@ async def infill(body: InfillBody, http: HttpRequest):
     if body.stream:
         return StreamingResponse(_stream(state, req, handles[0], body.response_fields), media_type="text/event-stream")
     results = await complete(state, [req], handles, "/infill", http)
-    return select(response(state, req, results[0]), body.response_fields) if results else Response(status_code=499)
+    if results is None:
+        return Response(status_code=499)
+    return select(response(state, req, results[0], body.min_confidence), body.response_fields)
 
 
 async def _stream(state, req: Request, handle, fields: list[str]):

@@ -1,0 +1,78 @@
+"""What a user is shown: the engine decides the length (a client's max_tokens only caps it), a looping or
+re-writing answer is cut, the code says which language it is, and an unsure answer is withheld with its score."""
+import httpx
+import pytest
+
+from runtime.engine import EDITOR_MIN_CONFIDENCE, WINDOWS, Request
+from runtime.postprocess import cut_repeats, heal
+from runtime.syntax import infer_language
+from tests.conftest import API_KEY as KEY
+from tests.conftest import start_server, stop_server
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+BLANK_LINE = ("def total(xs):\n    s = 0\n    for x in xs:\n        ", "\n    return s\n")
+
+
+@pytest.mark.parametrize("prefix,suffix,kind", [
+    ("def is_even(n):\n    return ", "\n", "line"),          # text before the cursor: the rest of a line
+    (*BLANK_LINE, "block"),                                 # a blank line in a block: a block
+])
+def test_the_window_is_the_engines_choice_and_max_tokens_only_caps_it(tiny_engine, prefix, suffix, kind):
+    windows = {n: tiny_engine.denoiser(Request(prefix=prefix, suffix=suffix, max_new_tokens=n)).opts.window
+               for n in (16, 64, 128, 256)}
+    healed = len(tiny_engine.tok.encode(heal(prefix, suffix)[1]))   # the healed cursor line rides in the window
+    assert windows == {n: min(n, WINDOWS[kind]) + healed for n in windows}
+    capped = tiny_engine.denoiser(Request(prefix=prefix, suffix=suffix, max_new_tokens=4)).opts.window
+    assert capped == 4 + healed
+    exact = tiny_engine.denoiser(Request(prefix=prefix, suffix=suffix, max_new_tokens=256, window=100)).opts.window
+    assert exact == 100 + healed                # the harness's exact (oracle) window
+
+
+@pytest.mark.parametrize("text,prefix,suffix,kept", [
+    ("lf.language = language\n        self.language = language\n        self.language = language",
+     "    def __init__(self, language):\n        se", "\n", "lf.language = language\n"),          # a loop
+    ("import typing\nimport typing\nimport typing", "import os\n", "\n", "import typing\n"),          # a loop
+    ("s += x\n    return s\n", "    for x in xs:\n        ", "\n    return s\n", "s += x\n"),      # the next line
+    ("for x in xs:\n        s += x\n", "    s = 0\n    for x in xs:\n", "\n", ""),                  # the line above
+    ("return x\n", "def f(x):\n    ", "\n\ndef g(y):\n    return x\n", "return x\n"),           # further off: kept
+    ("pass\n    pass\n", "    if x:\n        ", "\n", "pass\n    pass\n"),                       # trivial lines
+])
+def test_a_repeated_or_rewritten_line_is_cut(text, prefix, suffix, kept):
+    assert cut_repeats(text, prefix, suffix) == kept
+
+
+@pytest.mark.parametrize("code,language", [
+    ("import os\n\n\ndef main():\n    ", "python"),
+    ("class A:\n    def f(self):\n        return self.x\n", "python"),
+    ("function f(x) {\n  if (x) {\n    return 1;\n  }\n}\n", None),
+    ("int main(void) {\n    return 0;\n}\n", None),
+    ("x = 1\n", None),          # too little to tell
+])
+def test_the_language_is_inferred_from_the_code(code, language):
+    assert infer_language(code, "") == language
+
+
+@pytest.fixture(scope="module")
+def url(tiny_model_dir, tmp_path_factory):
+    srv, thread, base = start_server(tiny_model_dir, tmp_path_factory.mktemp("showing") / "s.sqlite")
+    yield base
+    stop_server(srv, thread)
+
+
+def test_an_unsure_completion_is_withheld_with_its_score(url):
+    body = {"prompt": BLANK_LINE[0], "suffix": BLANK_LINE[1], "max_tokens": 16}
+    shown = httpx.post(url + "/v1/completions", json=body, headers=AUTH, timeout=60).json()["choices"][0]
+    assert shown["quicksilver"]["withheld"] is False and 0 <= shown["quicksilver"]["confidence"] <= 1
+    hidden = httpx.post(url + "/v1/completions", json={**body, "min_confidence": 1.0}, headers=AUTH,
+                        timeout=60).json()["choices"][0]
+    assert hidden["text"] == "" and hidden["quicksilver"]["withheld"] is True
+    assert hidden["quicksilver"]["confidence"] == shown["quicksilver"]["confidence"] < 1.0
+
+
+def test_infill_withholds_by_default_like_an_editor_should(url):
+    body = {"input_prefix": BLANK_LINE[0], "input_suffix": BLANK_LINE[1], "n_predict": 128}
+    default = httpx.post(url + "/infill", json=body, headers=AUTH, timeout=60).json()
+    assert default["withheld"] == (default["confidence"] < EDITOR_MIN_CONFIDENCE)
+    assert default["content"] == "" or not default["withheld"]
+    everything = httpx.post(url + "/infill", json={**body, "min_confidence": 0}, headers=AUTH, timeout=60).json()
+    assert everything["withheld"] is False and everything["confidence"] == default["confidence"]
