@@ -112,7 +112,7 @@ def ask(http: httpx.Client, client: str, c: dict) -> tuple[str, float]:
                                                "max_tokens": int(client.split("-")[1]), "temperature": 0})
         r.raise_for_status()
         choice = r.json()["choices"][0]
-        return choice["text"], choice["quicksilver"]["confidence"]
+        return choice["text"], choice["quicksilver"].get("confidence", 0.0)   # (a server without scores: 0)
     above, cursor_line = c["prefix"].rsplit("\n", 1) if "\n" in c["prefix"] else ("", c["prefix"])
     line_rest, _, below = c["suffix"].partition("\n")
     body = {"input_prefix": "\n".join(above.split("\n")[-PREFIX_LINES:]) + "\n", "prompt": cursor_line,
@@ -120,7 +120,7 @@ def ask(http: httpx.Client, client: str, c: dict) -> tuple[str, float]:
             "input_extra": [], **LLAMA_VIM}
     r = http.post("/infill", json=body)
     r.raise_for_status()
-    return r.json()["content"], r.json()["confidence"]
+    return r.json()["content"], r.json().get("confidence", 0.0)
 
 
 def summarise(rows: list[dict]) -> dict:

@@ -4,6 +4,6 @@
 # post-processing): eval results record it, and `quicksilver eval report` marks results made by an earlier one.
 # 2: a blank cursor line gets text first (fill_line); blank lines around the window heal into it.
 # 3: with a language, an end or a line break is committed only where Python's parser accepts the text (`end_guard`).
-# 4: a result ends before a line that repeats one of its own or the line just above or below the cursor
-#    (`cut_repeats`); a deadline returns the committed text instead of filling the window.
+# 4: a result ends before a line that repeats one of its own or, past its first line, the line just above or
+#    below the cursor (`cut_repeats`); a deadline returns the committed text instead of filling the window.
 DECODING_REVISION = 4
