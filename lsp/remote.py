@@ -68,8 +68,8 @@ class RemoteBackend:
                     fut.set_result(msg)
                 elif msg["type"] == "cancelled":
                     fut.set_result(None)
-                elif msg["type"] == "error":
-                    fut.set_exception(RemoteError(msg.get("message", "error")))
+                elif msg["type"] == "error":   # the server refused this request (a bad value, a harmful edit)
+                    fut.set_exception(ValueError(msg.get("message", "the server refused the request")))
         except Exception as e:  # the connection is gone: fail what waits, reconnect on the next request
             log.warning("connection to %s lost: %s", self.url, e)
         finally:

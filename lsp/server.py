@@ -172,7 +172,11 @@ async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position) -
     if (hit := ls.cache.get(uri, prefix, suffix)) is not None:
         log.info("completion %s served from the cache", hit[0])
     else:
-        result = await run_request(ls, uri, build_request(prefix, suffix, single, language))
+        try:
+            result = await run_request(ls, uri, build_request(prefix, suffix, single, language))
+        except ValueError as e:   # the engine or the server refused the request: no completion, said in the log
+            log.warning("no completion: %s", e)
+            return None
         if result is None or not result.text.strip():
             return None
         if withheld(result, ls.min_confidence):   # nothing rather than noise
@@ -220,6 +224,8 @@ async def block_edit(ls: QuicksilverServer, uri: str, rng: lsp.Range | None, pos
     result = await run_request(ls, uri, req)
     if result is None:
         return None
+    if result.stats.get("refused"):   # it would delete most of the block or break the file: say so, change nothing
+        raise ValueError(result.stats["refused"])
     new = result.text
     if mode != "complete" and block.endswith("\n") and not new.endswith("\n"):
         new += "\n"

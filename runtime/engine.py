@@ -13,7 +13,7 @@ from runtime.context import fit
 from runtime.postprocess import clean_completion, heal, line_end, unheal_end
 from runtime.sampler import Denoiser, Frame, Result, SamplerOptions, SpecialIds
 from runtime.session import LoadedModel
-from runtime.syntax import end_guard, infer_language, keep_valid, trim_to_scope, wants_block
+from runtime.syntax import end_guard, error_count, infer_language, keep_valid, trim_to_scope, wants_block
 
 MODES = ("completion", "infill", "edit")
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -28,6 +28,7 @@ WINDOWS = {"line": 12, "block": 32}
 EDITOR_MIN_CONFIDENCE = 0.45   # chosen at cursor seed 0: 28 % of cursors shown, 38 % of them exactly right
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
 EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
+EDIT_MIN_KEPT = 0.5               # a rewrite keeping less than this share of its block's text is not offered
 DEFAULT_EOM_BIAS = 2.0            # unknown-length infill overfills its window without it: see `quicksilver eval heldout`
 REFRESH_EVERY = 0                 # context cache: recompute the whole sequence every N steps (0: only the first)
 CONTEXT_CACHE_ENTRIES = 8         # contexts kept across requests (≈ 10 MB each for the shipped model at 384 tokens)
@@ -134,6 +135,21 @@ def postprocess(req: Request, text: str, stop_reason: str) -> str:
     return shape(req, clean_completion(text, req.prefix, suffix, single_line=req.single_line))
 
 
+def harm(req: Request, text: str) -> str | None:
+    """Why an edit's result must not be offered: it deletes most of its block, or breaks a file that parsed.
+    None for every other result (and for an edit that does neither)."""
+    if req.mode != "edit":
+        return None
+    old, new = req.existing.strip(), text.strip()
+    if len(new) < EDIT_MIN_KEPT * len(old):
+        return (f"the model's rewrite would delete most of the block ({len(old)} → {len(new)} characters): "
+                "not offered")
+    if req.language and error_count(req.language, req.prefix + req.existing + req.suffix) == 0 and \
+            error_count(req.language, req.prefix + text + req.suffix) > 0:
+        return "the model's rewrite would break a file that parses: not offered"
+    return None
+
+
 def shape(req: Request, text: str) -> str:
     """The editor-facing part of post-processing: one line when asked; with a language, the cursor's scope and
     never a completion that breaks the syntax of a file that was valid (also applied to a remote server's text)."""
@@ -217,7 +233,10 @@ class Engine:
 
     def finish(self, req: Request, d: Denoiser) -> Completion:
         res: Result = d.result()
-        return Completion(req.id, postprocess(req, res.text, res.stats.stop_reason), res.text, vars(res.stats).copy())
+        text, stats = postprocess(req, res.text, res.stats.stop_reason), vars(res.stats).copy()
+        if (why := harm(req, text)) is not None:   # never offered: the front ends report why instead
+            text, stats["refused"] = "", why
+        return Completion(req.id, text, res.text, stats)
 
     def stream(self, req: Request) -> Iterator[Frame | Completion]:
         """Frames, one per forward pass, then the Completion."""

@@ -57,7 +57,7 @@ def run(args) -> None:
 
     if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
         sys.exit("quicksilver serve: --min-confidence must be between 0 and 1")
-    if args.api_key is not None and not (args.api_key.isascii() and args.api_key.isprintable() and args.api_key):
+    if args.api_key and not (args.api_key.isascii() and args.api_key.isprintable()):   # "" means no key
         sys.exit("quicksilver serve: the API key must be printable ASCII (HTTP headers cannot carry other text)")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -211,7 +211,8 @@ class Session:
         prefix, suffix = self.text[:start], self.text[end:]
         if msg.type == "complete":
             knobs = {k: getattr(msg, k) for k in ("temperature", "threshold", "eom_bias") if getattr(msg, k) is not None}
-            req = Request(prefix=prefix, suffix=suffix, max_new_tokens=msg.max_tokens, id=rid, **knobs)
+            req = Request(prefix=prefix, suffix=suffix, max_new_tokens=msg.max_tokens, id=rid,
+                          language=self.language or None, **knobs)
         else:
             if start == end:
                 raise ProtocolError(f"{msg.type} needs a non-empty range")
@@ -220,7 +221,7 @@ class Session:
                 line_start = prefix.rfind("\n") + 1
                 prefix = prefix[:line_start] + f"{mark} {msg.instruction}\n" + prefix[line_start:]
             req = Request(prefix=prefix, suffix=suffix, mode="edit", existing=self.text[start:end], id=rid,
-                          edit="repair" if msg.type == "repair" else "all")
+                          edit="repair" if msg.type == "repair" else "all", language=self.language or None)
         handle = (await submit(self.state, [req]))[0]   # Busy or a bad request: an error now, nothing started
         for other in list(self.inflight.values()):  # a newer request on an overlapping range wins
             if other.start <= end and start <= other.end:
@@ -245,6 +246,9 @@ class Session:
                         gone = self.closed or item.stats["stop_reason"] == "shutdown"
                         self.store.save_edit(self.id, req.id, start, end, old, "", "interrupted" if gone else "cancelled")
                         await self.send({"type": "cancelled", "request_id": req.id})
+                    elif item.stats.get("refused"):   # an edit that would delete most of its range or break the file
+                        self.store.save_edit(self.id, req.id, start, end, old, "", "refused")
+                        await self.send({"type": "error", "request_id": req.id, "message": item.stats["refused"]})
                     else:
                         self.store.save_edit(self.id, req.id, start, end, old, item.text, "proposed")
                         await self.send({"type": "result", "request_id": req.id, "text": item.text, "version": version,

@@ -184,7 +184,7 @@ def test_report_reads_the_committed_results(tmp_path):
     old["decoding_revision"], old["window"] = DECODING_REVISION, 99  # a deliberate other window: its command says so
     (tmp_path / "single-line-unknown.json").write_text(json.dumps(old))
     text = report(tmp_path, SHIPPED)
-    assert "| single-line | unknown (99 slots) |" in text and "--window 99 --json" in text
+    assert "| single-line | unknown (99 slots) |" in text and "--window 99" in text
     assert "single-line: unknown / oracle" not in text and "| **earlier window** " not in text
     old.pop("window")  # made before results recorded their window: the 32 slots of then
     (tmp_path / "single-line-unknown.json").write_text(json.dumps(old))

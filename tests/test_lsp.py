@@ -153,12 +153,21 @@ async def test_code_action_applies_a_block_edit_through_apply_edit(session):
     # lsprotocol's client-side hook reads any action carrying a command as a bare Command, so the command the
     # action holds is checked on the raw wire in test_malformed_params...; here the editor runs it
     rng = {"start": {"line": 4, "character": 8}, "end": {"line": 4, "character": 8}}
-    answer = await client.workspace_execute_command_async(lsp.ExecuteCommandParams(
-        command="quicksilver.editBlock", arguments=[URI, rng, "rewrite"]))
+    try:
+        answer = await client.workspace_execute_command_async(lsp.ExecuteCommandParams(
+            command="quicksilver.editBlock", arguments=[URI, rng, "rewrite"]))
+    except Exception as e:   # a rewrite that would delete most of the function or break the file is refused
+        assert "not offered" in str(e) and not client.edits
+    else:
+        assert answer["applied"] is True and len(client.edits) == 1
+        edit = client.edits[0].edit.changes[URI][0]
+        assert edit.range.start == at(3, 0) and edit.range.end == at(5, 0)   # the whole function (tree-sitter)
+        assert len(edit.new_text.strip()) >= 0.5 * len("".join(TEXT.splitlines(True)[3:5]).strip())
+        client.edits.clear()
+    answer = await client.workspace_execute_command_async(lsp.ExecuteCommandParams(   # completing is never refused
+        command="quicksilver.editBlock", arguments=[URI, rng, "complete"]))
     assert answer["applied"] is True and len(client.edits) == 1
-    edit = client.edits[0].edit.changes[URI][0]
-    assert edit.range.start == at(3, 0) and edit.range.end == at(5, 0)   # the whole function, found by tree-sitter
-    assert edit.new_text.strip()
+    assert client.edits[0].edit.changes[URI][0].range.start == at(5, 0)   # after the function, inside its scope
 
 
 async def test_edit_block_request_and_bad_mode(session):

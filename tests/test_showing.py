@@ -77,3 +77,43 @@ def test_infill_withholds_by_default_like_an_editor_should(url):
     assert default["content"] == "" or not default["withheld"]
     everything = httpx.post(url + "/infill", json={**body, "min_confidence": 0}, headers=AUTH, timeout=60).json()
     assert everything["withheld"] is False and everything["confidence"] == default["confidence"]
+
+
+DOC = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n"
+BODY = "    return a + b\n"
+
+
+@pytest.mark.parametrize("text,refused", [
+    ("", "delete most"),                          # an empty rewrite would delete the function body
+    ("    r\n", "delete most"),
+    ("    return (a +\n", "break a file"),        # would break a file that parses
+    ("    return b + a\n", None),
+    ("    total = a + b\n    return total\n", None),
+])
+def test_an_edit_that_would_do_harm_is_not_offered(text, refused):
+    from runtime.engine import harm
+    req = Request(prefix=DOC[:DOC.index(BODY)], suffix=DOC[DOC.index(BODY) + len(BODY):], mode="edit",
+                  existing=BODY, language="python")
+    why = harm(req, text)
+    assert (why is None) if refused is None else (refused in why)
+
+
+def test_a_session_never_offers_a_harmful_edit(url):
+    """Whatever the tiny model writes, what is offered keeps most of the block and keeps the file parsing."""
+    import ast
+    import json
+    from websockets.sync.client import connect
+    with connect(url.replace("http://", "ws://") + "/v1/sessions", additional_headers=AUTH) as ws:
+        ws.send(json.dumps({"type": "open", "document": {"text": DOC, "language": "python"}}))
+        json.loads(ws.recv(timeout=30))
+        start = DOC.index(BODY)
+        for i, kind in enumerate(["edit", "repair", "edit"]):
+            ws.send(json.dumps({"type": kind, "request_id": f"e{i}", "range": {"start": start, "end": start + len(BODY)}}))
+            while (msg := json.loads(ws.recv(timeout=60)))["type"] == "frame":
+                pass
+            assert msg["request_id"] == f"e{i}" and msg["type"] in ("result", "error")
+            if msg["type"] == "result":
+                ast.parse(DOC[:start] + msg["text"] + DOC[start + len(BODY):])
+                assert len(msg["text"].strip()) >= 0.5 * len(BODY.strip())
+            else:
+                assert "not offered" in msg["message"]
