@@ -10,6 +10,7 @@ EVALS = {
     "typing": ("evals.typing", "replay an editing session against the language server: keystroke to ghost text"),
     "report": ("evals.report", "evals/results/*.json → REPORT.md and the learning-curve plot"),
     "load": ("evals.loadtest", "bounded load test of the real server on loopback"),
+    "api": ("evals.api", "HumanEval infilling through /v1/completions as an OpenAI client asks (max_tokens, no language)"),
     "editor": ("evals.editor", "what editors receive: held-out cursors asked through the server as clients ask"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
 }

@@ -174,24 +174,30 @@ def plot(out: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def evaluate(model_dir: Path | None, per_kind: int, clients: list[str], url: str | None = None,
-             seed: int = SEED) -> dict:
-    from server.app import ServerConfig, create_app
-    from server.serve import uvicorn_config
+def local_server(model_dir: Path | None):
+    """(uvicorn server, base url): the product's server on a free loopback port, in a thread; set `should_exit`."""
+    import socket
 
     import uvicorn
+
+    from server.app import ServerConfig, create_app
+    from server.serve import uvicorn_config
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn_config(create_app(ServerConfig(model=model_dir, db=Path(":memory:"))),
+                                        "127.0.0.1", port, log_level="warning"))
+    threading.Thread(target=srv.run, daemon=True).start()
+    while not srv.started:
+        time.sleep(0.05)
+    return srv, f"http://127.0.0.1:{port}"
+
+
+def evaluate(model_dir: Path | None, per_kind: int, clients: list[str], url: str | None = None,
+             seed: int = SEED) -> dict:
     srv = None
     if url is None:  # a real server of our own on a free loopback port
-        import socket
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        srv = uvicorn.Server(uvicorn_config(create_app(ServerConfig(model=model_dir, db=Path(":memory:"))),
-                                            "127.0.0.1", port, log_level="warning"))
-        threading.Thread(target=srv.run, daemon=True).start()
-        while not srv.started:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}"
+        srv, url = local_server(model_dir)
     points = cursors(heldout_files(), per_kind, seed)
     results, rows = {}, []
     try:
