@@ -31,6 +31,7 @@ def evaluate(model_dir: Path | None, set_name: str, max_tokens: int, limit: int 
     try:
         with httpx.Client(base_url=url, timeout=300) as http:
             model = http.get("/v1/models").json()["data"][0]["id"]
+            health = http.get("/health").json()
             for t in tqdm(tasks, desc=f"{set_name} via /v1/completions", file=sys.stderr):
                 t0 = time.perf_counter()
                 r = http.post("/v1/completions", json={"prompt": t.prefix, "suffix": t.suffix,
@@ -53,7 +54,15 @@ def evaluate(model_dir: Path | None, set_name: str, max_tokens: int, limit: int 
             "exact_match": float(np.mean([r["exact"] for r in rows])),
             "tokens_per_forward": sum(r["tokens"] for r in rows) / max(1, sum(r["forward_passes"] for r in rows)),
             "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "model_file": health["model_file"], "model_sha256": model_sha256(model_dir, health["model_file"]),
             "decoding_revision": DECODING_REVISION, "rows": rows}
+
+
+def model_sha256(model_dir: Path | None, model_file: str) -> str:
+    """The served ONNX file's hash, from its card (as the harness rows record it)."""
+    from runtime.session import CARD_FILE, DEFAULT_MODEL_DIR
+    card = json.loads((Path(model_dir or DEFAULT_MODEL_DIR) / CARD_FILE).read_text())
+    return card["files"].get(model_file, "")
 
 
 def add_arguments(p) -> None:

@@ -47,6 +47,8 @@ def length_of(r: dict) -> str:
 
 
 def infill_command(r: dict, name: str) -> str:
+    if r.get("command"):   # results that record their own command (eval api)
+        return r["command"]
     window = window_of(r)
     return (f"quicksilver eval infill --set {r['set']} --length {r['mode']}"
             + (f" --window {window}" if window and window != UNKNOWN_WINDOW.get(r["set"]) else "")
