@@ -4,6 +4,12 @@ Single-line (<= 32 tokens) and block (<= 128 tokens) completions at 256 and 512 
 8 concurrent streams through the batching scheduler, with the context key/value cache and without it; tokens
 per forward pass; the repeat of a request whose context is still cached (the next keystroke in an editor); and
 this CPU's matmul FLOP/s through ONNX Runtime as the yardstick for what the batched engine reaches.
+
+The typing replay (`--typing`) is what an editor's user waits for: a real server on 127.0.0.1, lines of held-out
+files typed one character at a time mid-file, a single-line `/v1/completions` request after every keystroke
+(`max_tokens` 32, `stop` "\n", as inline-completion plugins ask), one stream. Per keystroke: the time the client
+waited, the forward passes and tokens, and where the server's time went (tokenize, forward passes, the sampler's
+own work, post-processing).
 """
 from __future__ import annotations
 
@@ -122,15 +128,98 @@ def bench(model_dir: Path | None, precision: str, kv_modes=(True, False)) -> dic
     return results
 
 
+TYPED_LINES = 8          # lines typed in the replay, each from a different held-out file
+TYPING_MIN_CHARS = 24
+
+
+def typing_lines(n: int = TYPED_LINES, seed: int = 0) -> list[dict]:
+    """(file, prefix before the line, the line, suffix after it) for `n` code lines of held-out files (the
+    editor eval's files: never trained on, never HumanEval), each at least TYPING_MIN_CHARS long, mid-file."""
+    from evals.editor import heldout_files
+    import ast
+    rng, out, files = np.random.default_rng(seed), [], heldout_files()
+    for f in rng.permutation(len(files)):
+        text = files[f].read_text()
+        lines = text.split("\n")
+        try:   # one-line statements (not docstring or comment lines) in the file's middle half
+            stmts = {n.lineno - 1 for n in ast.walk(ast.parse(text)) if isinstance(n, ast.stmt)
+                     and n.end_lineno == n.lineno and not isinstance(n, ast.Expr)}
+        except (SyntaxError, ValueError):
+            continue
+        code = [i for i in sorted(stmts) if len(lines) // 4 <= i < 3 * len(lines) // 4
+                and len(lines[i].strip()) >= TYPING_MIN_CHARS and "#" not in lines[i]]
+        if not code:
+            continue
+        i = code[int(rng.integers(len(code)))]
+        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        out.append({"file": files[f].name, "before": "\n".join(lines[:i]) + "\n" + indent,
+                    "line": lines[i][len(indent):], "after": "\n" + "\n".join(lines[i + 1:])})
+        if len(out) == n:
+            break
+    return out
+
+
+def typing_replay(url: str, lines: list[dict]) -> dict:
+    """Type each line one character at a time; after each keystroke, the request an inline-completion plugin
+    sends. Returns per-keystroke rows and their medians / p95."""
+    import httpx
+    rows = []
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for ln in lines:
+            for k in range(len(ln["line"]) + 1):
+                body = {"prompt": ln["before"] + ln["line"][:k], "suffix": ln["after"], "max_tokens": 32,
+                        "stop": "\n", "temperature": 0}
+                t0 = time.perf_counter()
+                r = http.post("/v1/completions", json=body)
+                ms = 1000 * (time.perf_counter() - t0)
+                r.raise_for_status()
+                q = r.json()["choices"][0]["quicksilver"]
+                rows.append({"file": ln["file"], "typed": k, "ms": ms, "passes": q["forward_passes"],
+                             "tokens": q["tokens"], **{t: q.get(t, 0.0) for t in TIMINGS}})
+    col = lambda key: np.array([r[key] for r in rows], float)
+    ms = col("ms")
+    return {"keystrokes": len(rows), "lines": len(lines), "p50_ms": float(np.percentile(ms, 50)),
+            "p95_ms": float(np.percentile(ms, 95)), "passes_p50": float(np.median(col("passes"))),
+            "tokens_p50": float(np.median(col("tokens"))),
+            "tokens_per_pass": float(col("tokens").sum() / max(1, col("passes").sum())),
+            "server_ms_p50": {t: float(np.median(col(t))) for t in TIMINGS}, "rows": rows}
+
+
+TIMINGS = ("tokenize_ms", "pass_ms", "sample_ms", "post_ms")   # the engine's per-request time split (Stats)
+
+
 def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
     p.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which ONNX file to prefer")
     p.add_argument("--kv-cache", choices=["both", "on", "off"], default="both",
                    help="measure with the context key/value cache, without it, or both (the speed-up)")
+    p.add_argument("--typing", action="store_true",
+                   help="only the typing replay through a real server (per-keystroke latency, passes, time split)")
     p.add_argument("--json", type=Path, help="write the results here")
 
 
+def run_typing(args) -> dict:
+    from evals.editor import local_server
+    srv, url = local_server(args.model)
+    try:
+        out = typing_replay(url, typing_lines())
+    finally:
+        srv.should_exit = True
+    print(f"typing replay: {out['keystrokes']} keystrokes on {out['lines']} lines: p50 {out['p50_ms']:.0f} ms, "
+          f"p95 {out['p95_ms']:.0f} ms, {out['passes_p50']:.0f} passes and {out['tokens_p50']:.0f} tokens "
+          f"(median), {out['tokens_per_pass']:.2f} tokens/pass; server p50: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in out["server_ms_p50"].items()))
+    return out
+
+
 def run(args) -> None:
+    if args.typing:
+        out = {"typing": run_typing(args), "command": "quicksilver bench --typing"
+               + (f" --json {args.json}" if args.json else "")}
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(out, indent=1) + "\n")
+        return
     modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.kv_cache]
     results = bench(args.model, args.precision, modes)
     for c in results["cases"]:

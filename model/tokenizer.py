@@ -83,6 +83,12 @@ class CodeTokenizer:
             return [self.encode(t) for t in texts]
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
+    def last_word_start(self, text: str) -> int:
+        """Where the last pre-tokenizer piece of `text` starts. Pieces are merged independently, so the tokens of
+        text[:that] are the same whatever is typed next; the last piece's may change (" tok" → " token")."""
+        pieces = self.tok.pre_tokenizer.pre_tokenize_str(text) if self.tok.pre_tokenizer is not None else []
+        return pieces[-1][1][0] if pieces else 0
+
     def decode(self, ids: Iterable[int]) -> str:
         """Ids → text, dropping special tokens (masks, padding, end markers)."""
         return self.tok.decode([i for i in ids if i not in self.special_ids], skip_special_tokens=False)

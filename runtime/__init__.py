@@ -6,4 +6,7 @@
 # 3: with a language, an end or a line break is committed only where Python's parser accepts the text (`end_guard`).
 # 4: a result ends before a line that repeats one of its own or, past its first line, the line just above or
 #    below the cursor (`cut_repeats`); a deadline returns the committed text instead of filling the window.
-DECODING_REVISION = 4
+# 5: healing writes the typed pieces of the cursor's line into the window (only the last piece is decoded); an end
+#    marker may be committed with the content before it (END_THRESHOLD); the next keystroke reuses the last one's
+#    context (STALE_TOKENS).
+DECODING_REVISION = 5

@@ -15,8 +15,33 @@ class Context:
     suffix_cut: bool
 
 
-def _line_counts(tok, lines: list[str]) -> list[int]:
-    return [len(ids) for ids in tok.encode_batch(lines)] if lines else []
+COUNT_CHUNK = 16      # lines tokenized at a time, outwards from the cursor, until the budget is spent
+COUNTS_KEPT = 16384   # lines whose token counts are remembered (a keystroke changes one line of the file)
+_counts: dict[tuple[int, str], int] = {}
+
+
+def _count(tok, lines: list[str]) -> list[int]:
+    """Token counts of lines, remembered across requests."""
+    new = [l for l in dict.fromkeys(lines) if (id(tok), l) not in _counts]
+    if new:
+        if len(_counts) + len(new) > COUNTS_KEPT:
+            _counts.clear()
+        _counts.update(((id(tok), l), len(ids)) for l, ids in zip(new, tok.encode_batch(new)))
+    return [_counts[id(tok), l] for l in lines]
+
+
+def _line_counts(tok, lines: list[str], budget: int, from_end: bool) -> list[int]:
+    """Token counts of the lines nearest the cursor (the last ones if `from_end`), only as many as it takes to
+    pass `budget` tokens: a keystroke in a long file tokenizes what fits, not the whole file."""
+    counts, total = [], 0
+    order = lines[::-1] if from_end else lines
+    for i in range(0, len(order), COUNT_CHUNK):
+        chunk = _count(tok, order[i:i + COUNT_CHUNK])
+        counts += chunk
+        total += sum(chunk)
+        if total > budget:
+            break
+    return counts[::-1] if from_end else counts
 
 
 def fit(tok, prefix: str, suffix: str, budget: int) -> Context:
@@ -24,15 +49,16 @@ def fit(tok, prefix: str, suffix: str, budget: int) -> Context:
     pre_lines = prefix.splitlines(keepends=True)
     suf_lines = suffix.splitlines(keepends=True)
     # the cursor's own line fragments are always kept (they may be cut mid-line only if one line exceeds the budget)
-    pre_counts, suf_counts = _line_counts(tok, pre_lines), _line_counts(tok, suf_lines)
+    suf_counts = _line_counts(tok, suf_lines, budget, from_end=False)   # the nearest lines, past any budget
     suf_budget = max(0, min(sum(suf_counts) + 1, budget - int(budget * PREFIX_SHARE)))
     k_suf, used = 0, 0
-    while k_suf < len(suf_lines) and used + suf_counts[k_suf] <= suf_budget - 1:
+    while k_suf < len(suf_counts) and used + suf_counts[k_suf] <= suf_budget - 1:
         used += suf_counts[k_suf]
         k_suf += 1
     pre_budget = budget - used - (1 if k_suf == len(suf_lines) else 0)
+    pre_counts = _line_counts(tok, pre_lines, pre_budget, from_end=True)
     k_pre, used_pre = 0, 0
-    while k_pre < len(pre_lines) and used_pre + pre_counts[-1 - k_pre] <= pre_budget - 1:
+    while k_pre < len(pre_counts) and used_pre + pre_counts[-1 - k_pre] <= pre_budget - 1:
         used_pre += pre_counts[-1 - k_pre]
         k_pre += 1
     prefix_cut, suffix_cut = k_pre < len(pre_lines), k_suf < len(suf_lines)

@@ -30,8 +30,12 @@ EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewr
 EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
 EDIT_MIN_KEPT = 0.5               # a rewrite keeping less than this share of its block's text is not offered
 DEFAULT_EOM_BIAS = 2.0            # unknown-length infill overfills its window without it: see `quicksilver eval heldout`
+ROPE_THETA = 10000.0              # the shipped model's RoPE base (model/network.py), unless its card says otherwise
 REFRESH_EVERY = 0                 # context cache: recompute the whole sequence every N steps (0: only the first)
 CONTEXT_CACHE_ENTRIES = 8         # contexts kept across requests (≈ 10 MB each for the shipped model at 384 tokens)
+STALE_TOKENS = 4                  # the next keystroke reuses a kept context computed for a window that differs from
+                                  # its own in at most this many slots (its suffix keys rotated to their new
+                                  # positions); more, and it pays a full pass that replaces it
 
 
 @dataclass
@@ -168,15 +172,40 @@ def shape(req: Request, text: str) -> str:
 class ContextCache:
     """One request's keys/values for every position outside its active region [lo, hi) (the block being decoded)
     and the slot before it (whose output predicts the block's first token). Window passes run only that region
-    and attend to these instead of recomputing them."""
+    and attend to these instead of recomputing them. `window` is the window's ids when they were computed."""
 
-    def __init__(self, keys: np.ndarray, values: np.ndarray, region: tuple[int, int]):
+    def __init__(self, keys: np.ndarray, values: np.ndarray, region: tuple[int, int], window: np.ndarray):
         self.keys, self.values = keys, values   # (n_layer, 1, heads, C, head_dim)
-        self.region = region
+        self.region, self.window = region, window
 
     @property
     def length(self) -> int:
         return self.keys.shape[3]
+
+    def moved(self, region: tuple[int, int], theta: float) -> "ContextCache":
+        """This context for the same prefix with the window at `region` (a request's whole window): the suffix's
+        keys rotated from their old positions to the new ones (RoPE rotations compose, so this is exact for the
+        keys as computed; what is approximate is that they were computed beside another window's content)."""
+        shift = region[1] - self.region[1]
+        if shift == 0:
+            return ContextCache(self.keys, self.values, region, self.window)
+        n_suffix = self.length - (self.region[0] - 1)
+        keys = self.keys.copy()
+        k = keys[:, :, :, self.length - n_suffix:]
+        head_dim = k.shape[-1]
+        angle = shift / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+        cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+        k1, k2 = k[..., ::2].copy(), k[..., 1::2].copy()
+        k[..., ::2], k[..., 1::2] = k1 * cos - k2 * sin, k1 * sin + k2 * cos
+        return ContextCache(keys, self.values, region, self.window)
+
+
+def window_changes(a: np.ndarray, b: np.ndarray, mask: int) -> int:
+    """Slots in which two windows differ, the shorter one read as ending in more masked slots: how many tokens
+    one window has that the context computed beside the other never saw."""
+    n = max(len(a), len(b))
+    pad = lambda w: np.concatenate([w, np.full(n - len(w), mask, w.dtype)])
+    return int((pad(a) != pad(b)).sum())
 
 
 class Engine:
@@ -188,18 +217,22 @@ class Engine:
     skips the full pass altogether."""
 
     def __init__(self, model: LoadedModel, context_tokens: int = DEFAULT_CONTEXT_TOKENS, kv_cache: bool = True,
-                 refresh_every: int = REFRESH_EVERY):
+                 refresh_every: int = REFRESH_EVERY, prefill: bool = True):
         self.model, self.tok = model, model.tokenizer
         self.special = SpecialIds.from_tokenizer(self.tok)
         self.max_len = int(model.card["config"]["max_len"])
         self.context_tokens = min(context_tokens, self.max_len)
         self.kv_cache = kv_cache and model.cached
         self.refresh_every = refresh_every
-        self._contexts: OrderedDict[bytes, ContextCache] = OrderedDict()
+        self.prefill = prefill   # False: healed text is decoded token by token (the old way; kept to compare)
+        self._contexts: OrderedDict[bytes, ContextCache] = OrderedDict()   # by the whole sequence (exact)
+        self._near: OrderedDict[bytes, ContextCache] = OrderedDict()       # by prefix and suffix (keystrokes)
+        self.rope_theta = float(model.card["config"].get("rope_theta", ROPE_THETA))
         self._stacked: tuple[list[ContextCache], np.ndarray, np.ndarray] | None = None
 
     def denoiser(self, req: Request) -> Denoiser:
         """Tokenize and window a request into the sampler's state."""
+        t0 = time.perf_counter()
         if req.language is None:   # OpenAI and llama.cpp clients send none: the code itself may say
             req.language = infer_language(req.prefix, req.suffix)
         existing = self.tok.encode(req.existing) if req.mode == "edit" else None
@@ -213,7 +246,8 @@ class Engine:
             raise ValueError(f"the range to rewrite is {len(existing)} tokens; at most "
                              f"{self.context_tokens - EDIT_CONTEXT_TOKENS - EDIT_GROWTH} fit in one edit: select a "
                              "smaller range (a function, a few lines)")
-        window += len(self.tok.encode(forced))
+        healed = self.tok.encode(forced)
+        window += len(healed)
         window = -(-window // req.window_multiple) * req.window_multiple  # stable while typing: see Request
         window = min(window, self.context_tokens - 2)
         ctx = fit(self.tok, prefix, suffix, self.context_tokens - window)
@@ -221,20 +255,34 @@ class Engine:
             ctx.suffix = []
         opts = SamplerOptions(
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
-            top_p=req.top_p, seed=req.seed, stop=stops_of(req), edit=req.edit, forced=forced, eom_bias=req.eom_bias,
+            top_p=req.top_p, seed=req.seed, stop=stops_of(req), edit=req.edit if existing is not None else "all",
+            forced=forced, eom_bias=req.eom_bias,
             fill_line=existing is None and not (prefix + forced).rsplit("\n", 1)[-1].strip(),
             may_end=None if existing is not None else end_guard(
                 req.language, req.prefix, "" if req.mode == "completion" else req.suffix, req.single_line),
             deadline=time.monotonic() + req.deadline_ms / 1000 if req.deadline_ms else None)
-        init = None
+        init, masked = None, None
         if existing is not None:
             init = (existing + [self.special.eom] * window)[:window]
-        return Denoiser(ctx.prefix, init, ctx.suffix, opts, self.special, self.tok.decode)
+        elif self.prefill and (cut := self.tok.last_word_start(forced)) > 0:
+            # healing in one pass: the tokens the typed text already fixes (every pre-tokenizer piece but the
+            # last, which typing may still extend) are written into the window as committed; only the last
+            # piece is decoded under the constraint
+            fixed = self.tok.encode(forced[:cut])
+            init = fixed + [self.special.mask] * (window - len(fixed))
+            masked = np.arange(window) >= len(fixed)
+        d = Denoiser(ctx.prefix, init, ctx.suffix, opts, self.special, self.tok.decode, masked)
+        d.stats.tokenize_ms = 1000 * (time.perf_counter() - t0)
+        return d
 
     def finish(self, req: Request, d: Denoiser) -> Completion:
+        t0 = time.perf_counter()
         res: Result = d.result()
-        text, stats = postprocess(req, res.text, res.stats.stop_reason), vars(res.stats).copy()
-        if (why := harm(req, text)) is not None:   # never offered: the front ends report why instead
+        text = postprocess(req, res.text, res.stats.stop_reason)
+        why = harm(req, text)
+        d.stats.post_ms = 1000 * (time.perf_counter() - t0)
+        stats = vars(res.stats).copy()
+        if why is not None:   # never offered: the front ends report why instead
             text, stats["refused"] = "", why
         return Completion(req.id, text, res.text, stats)
 
@@ -253,19 +301,26 @@ class Engine:
     def clear_cache(self) -> None:
         """Forget the contexts kept across requests."""
         self._contexts.clear()
+        self._near.clear()
 
     # --- forward passes ----------------------------------------------------------------------------------
     def forward_batch(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
         """One step for several requests: each gets its window's logits (window, V). Requests with a context
         cache run a batched window pass; the rest (new, refreshing, or no cache) a batched full pass."""
+        t0 = time.perf_counter()
+        out = self._forward(denoisers)
+        for d in denoisers:   # each request in a batch waits for the whole pass
+            d.stats.pass_ms += 1000 * (time.perf_counter() - t0)
+        return out
+
+    def _forward(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
         if not self.kv_cache:
             return self._full(denoisers)
         out: dict[int, np.ndarray] = {}
         full, window = [], []
         for d in denoisers:
-            if d.cache is None and (key := self._context_key(d)) in self._contexts:
-                d.cache = self._contexts[key]
-                self._contexts.move_to_end(key)
+            if d.cache is None and d.stats.forward_passes == 0:
+                d.cache = self._kept_context(d)
             refresh = d.cache is None or d.cache.region != d.active() or (
                 self.refresh_every and d.stats.forward_passes % self.refresh_every == 0)
             (full if refresh else window).append(d)
@@ -277,6 +332,32 @@ class Engine:
 
     def _context_key(self, d: Denoiser) -> bytes:
         return np.array([d.start, d.end], np.int64).tobytes() + d.inputs().tobytes()
+
+    def _near_key(self, d: Denoiser) -> bytes:
+        ids = d.inputs()
+        return np.array([d.start], np.int64).tobytes() + ids[:d.start].tobytes() + b"|" + ids[d.end:].tobytes()
+
+    def _kept_context(self, d: Denoiser) -> ContextCache | None:
+        """A kept context for a new request: the same sequence (exact), or the same prefix and suffix around a
+        window changed in at most STALE_TOKENS slots — the next keystroke (Fast-dLLM's approximate cache, across
+        requests instead of across blocks)."""
+        if (key := self._context_key(d)) in self._contexts:
+            self._contexts.move_to_end(key)
+            return self._contexts[key]
+        c = self._near.get(key := self._near_key(d))
+        if c is None or d.active() != (d.start, d.end) or \
+                window_changes(c.window, d.inputs()[d.start:d.end], self.special.mask) > STALE_TOKENS:
+            return None
+        self._near.move_to_end(key)
+        d.stats.context_reused = True
+        return c.moved((d.start, d.end), self.rope_theta)
+
+    def _keep(self, d: Denoiser, cache: ContextCache) -> None:
+        for store, key in ((self._contexts, self._context_key(d)), (self._near, self._near_key(d))):
+            store[key] = cache
+            store.move_to_end(key)
+            while len(store) > CONTEXT_CACHE_ENTRIES:
+                store.popitem(last=False)
 
     def _full(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
         """The whole sequences, right-padded; with a cache-capable graph, their contexts' keys/values are kept."""
@@ -296,12 +377,10 @@ class Engine:
             for i, (d, s) in enumerate(zip(denoisers, seqs)):
                 lo, hi = d.active()
                 keep = np.r_[0:lo - 1, hi:len(s)]
-                key = self._context_key(d) if d.stats.forward_passes == 0 else None
-                d.cache = ContextCache(keys[:, i:i + 1, :, keep], values[:, i:i + 1, :, keep], (lo, hi))
-                if key is not None:
-                    self._contexts[key] = d.cache
-                    while len(self._contexts) > CONTEXT_CACHE_ENTRIES:
-                        self._contexts.popitem(last=False)
+                d.cache = ContextCache(keys[:, i:i + 1, :, keep], values[:, i:i + 1, :, keep], (lo, hi),
+                                       s[d.start:d.end].copy())
+                if d.stats.forward_passes == 0:
+                    self._keep(d, d.cache)
         return [logits[i, d.start - 1 - lf:d.end - lf] for i, d in enumerate(denoisers)]
 
     def _batch_past(self, denoisers: list[Denoiser], P: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,12 @@
 """The context key/value cache: the window pass against cached context equals the full pass, a refresh every
-step equals no cache, and a repeated context skips the full pass (tiny model, real ONNX Runtime sessions)."""
+step equals no cache, a repeated context skips the full pass, and the next keystroke reuses the last one's
+context (suffix keys rotated, probabilities close to a full pass) (tiny model, real ONNX Runtime sessions)."""
 import numpy as np
 import pytest
 
+import runtime.engine as engine_module
 from runtime.engine import Engine, Request
-from runtime.sampler import SpecialIds
+from runtime.sampler import SpecialIds, log_softmax
 
 PREFIX = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        "
 SUFFIX = "\n    return data\n"
@@ -118,21 +120,60 @@ def test_a_passed_deadline_returns_only_the_committed_text(tiny_engine):
     assert res.stats["tokens"] <= 1 and "\n" not in res.raw.strip("\n ")
 
 
-def test_typing_within_a_line_reuses_the_context_when_the_window_is_rounded(tiny_engine):
+LINE = "        data = f.read().split()"
+
+
+def typed(n: int) -> Request:
+    """The cursor's line typed up to its n-th character."""
+    return Request(prefix=PREFIX.rstrip(" ") + LINE[:n], suffix=SUFFIX, max_new_tokens=8, threshold=1.0)
+
+
+def test_typing_a_line_reuses_the_context_across_keystrokes(tiny_engine, monkeypatch):
     model = Counting(tiny_engine.model)
-    engine = Engine(model)
-    line = "        data = f.read().split()"
     full = {}
-    for multiple in (1, 8):
-        model.full = 0
-        engine.clear_cache()
-        for n in range(9, len(line) + 1):  # the line typed key by key after its indentation
-            engine.complete(Request(prefix=PREFIX.rstrip(" ") + line[:n], suffix=SUFFIX, max_new_tokens=8,
-                                    window_multiple=multiple, threshold=1.0))
-        full[multiple] = model.full
-    # each new token of the healed cursor line changes an exact window (and the context's cache key) ...
-    assert full[1] >= 4
-    # ... a rounded one changes only where the line crosses a multiple of 8 tokens
-    assert full[8] <= 3 and full[8] < full[1]
+    for stale in (0, engine_module.STALE_TOKENS):
+        monkeypatch.setattr(engine_module, "STALE_TOKENS", stale)
+        engine, model.full = Engine(model), 0
+        for n in range(9, len(LINE) + 1):  # the line typed key by key after its indentation
+            engine.complete(typed(n))
+        full[stale] = model.full
+    keystrokes = len(LINE) - 8
+    # without reuse, every keystroke that completes a piece of the line (and so changes the window) pays a full
+    # pass; with it, only those that change the window in more than STALE_TOKENS slots since the kept context
+    assert full[0] >= 6
+    assert full[engine_module.STALE_TOKENS] <= max(2, full[0] // 2) and full[engine_module.STALE_TOKENS] < keystrokes / 4
     with pytest.raises(ValueError, match="window_multiple"):
         Request(prefix="x", window_multiple=0)
+
+
+def test_moved_suffix_keys_equal_keys_computed_at_the_new_positions(tiny_engine):
+    engine = Engine(tiny_engine.model)
+    a, b = (engine.denoiser(Request(prefix=PREFIX, suffix=SUFFIX, window=w)) for w in (6, 9))
+    engine._full([a])
+    engine._full([b])
+    assert a.cache.length == b.cache.length and b.end - a.end == 3
+    n = len(a.inputs()) - a.end                                   # the suffix's keys come last
+    moved = a.cache.moved((b.start, b.end), engine.rope_theta)
+    # layer 0's keys depend only on the token and its position, so the rotation must reproduce them exactly
+    np.testing.assert_allclose(moved.keys[0, :, :, -n:], b.cache.keys[0, :, :, -n:], atol=1e-4)
+    assert not np.allclose(a.cache.keys[0, :, :, -n:], b.cache.keys[0, :, :, -n:], atol=1e-3)   # they did move
+    np.testing.assert_array_equal(moved.keys[:, :, :, :-n], a.cache.keys[:, :, :, :-n])          # the prefix did not
+
+
+NEAR_TOLERANCE = 0.05   # max |Δ probability| of the window's slots, reused context against a full pass (tiny model)
+
+
+def test_a_reused_context_gives_window_probabilities_close_to_a_full_pass_and_a_refresh_is_exact(tiny_engine):
+    engine = Engine(tiny_engine.model)
+    engine.complete(typed(14))                 # "        data =": its context is kept
+    d = engine.denoiser(typed(19))             # "        data = f.re": the window's pieces differ, its context not
+    logits = engine.forward_batch([d])[0]
+    assert d.stats.context_reused and 0 < engine_module.window_changes(
+        d.cache.window, d.inputs()[d.start:d.end], engine.special.mask) <= engine_module.STALE_TOKENS
+    fresh = Engine(tiny_engine.model, kv_cache=False)
+    exact = fresh.forward_batch([fresh.denoiser(typed(19))])[0][:d.end - d.start]
+    p = lambda x: np.exp(log_softmax(x))
+    assert np.abs(p(logits) - p(exact)).max() <= NEAR_TOLERANCE
+    engine.clear_cache()                       # a refresh (no kept context): the full pass itself
+    refreshed = engine.forward_batch([engine.denoiser(typed(19))])[0][:d.end - d.start]
+    np.testing.assert_allclose(refreshed, exact, atol=1e-4)
