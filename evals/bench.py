@@ -159,13 +159,17 @@ def typing_lines(n: int = TYPED_LINES, seed: int = 0) -> list[dict]:
     return out
 
 
-def typing_replay(url: str, lines: list[dict]) -> dict:
+def typing_replay(url: str, lines: list[dict], configure=None, modes=("now",)) -> dict:
     """Type each line one character at a time; after each keystroke, the request an inline-completion plugin
-    sends. Returns per-keystroke rows and their medians / p95."""
+    sends. With several `modes`, each line is typed once per mode, one after the other (`configure(mode)` sets
+    the server up), so a noisy machine slows them alike. Returns per-keystroke rows and, per mode, their medians
+    / p95 and how often the suggestion was exactly the rest of the line the user went on to type."""
     import httpx
     rows = []
     with httpx.Client(base_url=url, timeout=60) as http:
-        for ln in lines:
+        for ln, mode in ((ln, mode) for ln in lines for mode in modes):
+            if configure is not None:
+                configure(mode)
             for k in range(len(ln["line"]) + 1):
                 body = {"prompt": ln["before"] + ln["line"][:k], "suffix": ln["after"], "max_tokens": 32,
                         "stop": "\n", "temperature": 0}
@@ -174,15 +178,23 @@ def typing_replay(url: str, lines: list[dict]) -> dict:
                 ms = 1000 * (time.perf_counter() - t0)
                 r.raise_for_status()
                 q = r.json()["choices"][0]["quicksilver"]
-                rows.append({"file": ln["file"], "typed": k, "ms": ms, "passes": q["forward_passes"],
-                             "tokens": q["tokens"], **{t: q.get(t, 0.0) for t in TIMINGS}})
-    col = lambda key: np.array([r[key] for r in rows], float)
-    ms = col("ms")
-    return {"keystrokes": len(rows), "lines": len(lines), "p50_ms": float(np.percentile(ms, 50)),
-            "p95_ms": float(np.percentile(ms, 95)), "passes_p50": float(np.median(col("passes"))),
+                text = r.json()["choices"][0]["text"]
+                rows.append({"mode": mode, "file": ln["file"], "typed": k, "ms": ms, "passes": q["forward_passes"],
+                             "tokens": q["tokens"], "reused": q.get("context_reused", False),
+                             "right": bool(text.strip()) and text.strip() == ln["line"][k:].strip(),
+                             **{t: q.get(t, 0.0) for t in TIMINGS}})
+    out = {"lines": len(lines), "modes": {}, "rows": rows}
+    for mode in modes:
+        these = [r for r in rows if r["mode"] == mode]
+        col = lambda key: np.array([r[key] for r in these], float)
+        out["modes"][mode] = {
+            "keystrokes": len(these), "p50_ms": float(np.percentile(col("ms"), 50)),
+            "p95_ms": float(np.percentile(col("ms"), 95)), "passes_p50": float(np.median(col("passes"))),
             "tokens_p50": float(np.median(col("tokens"))),
             "tokens_per_pass": float(col("tokens").sum() / max(1, col("passes").sum())),
-            "server_ms_p50": {t: float(np.median(col(t))) for t in TIMINGS}, "rows": rows}
+            "context_reused": float(col("reused").mean()), "right_rest_of_line": float(col("right").mean()),
+            "server_ms_p50": {t: float(np.median(col(t))) for t in TIMINGS}}
+    return out
 
 
 TIMINGS = ("tokenize_ms", "pass_ms", "sample_ms", "post_ms")   # the engine's per-request time split (Stats)
@@ -198,17 +210,32 @@ def add_arguments(p) -> None:
     p.add_argument("--json", type=Path, help="write the results here")
 
 
+# what the replay compares, in one run: the engine as shipped, and with the typed line decoded token by token and
+# no context kept across keystrokes (the engine before decoding revision 5)
+TYPING_MODES = {"now": {"prefill": True, "stale_tokens": None}, "token-by-token": {"prefill": False, "stale_tokens": -1}}
+
+
 def run_typing(args) -> dict:
     from evals.editor import local_server
+    from runtime.engine import STALE_TOKENS
     srv, url = local_server(args.model)
+
+    def configure(mode: str) -> None:
+        engine = srv.config.app.state.engine
+        engine.clear_cache()
+        engine.prefill = TYPING_MODES[mode]["prefill"]
+        engine.stale_tokens = TYPING_MODES[mode]["stale_tokens"] if TYPING_MODES[mode]["stale_tokens"] is not None \
+            else STALE_TOKENS
     try:
-        out = typing_replay(url, typing_lines())
+        out = typing_replay(url, typing_lines(), configure, tuple(TYPING_MODES))
     finally:
         srv.should_exit = True
-    print(f"typing replay: {out['keystrokes']} keystrokes on {out['lines']} lines: p50 {out['p50_ms']:.0f} ms, "
-          f"p95 {out['p95_ms']:.0f} ms, {out['passes_p50']:.0f} passes and {out['tokens_p50']:.0f} tokens "
-          f"(median), {out['tokens_per_pass']:.2f} tokens/pass; server p50: "
-          + ", ".join(f"{k} {v:.1f}" for k, v in out["server_ms_p50"].items()))
+    for mode, m in out["modes"].items():
+        print(f"typing replay, {mode}: {m['keystrokes']} keystrokes on {out['lines']} lines: p50 {m['p50_ms']:.0f} ms, "
+              f"p95 {m['p95_ms']:.0f} ms, {m['passes_p50']:.0f} passes and {m['tokens_p50']:.0f} tokens (median), "
+              f"{m['tokens_per_pass']:.2f} tokens/pass, context reused {m['context_reused']:.0%}, suggestion = the "
+              f"rest of the line {m['right_rest_of_line']:.0%}; server p50 "
+              + ", ".join(f"{k} {v:.1f}" for k, v in m["server_ms_p50"].items()))
     return out
 
 

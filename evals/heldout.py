@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from model.corpus import load_shard
-from runtime.sampler import Denoiser, SamplerOptions, SpecialIds, denoise
+from runtime.sampler import THRESHOLD, Denoiser, SamplerOptions, SpecialIds, denoise
 from runtime.session import load
 
 ROW_TOKENS = 256
@@ -62,7 +62,7 @@ def add_arguments(p) -> None:
     p.add_argument("--extra-slots", type=int, default=0, help="window slots beyond the answer (0: oracle length)")
     p.add_argument("--window", type=int, help="a fixed window of this many slots (unknown length; overrides --extra-slots)")
     p.add_argument("--eom-bias", type=float, default=0.0, help="added to the <|eom|> logit")
-    p.add_argument("--threshold", type=float, default=0.9, help="confidence threshold for committing")
+    p.add_argument("--threshold", type=float, default=THRESHOLD, help="confidence threshold for committing")
     p.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which ONNX file to prefer")
 
 

@@ -199,12 +199,13 @@ def send_event(ls: QuicksilverServer, event: str, cid: str) -> None:
 
 
 async def block_edit(ls: QuicksilverServer, uri: str, rng: lsp.Range | None, position: lsp.Position | None,
-                     mode: str, instruction: str = "") -> tuple[str, lsp.TextEdit] | None:
-    """Complete, rewrite or repair the selection (or the block around the position, found with tree-sitter)."""
+                     mode: str, instruction: str = "") -> tuple[str, lsp.TextEdit, int | None] | None:
+    """Complete, rewrite or repair the selection (or the block around the position, found with tree-sitter):
+    (completion id, the edit, the document version it was made for)."""
     if mode not in ACTIONS:
         raise ValueError(f"mode must be one of {sorted(ACTIONS)}, not {mode!r}")
     doc = document(ls, uri)
-    text, language = doc.source, language_of(uri, doc.language_id)
+    text, language, version = doc.source, language_of(uri, doc.language_id), doc.version
     if rng is not None and rng.start != rng.end:
         start, end = doc.offset_at_position(rng.start), doc.offset_at_position(rng.end)
     else:
@@ -230,7 +231,26 @@ async def block_edit(ls: QuicksilverServer, uri: str, rng: lsp.Range | None, pos
     if mode != "complete" and block.endswith("\n") and not new.endswith("\n"):
         new += "\n"
     edit_range = lsp.Range(start=doc.client_position_at_offset(start), end=doc.client_position_at_offset(end))
-    return result.id, lsp.TextEdit(range=edit_range, new_text=new)
+    return result.id, lsp.TextEdit(range=edit_range, new_text=new), version
+
+
+CONFIRM = "quicksilver"   # the change annotation a model's edit carries
+
+
+def offered_edit(ls: QuicksilverServer, uri: str, edit: lsp.TextEdit, version: int | None,
+                 label: str) -> lsp.WorkspaceEdit:
+    """A model's edit as the client should get it: where the client supports change annotations (VS Code), an
+    annotated edit that needs the user's confirmation (a preview to accept or discard, not applied blindly), bound
+    to the document version it was made for (a document changed since is left alone); elsewhere plain changes."""
+    caps = getattr(getattr(ls.client_capabilities, "workspace", None), "workspace_edit", None)
+    if caps is None or not caps.document_changes or caps.change_annotation_support is None:
+        return lsp.WorkspaceEdit(changes={uri: [edit]})
+    return lsp.WorkspaceEdit(
+        document_changes=[lsp.TextDocumentEdit(
+            text_document=lsp.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
+            edits=[lsp.AnnotatedTextEdit(range=edit.range, new_text=edit.new_text, annotation_id=CONFIRM)])],
+        change_annotations={CONFIRM: lsp.ChangeAnnotation(
+            label=label, needs_confirmation=True, description="written by the model: check it before accepting")})
 
 
 def create_server(backend, cache: bool = True, min_confidence: float = EDITOR_MIN_CONFIDENCE) -> QuicksilverServer:
@@ -281,9 +301,10 @@ def create_server(backend, cache: bool = True, min_confidence: float = EDITOR_MI
             raise JsonRpcInvalidParams(str(e))
         if got is None:
             return {"applied": False}
-        cid, edit = got
+        cid, edit, version = got
+        label = f"quicksilver: {ACTIONS[mode]}"
         answer = await ls.workspace_apply_edit_async(lsp.ApplyWorkspaceEditParams(
-            edit=lsp.WorkspaceEdit(changes={uri: [edit]}), label=f"quicksilver: {ACTIONS[mode]}"))
+            edit=offered_edit(ls, uri, edit, version, label), label=label))
         log.info("block edit %s (%s) applied: %s", cid, mode, answer.applied)
         return {"applied": answer.applied, "id": cid}
 
@@ -310,8 +331,8 @@ def create_server(backend, cache: bool = True, min_confidence: float = EDITOR_MI
             raise JsonRpcInvalidParams(str(e))
         if got is None:
             return None
-        cid, edit = got
-        return {"id": cid, "edit": conv.unstructure(edit)}
+        cid, edit, version = got
+        return {"id": cid, "edit": conv.unstructure(edit), "version": version}
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: QuicksilverServer, params: lsp.DidChangeTextDocumentParams):

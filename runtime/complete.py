@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from runtime.engine import DEFAULT_MAX_NEW_TOKENS, Engine, Request
+from runtime.engine import DEFAULT_MAX_NEW_TOKENS, THRESHOLD, Engine, Request
 from runtime.session import ModelError, load
 
 
@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
     p.add_argument("--mode", choices=["infill", "completion"], default="infill", help="fill between, or continue")
     p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="window size in tokens")
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy and deterministic")
-    p.add_argument("--threshold", type=float, default=0.9, help="commit slots at least this confident per step")
+    p.add_argument("--threshold", type=float, default=THRESHOLD, help="commit slots at least this confident per step")
     p.add_argument("--block", type=int, help="decode the window in blocks of this many tokens")
     p.add_argument("--single-line", action="store_true", help="stop at the end of the line")
     p.add_argument("--stats", action="store_true", help="print steps, forward passes and time to stderr")

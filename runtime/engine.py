@@ -11,7 +11,7 @@ import numpy as np
 
 from runtime.context import fit
 from runtime.postprocess import clean_completion, heal, line_end, unheal_end
-from runtime.sampler import Denoiser, Frame, Result, SamplerOptions, SpecialIds
+from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, Frame, Result, SamplerOptions, SpecialIds
 from runtime.session import LoadedModel
 from runtime.syntax import end_guard, error_count, infer_language, keep_valid, trim_to_scope, wants_block
 
@@ -29,7 +29,6 @@ EDITOR_MIN_CONFIDENCE = 0.45   # chosen at cursor seed 0: 28 % of cursors shown,
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
 EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
 EDIT_MIN_KEPT = 0.5               # a rewrite keeping less than this share of its block's text is not offered
-DEFAULT_EOM_BIAS = 2.0            # unknown-length infill overfills its window without it: see `quicksilver eval heldout`
 ROPE_THETA = 10000.0              # the shipped model's RoPE base (model/network.py), unless its card says otherwise
 REFRESH_EVERY = 0                 # context cache: recompute the whole sequence every N steps (0: only the first)
 CONTEXT_CACHE_ENTRIES = 8         # contexts kept across requests (≈ 10 MB each for the shipped model at 384 tokens)
@@ -50,8 +49,8 @@ class Request:
     stop: tuple[str, ...] = ()
     deadline_ms: float | None = None
     block: int | None = None          # default: the whole window in one block
-    threshold: float = 0.9
-    eom_bias: float = DEFAULT_EOM_BIAS
+    threshold: float = THRESHOLD
+    eom_bias: float = EOM_BIAS
     existing: str = ""                # edit mode: the block being rewritten (between prefix and suffix)
     edit: str = "all"                 # edit mode: 'all', 'repair', or 'none'
     single_line: bool = False         # end the result at the first newline
@@ -217,7 +216,8 @@ class Engine:
     skips the full pass altogether."""
 
     def __init__(self, model: LoadedModel, context_tokens: int = DEFAULT_CONTEXT_TOKENS, kv_cache: bool = True,
-                 refresh_every: int = REFRESH_EVERY, prefill: bool = True):
+                 refresh_every: int = REFRESH_EVERY, prefill: bool = True,
+                 stale_tokens: int = STALE_TOKENS):
         self.model, self.tok = model, model.tokenizer
         self.special = SpecialIds.from_tokenizer(self.tok)
         self.max_len = int(model.card["config"]["max_len"])
@@ -225,6 +225,7 @@ class Engine:
         self.kv_cache = kv_cache and model.cached
         self.refresh_every = refresh_every
         self.prefill = prefill   # False: healed text is decoded token by token (the old way; kept to compare)
+        self.stale_tokens = stale_tokens   # -1: a new request reuses only an identical context
         self._contexts: OrderedDict[bytes, ContextCache] = OrderedDict()   # by the whole sequence (exact)
         self._near: OrderedDict[bytes, ContextCache] = OrderedDict()       # by prefix and suffix (keystrokes)
         self.rope_theta = float(model.card["config"].get("rope_theta", ROPE_THETA))
@@ -339,14 +340,14 @@ class Engine:
 
     def _kept_context(self, d: Denoiser) -> ContextCache | None:
         """A kept context for a new request: the same sequence (exact), or the same prefix and suffix around a
-        window changed in at most STALE_TOKENS slots — the next keystroke (Fast-dLLM's approximate cache, across
+        window changed in at most `stale_tokens` slots — the next keystroke (Fast-dLLM's approximate cache, across
         requests instead of across blocks)."""
         if (key := self._context_key(d)) in self._contexts:
             self._contexts.move_to_end(key)
             return self._contexts[key]
         c = self._near.get(key := self._near_key(d))
-        if c is None or d.active() != (d.start, d.end) or \
-                window_changes(c.window, d.inputs()[d.start:d.end], self.special.mask) > STALE_TOKENS:
+        if c is None or self.stale_tokens < 0 or d.active() != (d.start, d.end) or \
+                window_changes(c.window, d.inputs()[d.start:d.end], self.special.mask) > self.stale_tokens:
             return None
         self._near.move_to_end(key)
         d.stats.context_reused = True

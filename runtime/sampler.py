@@ -47,20 +47,23 @@ END_THRESHOLD = 0.97         # an end marker committed in the same step as the c
                              # (held-out editor cursors: at 0.9 one answer in 90 ended shorter than one at a time)
 GUARD_TRIES = 8              # ending tokens may_end refuses at one slot before every ending token is barred there
 EDIT_MODES = ("all", "repair", "none")
+THRESHOLD = 0.9              # the default commit threshold (a request's, a sampler's): the one place it is set
+EOM_BIAS = 2.0               # the default <|eom|> bias: unknown-length infill overfills its window without it (see
+                             # `quicksilver eval heldout`)
 
 
 @dataclass
 class SamplerOptions:
     window: int = 32
     block: int = 32
-    threshold: float = 0.9
+    threshold: float = THRESHOLD
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
     deadline: float | None = None
     edit: str = "all"
-    eom_bias: float = 0.0
+    eom_bias: float = EOM_BIAS
     forced: str = ""
     fill_line: bool = False
     parallel_ends: bool = True

@@ -128,20 +128,19 @@ def typed(n: int) -> Request:
     return Request(prefix=PREFIX.rstrip(" ") + LINE[:n], suffix=SUFFIX, max_new_tokens=8, threshold=1.0)
 
 
-def test_typing_a_line_reuses_the_context_across_keystrokes(tiny_engine, monkeypatch):
+def test_typing_a_line_reuses_the_context_across_keystrokes(tiny_engine):
     model = Counting(tiny_engine.model)
     full = {}
-    for stale in (0, engine_module.STALE_TOKENS):
-        monkeypatch.setattr(engine_module, "STALE_TOKENS", stale)
-        engine, model.full = Engine(model), 0
+    for stale in (-1, engine_module.STALE_TOKENS):
+        engine, model.full = Engine(model, stale_tokens=stale), 0
         for n in range(9, len(LINE) + 1):  # the line typed key by key after its indentation
             engine.complete(typed(n))
         full[stale] = model.full
     keystrokes = len(LINE) - 8
     # without reuse, every keystroke that completes a piece of the line (and so changes the window) pays a full
     # pass; with it, only those that change the window in more than STALE_TOKENS slots since the kept context
-    assert full[0] >= 6
-    assert full[engine_module.STALE_TOKENS] <= max(2, full[0] // 2) and full[engine_module.STALE_TOKENS] < keystrokes / 4
+    assert full[-1] >= 6
+    assert full[engine_module.STALE_TOKENS] <= max(2, full[-1] // 2) and full[engine_module.STALE_TOKENS] < keystrokes / 4
     with pytest.raises(ValueError, match="window_multiple"):
         Request(prefix="x", window_multiple=0)
 

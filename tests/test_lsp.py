@@ -160,14 +160,49 @@ async def test_code_action_applies_a_block_edit_through_apply_edit(session):
         assert "not offered" in str(e) and not client.edits
     else:
         assert answer["applied"] is True and len(client.edits) == 1
-        edit = client.edits[0].edit.changes[URI][0]
+        edit = offered(client.edits[0].edit)
         assert edit.range.start == at(3, 0) and edit.range.end == at(5, 0)   # the whole function (tree-sitter)
         assert len(edit.new_text.strip()) >= 0.5 * len("".join(TEXT.splitlines(True)[3:5]).strip())
         client.edits.clear()
     answer = await client.workspace_execute_command_async(lsp.ExecuteCommandParams(   # completing is never refused
         command="quicksilver.editBlock", arguments=[URI, rng, "complete"]))
     assert answer["applied"] is True and len(client.edits) == 1
-    assert client.edits[0].edit.changes[URI][0].range.start == at(5, 0)   # after the function, inside its scope
+    assert offered(client.edits[0].edit).range.start == at(5, 0)   # after the function, inside its scope
+
+
+def offered(edit: lsp.WorkspaceEdit) -> lsp.TextEdit:
+    """The one text edit of a model's workspace edit, checked to need the user's confirmation (VS Code's
+    capabilities, which these sessions declare, support change annotations)."""
+    assert edit.changes is None and len(edit.document_changes) == 1
+    change = edit.document_changes[0]
+    assert change.text_document.uri == URI and change.text_document.version == 1
+    (text_edit,) = change.edits
+    assert edit.change_annotations[text_edit.annotation_id].needs_confirmation is True
+    return text_edit
+
+
+async def test_a_client_without_change_annotations_gets_plain_changes(tiny_model_dir):
+    c = make_test_lsp_client()
+    edits = []
+
+    @c.feature(lsp.WORKSPACE_APPLY_EDIT)
+    def apply_edit(params: lsp.ApplyWorkspaceEditParams):
+        edits.append(params)
+        return lsp.ApplyWorkspaceEditResult(applied=True)
+
+    await c.start_io(sys.executable, "-m", "runtime.cli", "lsp", "--model", str(tiny_model_dir), "--min-confidence",
+                     "0", cwd=str(ROOT))
+    await c.initialize_session(lsp.InitializeParams(capabilities=client_capabilities("neovim"), root_uri="file:///tmp"))
+    try:
+        open_document(c, URI, TEXT)
+        rng = {"start": {"line": 4, "character": 8}, "end": {"line": 4, "character": 8}}
+        answer = await c.workspace_execute_command_async(lsp.ExecuteCommandParams(
+            command="quicksilver.editBlock", arguments=[URI, rng, "complete"]))
+        assert answer["applied"] is True and len(edits) == 1
+        assert edits[0].edit.document_changes is None and edits[0].edit.changes[URI][0].range.start == at(5, 0)
+    finally:
+        await c.shutdown_session()
+        await c.stop()
 
 
 async def test_edit_block_request_and_bad_mode(session):

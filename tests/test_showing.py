@@ -34,8 +34,9 @@ def test_the_window_is_the_engines_choice_and_max_tokens_only_caps_it(tiny_engin
     ("import typing\nimport typing\nimport typing", "import os\n", "\n", "import typing\n"),          # a loop
     ("s += x\n    return s\n", "    for x in xs:\n        ", "\n    return s\n", "s += x\n"),      # the next line
     ("s = 0\n    for x in xs:\n", "    total = 0\n    ", "\n    for x in xs:\n", "s = 0\n"),   # ran into the suffix
-    ("return False\n", "    if x:\n        return False\n    if y:\n        ", "\n", "return False\n"),  # may recur
-    ("return x\n", "def f(x):\n    ", "\n\ndef g(y):\n    return x\n", "return x\n"),           # further off: kept
+    ("return False\n", "    if x:\n        return False\n    if y:\n        ", "\n", ""),    # the line above, again
+    ("return x\n", "def f(x):\n    ", "\n\ndef g(y):\n    y += 1\n    y *= 2\n    return x\n", "return x\n"),  # far
+    ("total = 0\n", "    total = 0\n    for x in xs:\n        ", "\n", ""),                     # 2 lines up
     ("pass\n    pass\n", "    if x:\n        ", "\n", "pass\n    pass\n"),                       # trivial lines
 ])
 def test_a_repeated_or_rewritten_line_is_cut(text, prefix, suffix, kept):
