@@ -12,6 +12,7 @@ EVALS = {
     "load": ("evals.loadtest", "bounded load test of the real server on loopback"),
     "api": ("evals.api", "HumanEval infilling through /v1/completions as an OpenAI client asks (max_tokens, no language)"),
     "editor": ("evals.editor", "what editors receive: held-out cursors asked through the server as clients ask"),
+    "calibrate": ("evals.calibrate", "fit the confidence calibrator on held-out editor cursors (written beside the model)"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
 }
 

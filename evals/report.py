@@ -211,6 +211,22 @@ def report(results: Path, model_dir: Path | None = None) -> str:
                          f"{r['superseded']} | {r['cache_hits']} | {num(r['p50_ms'])} | {num(r['p95_ms'])} |")
         lines += ["", "Latency runs from didChange to the inline completion response, over the requests answered "
                       "before the next keystroke (150 ms, 800 ms after Enter).", ""]
+    replay = data.get("typing-replay")
+    if isinstance(replay, dict) and replay.get("typing"):
+        t = replay["typing"]
+        lines += [f"## Typing replay through the server (`{replay['command']}`)", "",
+                  f"{t['lines']} lines of held-out files typed one character at a time mid-file, a single-line "
+                  "`/v1/completions` request after each keystroke (max_tokens 32, stop \"\\n\"), one stream; the "
+                  "modes run line by line in turn.", "",
+                  "| engine | keystrokes | p50 ms | p95 ms | passes (median) | tokens (median) | tokens / pass | "
+                  "context reused | suggestion = rest of line | server p50: tokenize / passes / sampler / post ms |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for mode, m in t["modes"].items():
+            split = " / ".join(f"{v:.1f}" for v in m["server_ms_p50"].values())
+            lines.append(f"| {mode} | {m['keystrokes']} | {num(m['p50_ms'])} | {num(m['p95_ms'])} | "
+                         f"{m['passes_p50']:.0f} | {m['tokens_p50']:.0f} | {m['tokens_per_pass']:.2f} | "
+                         f"{pct(m['context_reused'])} | {pct(m['right_rest_of_line'])} | {split} |")
+        lines.append("")
     load_test = data.get("loadtest")
     if isinstance(load_test, dict):
         lines += ["## Server under load (`quicksilver eval load --json evals/results/loadtest.json`)", "",

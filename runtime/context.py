@@ -21,13 +21,16 @@ _counts: dict[tuple[int, str], int] = {}
 
 
 def _count(tok, lines: list[str]) -> list[int]:
-    """Token counts of lines, remembered across requests."""
-    new = [l for l in dict.fromkeys(lines) if (id(tok), l) not in _counts]
+    """Token counts of lines, remembered across requests (safe to call from several threads: a line another
+    thread's clearing drops is just counted again)."""
+    known = {l: n for l in dict.fromkeys(lines) if (n := _counts.get((id(tok), l))) is not None}
+    new = [l for l in dict.fromkeys(lines) if l not in known]
     if new:
         if len(_counts) + len(new) > COUNTS_KEPT:
             _counts.clear()
-        _counts.update(((id(tok), l), len(ids)) for l, ids in zip(new, tok.encode_batch(new)))
-    return [_counts[id(tok), l] for l in lines]
+        for line, ids in zip(new, tok.encode_batch(new)):
+            known[line] = _counts[id(tok), line] = len(ids)
+    return [known[l] for l in lines]
 
 
 def _line_counts(tok, lines: list[str], budget: int, from_end: bool) -> list[int]:

@@ -9,6 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
+from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.postprocess import clean_completion, heal, line_end, unheal_end
 from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, Frame, Result, SamplerOptions, SpecialIds
@@ -22,10 +23,13 @@ DEFAULT_CONTEXT_TOKENS = 384      # prefix + window + suffix; smaller is faster 
 # for, and a client's max_tokens / n_predict only caps it: 12 slots for a line (held-out corpus lines: exact 8.3 /
 # 8.7 / 7.0 / 4.7 / 4.0 % at 8 / 12 / 16 / 24 / 32 slots, docs/history.md), WINDOWS["block"] for a block.
 WINDOWS = {"line": 12, "block": 32}
-# Editors (/infill, the language server) show nothing when a completion's confidence is below this: chosen on the
-# precision/coverage curve of held-out editor cursors (`quicksilver eval editor`, evals/results/editor.json).
-# /v1/completions withholds only when asked (a request's min_confidence, or serve --min-confidence).
-EDITOR_MIN_CONFIDENCE = 0.45   # chosen at cursor seed 0: 28 % of cursors shown, 38 % of them exactly right
+# Editors (/infill, the language server) show nothing when a completion's confidence is below this. With the
+# model's calibrator (runtime/confidence.py) the confidence is the estimated chance that the first line is right;
+# chosen on held-out editor cursors of seed 0 (`quicksilver eval editor --seed 0`) as the highest threshold that
+# still shows a completion at 25 % of the cursors (26.7 % shown, 40.6 % of them exactly right; 14 % of all
+# cursors have an exactly right answer to show). /v1/completions withholds only when asked (a request's
+# min_confidence, or serve --min-confidence).
+EDITOR_MIN_CONFIDENCE = 0.18
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
 EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
 EDIT_MIN_KEPT = 0.5               # a rewrite keeping less than this share of its block's text is not offered
@@ -229,6 +233,7 @@ class Engine:
         self._contexts: OrderedDict[bytes, ContextCache] = OrderedDict()   # by the whole sequence (exact)
         self._near: OrderedDict[bytes, ContextCache] = OrderedDict()       # by prefix and suffix (keystrokes)
         self.rope_theta = float(model.card["config"].get("rope_theta", ROPE_THETA))
+        self.calibrator = Calibrator.load(model.model_dir, model.card.get("files", {}).get(model.model_file, ""))
         self._stacked: tuple[list[ContextCache], np.ndarray, np.ndarray] | None = None
 
     def denoiser(self, req: Request) -> Denoiser:
@@ -283,6 +288,10 @@ class Engine:
         why = harm(req, text)
         d.stats.post_ms = 1000 * (time.perf_counter() - t0)
         stats = vars(res.stats).copy()
+        if self.calibrator is not None and req.mode != "edit" and text:
+            suffix = req.suffix if req.mode == "infill" else ""
+            stats["confidence"] = self.calibrator(features(d.generated_probs, text, res.text, req.prefix, suffix,
+                                                           res.stats.stop_reason))
         if why is not None:   # never offered: the front ends report why instead
             text, stats["refused"] = "", why
         return Completion(req.id, text, res.text, stats)

@@ -370,6 +370,7 @@ class Denoiser:
         # one unsure token is enough to make a line wrong: on held-out editor cursors the least probable token
         # separated right from wrong answers better than the tokens' geometric mean (evals/editor.py)
         probs = self.prob[healed:len(tokens) + ended]
+        self.generated_probs = probs.copy()   # for the engine's calibrator (runtime/confidence.py)
         self.stats.confidence = float(probs.min()) if len(probs) else 0.0
         self.stats.tokens_per_forward = self.stats.tokens / max(1, self.stats.forward_passes)
         self.stats.ms = 1000 * (time.perf_counter() - self.t0)

@@ -116,3 +116,11 @@ def test_every_completion_says_where_its_time_went(shipped):
     parts = [c.stats[k] for k in ("tokenize_ms", "pass_ms", "sample_ms", "post_ms")]
     assert all(p > 0 for p in parts) and sum(parts) <= wall
     assert c.stats["pass_ms"] > c.stats["sample_ms"]   # a forward pass costs more than the sampler's step
+
+
+def test_line_counts_survive_the_memory_filling_up(shipped, monkeypatch):
+    monkeypatch.setattr(context, "COUNTS_KEPT", 8)     # cleared on almost every call
+    tok = shipped.tokenizer
+    lines = [f"x{i} = {i}\n" for i in range(40)]
+    for _ in range(3):
+        assert context._count(tok, lines[:20] + lines[10:30]) == [len(tok.encode(l)) for l in lines[:20] + lines[10:30]]
