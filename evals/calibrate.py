@@ -1,7 +1,8 @@
 """quicksilver eval calibrate: fit the confidence calibrator (runtime/confidence.py) of a model.
 
 Cursors of the editor eval's kinds are drawn from its held-out files with seeds the editor eval does not report
-(seed 0 chooses the editors' threshold, seed 1 is the reported run; the calibrator is fitted on 2–6 by default),
+(seed 0 chooses the editors' threshold, seed 1 is the reported run; the calibrator is fitted on 2–6 by default,
+leaving out any cursor at a line those two seeds ask about),
 asked as /v1/completions asks (an infill with max_tokens 64, no language), and labelled with whether the first
 line shown is the file's line. A logistic regression of that label on the decoding's features (torch's L-BFGS,
 a little L2) is written beside the model as calibrator.json, with the model file's hash, so the engine uses it
@@ -23,11 +24,16 @@ SEEDS = (2, 3, 4, 5, 6)
 L2 = 1e-2
 
 
-def collect(engine: Engine, seeds, per_kind: int) -> list[dict]:
-    """(features, exact) for every shown answer at these cursors."""
+EVAL_SEEDS, EVAL_PER_KIND = (0, 1), 40   # the editor eval's cursors: never fitted on
+
+
+def collect(engine: Engine, seeds, per_kind: int, skip: set | None = None) -> list[dict]:
+    """(features, exact) for every shown answer at these cursors, leaving out the (file, line)s in `skip`."""
     rows, files = [], heldout_files()
     for seed in seeds:
         for c in cursors(files, per_kind, seed):
+            if skip and (c["file"], c["line"]) in skip:
+                continue
             req = Request(prefix=c["prefix"], suffix=c["suffix"], mode="infill", max_new_tokens=64)
             d = engine.denoiser(req)
             while not d.done:
@@ -86,15 +92,20 @@ def run(args) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     if {0, 1} & set(seeds):
         raise SystemExit("seeds 0 and 1 are the editor eval's (threshold and report): fit on others")
+    if args.check_seed in seeds:
+        raise SystemExit(f"the check seed {args.check_seed} is one of the seeds fitted on")
     model = load(args.model)
     engine = Engine(model)
     engine.calibrator = None   # the features do not depend on it; the comparison below must not either
-    rows = collect(engine, seeds, args.per_kind)
+    files = heldout_files()   # another seed may draw a line the editor eval asks about: left out
+    skip = {(c["file"], c["line"]) for s in EVAL_SEEDS for c in cursors(files, EVAL_PER_KIND, s)}
+    rows = collect(engine, seeds, args.per_kind, skip)
     weights, bias, logloss = fit(rows)
     sha = model.card["files"][model.model_file]
     cal = Calibrator(weights, bias, {
         "model_file": model.model_file, "model_sha256": sha, "seeds": seeds, "per_kind": args.per_kind,
         "answers": len(rows), "right": sum(r["exact"] for r in rows), "train_logloss": logloss,
+        "left_out": "cursors at a (file, line) of the editor eval's seeds 0 and 1 (per kind 40)",
         "decoding_revision": DECODING_REVISION,
         "command": f"quicksilver eval calibrate --seeds {args.seeds} --per-kind {args.per_kind}"
                    + (f" --model {args.model}" if args.model else "")})

@@ -2,7 +2,9 @@
 standard library files the corpus holds out by content hash: never trained on, never HumanEval) at the places
 people ask for completions — the end of a partially typed line, a fresh line in a block, a missing line — and asked
 through a real server on 127.0.0.1 exactly as clients ask: `/v1/completions` at the `max_tokens` editor plugins
-send (no language), and `/infill` with llama.vim's request.
+send (no language), `/infill` with llama.vim's request, and `quicksilver lsp` (a language-server process on the
+same model, each cursor's file opened as a Python document, an inline completion requested at the cursor, with
+the editors' default abstention; it reports no confidence, so it is left out of the curve).
 
 Per client: the shown rate (a non-empty answer), the degenerate rate among shown answers (a line the answer
 repeats, or a line of the code around the cursor re-written), exact-line precision of what is shown (the cursor's
@@ -123,6 +125,40 @@ def ask(http: httpx.Client, client: str, c: dict) -> tuple[str, float]:
     return r.json()["content"], r.json().get("confidence", 0.0)
 
 
+async def ask_lsp(points: list[dict], model_dir: Path | None) -> list[tuple[str, float, float]]:
+    """(text, confidence (unknown: 0), ms) for every cursor, from one `quicksilver lsp` process."""
+    import sys
+
+    from lsprotocol import types as lsp
+    from pygls.lsp.client import LanguageClient
+
+    from evals.typing import ROOT, position
+    client = LanguageClient("quicksilver-editor-eval", "1")
+    args = ["-m", "runtime.cli", "lsp"] + (["--model", str(model_dir)] if model_dir else [])
+    await client.start_io(sys.executable, *args, cwd=str(ROOT))
+    await client.initialize_async(lsp.InitializeParams(capabilities=lsp.ClientCapabilities(), process_id=None))
+    client.initialized(lsp.InitializedParams())
+    out = []
+    try:
+        for i, c in enumerate(points):
+            uri, text = f"file:///editor-eval/{i}/{c['file']}", c["prefix"] + c["suffix"]
+            client.text_document_did_open(lsp.DidOpenTextDocumentParams(
+                text_document=lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+            t0 = time.perf_counter()
+            got = await client.text_document_inline_completion_async(lsp.InlineCompletionParams(
+                text_document=lsp.TextDocumentIdentifier(uri=uri), position=position(text, len(c["prefix"])),
+                context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked)))
+            items = got.items if hasattr(got, "items") else (got or [])
+            out.append((items[0].insert_text if items else "", 0.0, 1000 * (time.perf_counter() - t0)))
+            client.text_document_did_close(lsp.DidCloseTextDocumentParams(
+                text_document=lsp.TextDocumentIdentifier(uri=uri)))
+    finally:
+        await client.shutdown_async(None)
+        client.exit(None)
+        await client.stop()
+    return out
+
+
 def summarise(rows: list[dict]) -> dict:
     shown = [r for r in rows if r["shown"]]
     ms = np.array([r["ms"] for r in rows])
@@ -205,10 +241,17 @@ def evaluate(model_dir: Path | None, per_kind: int, clients: list[str], url: str
             model = http.get("/v1/models").json()["data"][0]["id"]
             for client in clients:
                 these = []
-                for c in points:
+                if client == "lsp":
+                    import asyncio
+                    answers = asyncio.run(ask_lsp(points, model_dir))
+                for i, c in enumerate(points):
                     t0 = time.perf_counter()
-                    text, confidence = ask(http, client, c)
-                    these.append({**judge(c, text), "ms": 1000 * (time.perf_counter() - t0), "kind": c["kind"],
+                    if client == "lsp":
+                        text, confidence, ms = answers[i]
+                    else:
+                        text, confidence = ask(http, client, c)
+                        ms = 1000 * (time.perf_counter() - t0)
+                    these.append({**judge(c, text), "ms": ms, "kind": c["kind"],
                                   "confidence": confidence,
                                   "client": client, "file": c["file"], "line": c["line"], "text": text})
                 results[client] = summarise(these) | {k: summarise([r for r in these if r["kind"] == k]) for k in KINDS}
@@ -229,8 +272,8 @@ def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
     p.add_argument("--url", help="a running server to ask instead of starting one (e.g. http://127.0.0.1:8000)")
     p.add_argument("--per-kind", type=int, default=40, help="cursors of each kind (partial line, blank line, missing line)")
-    p.add_argument("--clients", default=",".join([f"completions-{n}" for n in COMPLETION_TOKENS] + ["infill-llama.vim"]),
-                   help="comma-separated: completions-N (max_tokens N), infill-llama.vim")
+    p.add_argument("--clients", default=",".join([f"completions-{n}" for n in COMPLETION_TOKENS] + ["infill-llama.vim", "lsp"]),
+                   help="comma-separated: completions-N (max_tokens N), infill-llama.vim, lsp")
     p.add_argument("--seed", type=int, default=SEED, help="which cursors (thresholds were chosen at seed 0)")
     p.add_argument("--json", type=Path, help="write the results (with every answer) here")
     p.add_argument("--plot", type=Path, help="write the precision/coverage plot (PNG) here")

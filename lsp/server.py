@@ -24,7 +24,8 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
-from runtime.engine import EDITOR_MIN_CONFIDENCE, Completion, Request, withheld
+from runtime.engine import (EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Completion, Request,
+                            editor_min_confidence, withheld)
 from runtime.syntax import enclosing_block, language_of, wants_block
 
 log = logging.getLogger("quicksilver.lsp")
@@ -79,9 +80,10 @@ class CompletionCache:
 
 
 class QuicksilverServer(LanguageServer):
-    def __init__(self, backend, cache: bool = True, min_confidence: float = EDITOR_MIN_CONFIDENCE):
+    def __init__(self, backend, cache: bool = True, min_confidence: float | None = None):
         super().__init__("quicksilver", "0.2.0", protocol_cls=Protocol)
         self.min_confidence = min_confidence             # completions less confident than this are not shown
+                                                         # (None: the editors' default for the model)
         self.backend = backend                           # LocalBackend (in-process) or RemoteBackend (lsp/remote.py)
         self.running: dict[str, asyncio.Task] = {}      # document uri → the request running on it
         self.cache = CompletionCache(CACHE_ENTRIES if cache else 0)
@@ -179,9 +181,9 @@ async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position) -
             return None
         if result is None or not result.text.strip():
             return None
-        if withheld(result, ls.min_confidence):   # nothing rather than noise
-            log.info("completion %s withheld: confidence %.2f < %.2f", result.id, result.stats["confidence"],
-                     ls.min_confidence)
+        floor = editor_min_confidence(result) if ls.min_confidence is None else ls.min_confidence
+        if withheld(result, floor):   # nothing rather than noise
+            log.info("completion %s withheld: confidence %.2f < %.2f", result.id, result.stats["confidence"], floor)
             return None
         ls.cache.put(uri, prefix, suffix, result.id, result.text)
         hit = result.id, result.text
@@ -253,7 +255,7 @@ def offered_edit(ls: QuicksilverServer, uri: str, edit: lsp.TextEdit, version: i
             label=label, needs_confirmation=True, description="written by the model: check it before accepting")})
 
 
-def create_server(backend, cache: bool = True, min_confidence: float = EDITOR_MIN_CONFIDENCE) -> QuicksilverServer:
+def create_server(backend, cache: bool = True, min_confidence: float | None = None) -> QuicksilverServer:
     server = QuicksilverServer(backend, cache, min_confidence)
 
     @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions())
@@ -391,8 +393,9 @@ def add_arguments(p) -> None:
     p.add_argument("--api-key", help="the server's API key (with --server)")
     p.add_argument("--no-completion-cache", dest="completion_cache", action="store_false",
                    help="always ask the model (no serving of typed-ahead completions from the cache)")
-    p.add_argument("--min-confidence", type=float, default=EDITOR_MIN_CONFIDENCE, metavar="P",
-                   help=f"show no completion less confident than P in [0, 1] (default {EDITOR_MIN_CONFIDENCE}; 0 shows all)")
+    p.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                   help=f"show no completion less confident than P in [0, 1] (default {EDITOR_MIN_CONFIDENCE} with the "
+                        f"model's calibrator, {UNCALIBRATED_MIN_CONFIDENCE} without; 0 shows all)")
     p.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio")
     p.add_argument("--host", default="127.0.0.1", help="TCP host")
     p.add_argument("--port", type=int, default=2087, help="TCP port")

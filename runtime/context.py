@@ -17,19 +17,24 @@ class Context:
 
 COUNT_CHUNK = 16      # lines tokenized at a time, outwards from the cursor, until the budget is spent
 COUNTS_KEPT = 16384   # lines whose token counts are remembered (a keystroke changes one line of the file)
-_counts: dict[tuple[int, str], int] = {}
+COUNTED_CHARS = 2000  # lines longer than this are counted every time (memory is bounded by lines × this)
 
 
 def _count(tok, lines: list[str]) -> list[int]:
-    """Token counts of lines, remembered across requests (safe to call from several threads: a line another
-    thread's clearing drops is just counted again)."""
-    known = {l: n for l in dict.fromkeys(lines) if (n := _counts.get((id(tok), l))) is not None}
+    """Token counts of lines, remembered on the tokenizer across requests (safe from several threads: a line
+    another thread's clearing drops is just counted again)."""
+    memo = getattr(tok, "_line_counts", None)
+    if memo is None:
+        memo = tok._line_counts = {}
+    known = {l: n for l in dict.fromkeys(lines) if (n := memo.get(l)) is not None}
     new = [l for l in dict.fromkeys(lines) if l not in known]
     if new:
-        if len(_counts) + len(new) > COUNTS_KEPT:
-            _counts.clear()
+        if len(memo) + len(new) > COUNTS_KEPT:
+            memo.clear()
         for line, ids in zip(new, tok.encode_batch(new)):
-            known[line] = _counts[id(tok), line] = len(ids)
+            known[line] = len(ids)
+            if len(line) <= COUNTED_CHARS:
+                memo[line] = len(ids)
     return [known[l] for l in lines]
 
 

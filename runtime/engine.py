@@ -11,7 +11,7 @@ import numpy as np
 
 from runtime.confidence import Calibrator, features
 from runtime.context import fit
-from runtime.postprocess import clean_completion, heal, line_end, unheal_end
+from runtime.postprocess import SURE_REPEAT, clean_completion, heal, line_end, unheal_end
 from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, Frame, Result, SamplerOptions, SpecialIds
 from runtime.session import LoadedModel
 from runtime.syntax import end_guard, error_count, infer_language, keep_valid, trim_to_scope, wants_block
@@ -26,10 +26,12 @@ WINDOWS = {"line": 12, "block": 32}
 # Editors (/infill, the language server) show nothing when a completion's confidence is below this. With the
 # model's calibrator (runtime/confidence.py) the confidence is the estimated chance that the first line is right;
 # chosen on held-out editor cursors of seed 0 (`quicksilver eval editor --seed 0`) as the highest threshold that
-# still shows a completion at 25 % of the cursors (26.7 % shown, 40.6 % of them exactly right; 14 % of all
+# still shows a completion at 25 % of the cursors (25.0 % shown, 43.3 % of them exactly right; 14 % of all
 # cursors have an exactly right answer to show). /v1/completions withholds only when asked (a request's
 # min_confidence, or serve --min-confidence).
-EDITOR_MIN_CONFIDENCE = 0.18
+EDITOR_MIN_CONFIDENCE = 0.19
+UNCALIBRATED_MIN_CONFIDENCE = 0.45   # the same for a model without a calibrator, whose confidence is the least token
+                                     # probability (chosen at seed 0 before calibration: 28 % shown, 38 % right)
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
 EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
 EDIT_MIN_KEPT = 0.5               # a rewrite keeping less than this share of its block's text is not offered
@@ -106,6 +108,11 @@ def withheld(c: Completion, min_confidence: float | None) -> bool:
     return bool(min_confidence) and c.stats.get("confidence", 0.0) < min_confidence
 
 
+def editor_min_confidence(c: Completion) -> float:
+    """The editors' default threshold for this completion's confidence: calibrated, or the least probability."""
+    return EDITOR_MIN_CONFIDENCE if c.stats.get("calibrated") else UNCALIBRATED_MIN_CONFIDENCE
+
+
 def window_of(req: Request) -> int:
     """Slots for a completion or infill: the request's exact window, else the engine's choice for what the cursor
     asks for (a line, or a block on a blank line), capped by the client's max_new_tokens."""
@@ -133,13 +140,14 @@ def stops_of(req: Request) -> tuple[str, ...]:
     return tuple(req.stop) + ((echo,) if echo else ())
 
 
-def postprocess(req: Request, text: str, stop_reason: str) -> str:
+def postprocess(req: Request, text: str, stop_reason: str, confidence: float = 0.0) -> str:
     """Generated text → what the front ends show: healing undone, suffix repeats dropped, one line when asked; with
     a language, cut at the end of the cursor's scope and never breaking the syntax of a file that was valid."""
     suffix = req.suffix if req.mode != "completion" else ""
     if suffix and stop_reason == "eom":
         text = unheal_end(text, suffix)
-    return shape(req, clean_completion(text, req.prefix, suffix, single_line=req.single_line))
+    return shape(req, clean_completion(text, req.prefix, suffix, single_line=req.single_line,
+                                       sure=confidence >= SURE_REPEAT))
 
 
 def harm(req: Request, text: str) -> str | None:
@@ -270,11 +278,11 @@ class Engine:
         init, masked = None, None
         if existing is not None:
             init = (existing + [self.special.eom] * window)[:window]
-        elif self.prefill and (cut := self.tok.last_word_start(forced)) > 0:
+        elif self.prefill and (cut := self.tok.last_word_start(forced)) > 0 and \
+                len(fixed := self.tok.encode(forced[:cut])) < window:
             # healing in one pass: the tokens the typed text already fixes (every pre-tokenizer piece but the
             # last, which typing may still extend) are written into the window as committed; only the last
-            # piece is decoded under the constraint
-            fixed = self.tok.encode(forced[:cut])
+            # piece is decoded under the constraint (a cursor line longer than the window is not healed in it)
             init = fixed + [self.special.mask] * (window - len(fixed))
             masked = np.arange(window) >= len(fixed)
         d = Denoiser(ctx.prefix, init, ctx.suffix, opts, self.special, self.tok.decode, masked)
@@ -284,11 +292,12 @@ class Engine:
     def finish(self, req: Request, d: Denoiser) -> Completion:
         t0 = time.perf_counter()
         res: Result = d.result()
-        text = postprocess(req, res.text, res.stats.stop_reason)
+        text = postprocess(req, res.text, res.stats.stop_reason, res.stats.confidence)
         why = harm(req, text)
         d.stats.post_ms = 1000 * (time.perf_counter() - t0)
         stats = vars(res.stats).copy()
-        if self.calibrator is not None and req.mode != "edit" and text:
+        stats["calibrated"] = self.calibrator is not None and req.mode != "edit"
+        if stats["calibrated"] and text:
             suffix = req.suffix if req.mode == "infill" else ""
             stats["confidence"] = self.calibrator(features(d.generated_probs, text, res.text, req.prefix, suffix,
                                                            res.stats.stop_reason))
@@ -356,6 +365,7 @@ class Engine:
             return self._contexts[key]
         c = self._near.get(key := self._near_key(d))
         if c is None or self.stale_tokens < 0 or d.active() != (d.start, d.end) or \
+                c.region != (d.start, d.start + len(c.window)) or \
                 window_changes(c.window, d.inputs()[d.start:d.end], self.special.mask) > self.stale_tokens:
             return None
         self._near.move_to_end(key)

@@ -96,11 +96,11 @@ def test_a_long_file_is_tokenized_only_as_far_as_fits(shipped, monkeypatch):
     tok = shipped.tokenizer
     lines = [f"    value_{i} = compute({i}, {i * 7})\n" for i in range(5000)]
     prefix, suffix = "".join(lines[:3000]), "".join(lines[3000:])
-    context._counts.clear()
+    tok._line_counts = {}
     ctx = context.fit(tok, prefix, suffix, 300)
-    assert len(context._counts) < 200                          # not 5000 lines
+    assert len(tok._line_counts) < 200                         # not 5000 lines
     monkeypatch.setattr(context, "COUNT_CHUNK", 10 ** 9)       # every line counted: the same context
-    context._counts.clear()
+    tok._line_counts = {}
     whole = context.fit(tok, prefix, suffix, 300)
     assert (ctx.prefix, ctx.suffix, ctx.prefix_cut, ctx.suffix_cut) == \
         (whole.prefix, whole.suffix, whole.prefix_cut, whole.suffix_cut)
@@ -124,3 +124,9 @@ def test_line_counts_survive_the_memory_filling_up(shipped, monkeypatch):
     lines = [f"x{i} = {i}\n" for i in range(40)]
     for _ in range(3):
         assert context._count(tok, lines[:20] + lines[10:30]) == [len(tok.encode(l)) for l in lines[:20] + lines[10:30]]
+
+
+def test_a_cursor_line_longer_than_the_window_is_not_healed_in_it(shipped):
+    line = "    data = [" + ", ".join(f"'item{i}'" for i in range(400)) + ", 'ite"
+    c = Engine(shipped).complete(Request(prefix="def f():\n" + line, suffix="\n", max_new_tokens=16, stop=("\n",)))
+    assert c.stats["stop_reason"]   # an answer (maybe empty), not an IndexError

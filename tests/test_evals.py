@@ -284,7 +284,7 @@ def test_report_records_the_shipped_models_full_run_scores_in_its_card(tmp_path)
 
 
 @pytest.mark.parametrize("command", [["api", "--set", "single-line", "--limit", "3"],
-                                     ["editor", "--per-kind", "2", "--clients", "completions-64,infill-llama.vim"]])
+                                     ["editor", "--per-kind", "2", "--clients", "completions-64,infill-llama.vim,lsp"]])
 def test_the_product_path_evals_on_the_tiny_model(tiny_model_dir, tmp_path, command):
     """The evals that ask a real server as clients do: every answer recorded with what was measured."""
     out = tmp_path / "out.json"
@@ -296,6 +296,7 @@ def test_the_product_path_evals_on_the_tiny_model(tiny_model_dir, tmp_path, comm
         assert result["tasks"] == 3 and len(result["rows"]) == 3 and 0 <= result["pass@1"] <= 1
         assert result["route"] == "/v1/completions" and result["language"] is None
     else:
-        assert result["cursors"] == 6 and set(result["clients"]) == {"completions-64", "infill-llama.vim"}
+        assert result["cursors"] == 6 and set(result["clients"]) == {"completions-64", "infill-llama.vim", "lsp"}
+        assert len([r for r in result["rows"] if r["client"] == "lsp"]) == 6
         assert all("confidence" in r and "degenerate" in r for r in result["rows"])
         assert result["curve"] is None   # the curve is drawn from completions-128

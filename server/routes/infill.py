@@ -16,7 +16,8 @@ from fastapi import APIRouter, Request as HttpRequest
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from runtime.engine import EDITOR_MIN_CONFIDENCE, Completion, Request, withheld
+from runtime.engine import (EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Completion, Request,
+                            editor_min_confidence, withheld)
 from server.fields import JsonFloat, JsonInt, OptionalJsonFloat
 from server.generate import complete, run, stable_lines, submit
 from server.routes.completions import MAX_PROMPT_CHARS
@@ -46,9 +47,10 @@ class InfillBody(BaseModel):
     stream: StrictBool = False
     t_max_predict_ms: OptionalJsonFloat = Field(None, ge=0, allow_inf_nan=False, description="0 or null: no limit")
     response_fields: list[str] = Field([], max_length=64)
-    min_confidence: OptionalJsonFloat = Field(EDITOR_MIN_CONFIDENCE, ge=0, le=1, description=(
+    min_confidence: OptionalJsonFloat = Field(None, ge=0, le=1, description=(
         "an answer less confident than this comes back empty (editors show nothing rather than noise); "
-        "0 shows everything. A stream is never withheld."))
+        f"0 shows everything; default {EDITOR_MIN_CONFIDENCE} (the model's calibrated confidence), "
+        f"{UNCALIBRATED_MIN_CONFIDENCE} for a model without a calibrator. A stream is never withheld."))
 
 
 def to_request(body: InfillBody) -> Request:
@@ -64,15 +66,16 @@ def to_request(body: InfillBody) -> Request:
 
 def response(state, req: Request, c: Completion | None, min_confidence: float | None = None) -> dict:
     """llama.cpp's final response for a completion (None: nothing decoded, as for n_predict 0), with its
-    confidence; empty content when it is below `min_confidence`."""
+    confidence; empty content when it is below `min_confidence` (None: the editors' default; 0: never)."""
     stats = c.stats if c else {"tokens": 0, "ms": 0.0, "stop_reason": "limit", "steps": 0, "forward_passes": 0}
     prompt_n = len(state.engine.tok.encode(req.prefix + req.suffix))
     kind = STOP_TYPES.get(stats["stop_reason"], "none")
     word = next((s for s in req.stop if c and s in c.raw), "") if kind == "word" else ""
     predicted_ms = max(stats["ms"], 1e-6)
-    hide = c is not None and withheld(c, min_confidence)
+    hide = c is not None and withheld(c, editor_min_confidence(c) if min_confidence is None else min_confidence)
     return {"content": c.text if c and not hide else "", "tokens": [], "id_slot": 0, "stop": True,
             "model": state.model_name, "confidence": stats.get("confidence", 0.0), "withheld": hide,
+            "calibrated": bool(stats.get("calibrated")),
             "tokens_predicted": stats["tokens"], "tokens_evaluated": prompt_n, "tokens_cached": 0,
             "truncated": prompt_n > state.engine.context_tokens, "has_new_line": bool(c and "\n" in c.text),
             "stop_type": kind, "stopping_word": word, "stopped_eos": kind == "eos", "stopped_limit": kind == "limit",
@@ -121,7 +124,7 @@ async def _stream(state, req: Request, handle, fields: list[str]):
     async with aclosing(run(state, req, "/infill", handle)) as frames:   # a disconnect cancels the request
         async for item in frames:
             if isinstance(item, Completion):
-                final = response(state, req, item)
+                final = response(state, req, item, 0)   # a stream is never withheld
                 final["content"] = item.text[len(sent):] if item.text.startswith(sent) else ""
                 yield f"data: {json.dumps(select(final, fields))}\n\n"
                 return
