@@ -225,7 +225,9 @@ class Engine:
     only that block against them (Fast-dLLM's approximate dual cache: the context does not see newly committed
     tokens until a refresh — at each new block, and every `refresh_every` steps if set). Contexts are also kept
     across requests: the same context and window (a retry, the next keystroke inside a token, another sample)
-    skips the full pass altogether."""
+    skips the full pass altogether, and the same prefix and suffix around a window changed in at most
+    `stale_tokens` slots (the next keystroke) reuses the kept context with its suffix keys rotated to their new
+    positions — the same approximation, across requests."""
 
     def __init__(self, model: LoadedModel, context_tokens: int = DEFAULT_CONTEXT_TOKENS, kv_cache: bool = True,
                  refresh_every: int = REFRESH_EVERY, prefill: bool = True,

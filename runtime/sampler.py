@@ -180,7 +180,10 @@ class Denoiser:
         return self.ids
 
     def advance(self, logits: np.ndarray) -> Frame:
-        """Consume the logits of one forward pass for the window slots ((window, V) or longer)."""
+        """Consume the logits of one forward pass for the window slots ((window, V) or longer): one denoising step
+        — the block's masked slots, constrained where a policy says so (healing, a blank line's first text,
+        syntax-guided ends), are predicted, the commit rule picks which to keep, and decoding ends when nothing
+        is masked, a stop sequence is written, or the deadline has passed."""
         t0 = time.perf_counter()
         logits = logits[: self.end - self.start].copy()
         logits[:, self.special.banned] = -np.inf
@@ -189,37 +192,59 @@ class Denoiser:
         if self.scoring:
             return self._score(logits)
         self.stats.steps += 1
-        win = self.ids[self.start:self.end]
+        cand, heal = self._candidates(logits)
+        tokens, conf = choose(logits[cand], self.opts.temperature, self.opts.top_p, self.rng)
+        if self.opts.may_end is not None and not heal and cand[0] == self._first_masked():
+            tokens[0], conf[0] = self._guard_end(logits[cand[0]], int(tokens[0]), float(conf[0]))
+        commit = self._commit_rule(cand, tokens, conf)
+        ended = self._commit(cand[commit], tokens[commit], conf[commit])
+        reason = self._stop_reason()
+        if reason or not self.masked.any():
+            self.finish(reason or ("eom" if ended else "window"))
+        self.stats.sample_ms += 1000 * (time.perf_counter() - t0)
+        return self.frame()
+
+    def _candidates(self, logits: np.ndarray) -> tuple[np.ndarray, str]:
+        """The masked slots of the current block, and the forced text still to heal. While healing, only the
+        leftmost slot, and only tokens that agree with the forced text; while the cursor's line is blank, no end
+        or line break there (`_fill_line`). Constrains `logits` in place."""
         cand = np.flatnonzero(self.masked & self._block_mask())
         heal = self._healing_left()
-        if heal:  # only the leftmost slot, and only tokens that agree with the forced text
+        if heal:
             cand = cand[:1]
             if (ok := self.special.agrees(heal)).any():
                 logits[cand[0], ~ok] = -np.inf
         if not self.line_filled:
             self._fill_line(logits, cand, heal)
-        reason = ""
-        tokens, conf = choose(logits[cand], self.opts.temperature, self.opts.top_p, self.rng)
-        if self.opts.may_end is not None and not heal and cand[0] == int(np.flatnonzero(self.masked)[0]):
-            tokens[0], conf[0] = self._guard_end(logits[cand[0]], int(tokens[0]), float(conf[0]))
-        commit = self._commit_rule(cand, tokens, conf)
-        win[cand[commit]] = tokens[commit]
-        self.prob[cand[commit]] = np.clip(conf[commit], MIN_PROB, 1.0)
-        self.masked[cand[commit]] = False
+        return cand, heal
+
+    def _commit(self, slots: np.ndarray, tokens: np.ndarray, conf: np.ndarray) -> bool:
+        """Write the committed tokens; everything after the first committed end marker becomes padding. True when
+        the window holds an end marker."""
+        win = self.ids[self.start:self.end]
+        win[slots], self.masked[slots] = tokens, False
+        self.prob[slots] = np.clip(conf, MIN_PROB, 1.0)
         ends = np.flatnonzero(~self.masked & np.isin(win, self.special.ends))
-        if len(ends):  # everything after the first committed end marker is padding
+        if len(ends):
             win[ends[0]:] = self.special.eom
             self.masked[ends[0]:] = False
-        if self.opts.may_end is not None and self.opts.stop and not reason:
-            self._recheck_break()
-        if self.opts.stop and self._stopped():  # decode only when there is a stop sequence to look for
-            reason = "stop"
-        if not reason and self.masked.any() and self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
-            reason = "deadline"   # the result is the stable text: what is committed before the first masked slot
-        if reason or not self.masked.any():
-            self.finish(reason or ("eom" if len(ends) else "window"))
-        self.stats.sample_ms += 1000 * (time.perf_counter() - t0)
-        return self.frame()
+        return bool(len(ends))
+
+    def _stop_reason(self) -> str:
+        """'stop' once a stop sequence is written (a stop token committed early that `may_end` refuses is
+        re-masked first), 'deadline' once the deadline passed with slots still masked (the result is then the
+        stable text, committed before the first masked slot), else ''."""
+        if self.opts.stop:   # decode only when there is a stop sequence to look for
+            if self.opts.may_end is not None:
+                self._recheck_break()
+            if self._stopped():
+                return "stop"
+        if self.masked.any() and self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
+            return "deadline"
+        return ""
+
+    def _first_masked(self) -> int:
+        return int(np.flatnonzero(self.masked)[0])
 
     def _commit_rule(self, cand: np.ndarray, tokens: np.ndarray, conf: np.ndarray) -> np.ndarray:
         """Which candidate slots to commit this step (LLaDA's low-confidence remasking with a threshold, as in
@@ -228,7 +253,7 @@ class Denoiser:
         this step) — confident padding at the window's right edge must not creep leftwards over the content —
         and, with syntax guidance, only where the result may end."""
         is_end = np.isin(tokens, self.special.ends)
-        leftmost = cand == int(np.flatnonzero(self.masked)[0])
+        leftmost = cand == self._first_masked()
         commit = (conf >= self.opts.threshold) & ~is_end
         if not commit.any():   # nothing confident enough: the single most confident slot that may be committed
             commit[np.where(~is_end | leftmost, conf, -1.0).argmax()] = True
@@ -248,11 +273,9 @@ class Denoiser:
             return False
         if self.opts.may_end is None and self.line_filled:
             return True
-        lead = self.decode(win[:cand[k]].tolist())
-        if self.opts.forced:
-            if len(lead) < len(self.opts.forced):
-                return False
-            lead = lead[len(self.opts.forced):]
+        lead = self._past_forced(self.decode(win[:cand[k]].tolist()))
+        if lead is None:
+            return False
         if not self.line_filled and not lead.strip(" \t\r\n"):
             return False
         return self.opts.may_end is None or bool(self.opts.may_end(lead))
@@ -265,6 +288,13 @@ class Denoiser:
         return self.start + first, min(self.start + first + self.opts.block, self.end)
 
     # --- helpers ---------------------------------------------------------------------------------------
+    def _past_forced(self, text: str) -> str | None:
+        """The window's text after the forced (healed) text; None while the text does not cover it yet. (The
+        healing constraint keeps every committed lead a prefix or an extension of the forced text.)"""
+        if not self.opts.forced:
+            return text
+        return text[len(self.opts.forced):] if text.startswith(self.opts.forced) else None
+
     def _healing_left(self) -> str:
         """The part of the forced text that the committed leading tokens do not cover yet."""
         if not self.opts.forced:
@@ -274,13 +304,11 @@ class Denoiser:
 
     def _fill_line(self, logits: np.ndarray, cand: np.ndarray, heal: str) -> None:
         """While the cursor's line is blank, the leftmost masked slot may not end the result or break the line."""
-        text = self.decode(self._tokens())
-        if self.opts.forced:
-            text = text[len(self.opts.forced):]
+        text = self._past_forced(self.decode(self._tokens())) or ""
         if text.strip(" \t\r\n"):
             self.line_filled = True
             return
-        if "\n" in text or not len(cand) or cand[0] != int(np.flatnonzero(self.masked)[0]):
+        if "\n" in text or not len(cand) or cand[0] != self._first_masked():
             return  # the line was already broken, or the leftmost slot is not in this block
         if heal:  # the healed slot: what a token spells past the forced text must not break the line
             banned = self.special.breaks_after(heal)
@@ -306,19 +334,15 @@ class Denoiser:
         k = int(hits[0])
         if any(t in self.special.ends_set for t in win[:k].tolist()):
             return
-        lead = self.decode(win[:k].tolist())
-        if self.opts.forced:
-            if len(lead) < len(self.opts.forced):
-                return
-            lead = lead[len(self.opts.forced):]
+        lead = self._past_forced(self.decode(win[:k].tolist()))
+        if lead is None:
+            return
         if not self.opts.may_end(ended_text(lead, int(win[k]), self.opts.stop, self.special)):
             win[k] = self.special.mask
             self.masked[k] = True
 
     def _guard_end(self, row: np.ndarray, token: int, conf: float) -> tuple[int, float]:
-        lead = self.decode(self._tokens())
-        if self.opts.forced:
-            lead = lead[len(self.opts.forced):]
+        lead = self._past_forced(self.decode(self._tokens())) or ""
         return guard_end(row, token, conf, lead, self.opts, self.special, self.rng)
 
     def _block_mask(self) -> np.ndarray:
@@ -352,9 +376,7 @@ class Denoiser:
         return out
 
     def _stopped(self) -> bool:
-        text = self.decode(self._tokens())
-        if self.opts.forced:
-            text = text[len(self.opts.forced):] if text.startswith(self.opts.forced) else ""
+        text = self._past_forced(self.decode(self._tokens())) or ""
         return any(s in text for s in self.opts.stop)
 
     def finish(self, reason: str) -> None:
@@ -387,15 +409,15 @@ class Denoiser:
                 run.append(t)
         pieces.append(self.decode(run))
         text = "".join(pieces)
-        if self.opts.forced:  # the forced text is already in the document: show what comes after it
-            text = text[len(self.opts.forced):] if text.startswith(self.opts.forced) else text.lstrip("\n")
+        if (past := self._past_forced(text)) is not None:  # the forced text is already in the document
+            text = past
+        else:
+            text = text.lstrip("\n")
         return Frame(self.stats.steps, text, int((~self.masked).sum()), int(self.masked.sum()))
 
     def result(self) -> Result:
         tokens = self._tokens()
-        text = self.decode(tokens)
-        if self.opts.forced:  # healing not finished (a deadline, a full window): nothing stable past the cursor yet
-            text = text[len(self.opts.forced):] if text.startswith(self.opts.forced) else ""
+        text = self._past_forced(self.decode(tokens)) or ""   # healing unfinished: nothing stable past the cursor
         cut = min((text.find(s) for s in self.opts.stop if s in text), default=-1)
         return Result(text[:cut] if cut >= 0 else text, tokens, self.stats)
 
