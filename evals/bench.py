@@ -211,7 +211,7 @@ def add_arguments(p) -> None:
 
 
 # what the replay compares, in one run: the engine as shipped, and with the typed line decoded token by token and
-# no context kept across keystrokes (the engine before decoding revision 5)
+# only identical contexts reused (the engine before decoding revision 5, but for parallel ends and line counts)
 TYPING_MODES = {"now": {"prefill": True, "stale_tokens": None}, "token-by-token": {"prefill": False, "stale_tokens": -1}}
 
 

@@ -32,6 +32,7 @@ WINDOWS = {"line": 12, "block": 32}
 EDITOR_MIN_CONFIDENCE = 0.19
 UNCALIBRATED_MIN_CONFIDENCE = 0.45   # the same for a model without a calibrator, whose confidence is the least token
                                      # probability (chosen at seed 0 before calibration: 28 % shown, 38 % right)
+MAX_HEALED_CHARS = 400            # a cursor line longer than this is not moved into the window (not healed)
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
 EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
 EDIT_MIN_KEPT = 0.5               # a rewrite keeping less than this share of its block's text is not offered
@@ -255,7 +256,11 @@ class Engine:
         prefix, suffix = req.prefix, "" if req.mode == "completion" else req.suffix
         forced = ""
         if existing is None:
-            prefix, forced, suffix = heal(prefix, suffix)
+            healed_prefix, forced, healed_suffix = heal(prefix, suffix)
+            if len(forced) <= MAX_HEALED_CHARS:
+                prefix, suffix = healed_prefix, healed_suffix
+            else:   # a huge cursor line stays in the prefix: decoding it in the window would cost a pass a token
+                forced = ""
         window = len(existing) + EDIT_GROWTH if existing is not None else window_of(req)
         if existing is not None and window > self.context_tokens - EDIT_CONTEXT_TOKENS:
             # a rewrite cut at the window would drop the rest of the block: refuse rather than lose code
@@ -364,6 +369,7 @@ class Engine:
         requests instead of across blocks)."""
         if (key := self._context_key(d)) in self._contexts:
             self._contexts.move_to_end(key)
+            d.stats.context_reused = True
             return self._contexts[key]
         c = self._near.get(key := self._near_key(d))
         if c is None or self.stale_tokens < 0 or d.active() != (d.start, d.end) or \

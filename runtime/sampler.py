@@ -109,7 +109,8 @@ class Stats:
     pass_ms: float = 0.0      # (a batched pass counts for each request in it), this sampler's own work per step,
     sample_ms: float = 0.0    # and post-processing the result
     post_ms: float = 0.0
-    context_reused: bool = False   # the first pass used a context kept from an earlier request (engine)
+    context_reused: bool = False   # the first pass used a context kept from an earlier request (the same, or the
+                                   # last keystroke's: engine)
 
 
 @dataclass
