@@ -35,6 +35,19 @@ def remote_server(remote_db):
     stop_server(srv, thread)
 
 
+def editing_client():
+    """A test client that applies every workspace edit the server sends and keeps them in `.edits`."""
+    c = make_test_lsp_client()
+    c.edits = []
+
+    @c.feature(lsp.WORKSPACE_APPLY_EDIT)
+    def apply_edit(params: lsp.ApplyWorkspaceEditParams):
+        c.edits.append(params)
+        return lsp.ApplyWorkspaceEditResult(applied=True)
+
+    return c
+
+
 @pytest_asyncio.fixture(params=["local", "remote"])
 async def session(request, tmp_path):
     """(client, log file, server http url or None): the language server on the shipped model, in either mode."""
@@ -44,15 +57,7 @@ async def session(request, tmp_path):
     if request.param == "remote":
         url = request.getfixturevalue("remote_server")
         args += ["--server", url.replace("http://", "ws://"), "--api-key", API_KEY]
-    c = make_test_lsp_client()
-    edits = []
-
-    @c.feature(lsp.WORKSPACE_APPLY_EDIT)
-    def apply_edit(params: lsp.ApplyWorkspaceEditParams):
-        edits.append(params)
-        return lsp.ApplyWorkspaceEditResult(applied=True)
-
-    c.edits = edits
+    c = editing_client()
     await c.start_io(sys.executable, *args, cwd=str(ROOT))
     result = await c.initialize_session(lsp.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"), root_uri="file:///tmp"))
@@ -182,14 +187,8 @@ def offered(edit: lsp.WorkspaceEdit) -> lsp.TextEdit:
 
 
 async def test_a_client_without_change_annotations_gets_plain_changes(tiny_model_dir):
-    c = make_test_lsp_client()
-    edits = []
-
-    @c.feature(lsp.WORKSPACE_APPLY_EDIT)
-    def apply_edit(params: lsp.ApplyWorkspaceEditParams):
-        edits.append(params)
-        return lsp.ApplyWorkspaceEditResult(applied=True)
-
+    c = editing_client()
+    edits = c.edits
     await c.start_io(sys.executable, "-m", "runtime.cli", "lsp", "--model", str(tiny_model_dir), "--min-confidence",
                      "0", cwd=str(ROOT))
     await c.initialize_session(lsp.InitializeParams(capabilities=client_capabilities("neovim"), root_uri="file:///tmp"))
