@@ -1,4 +1,6 @@
 """The HTTP server, for real: uvicorn on 127.0.0.1, the official openai client, httpx, a real SQLite file."""
+import json
+
 import httpx
 import openai
 import pytest
@@ -52,6 +54,9 @@ def test_stream_ends_with_done(server):
                       json={"prompt": "y = 1\n", "max_tokens": 6, "stream": True}) as r:
         lines = [l for l in r.iter_lines() if l]
     assert lines[-1] == "data: [DONE]" and all(l.startswith("data: ") for l in lines)
+    last = json.loads(lines[-2][len("data: "):])["choices"][0]   # the choice's last chunk: its statistics
+    assert last["finish_reason"] in ("stop", "length") and last["quicksilver"]["forward_passes"] >= 1
+    assert 0 <= last["quicksilver"]["confidence"] <= 1 and last["quicksilver"]["withheld"] is False
 
 
 def test_llama_cpp_infill(server):

@@ -89,15 +89,17 @@ def choice(index: int, c: Completion, hide: bool) -> dict:
 
 
 async def _stream(state, reqs, handles, cid, created, model):
-    def chunk(index, text, reason=None):
+    def chunk(index, text, reason=None, stats=None):
         data = {"id": cid, "object": "text_completion", "created": created, "model": model,
                 "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": reason}]}
+        if stats is not None:   # a choice's last chunk carries its statistics (never withheld: see min_confidence)
+            data["choices"][0]["quicksilver"] = {**stats, "withheld": False}
         return f"data: {json.dumps(data)}\n\n"
 
     try:
         for index, (req, handle) in enumerate(zip(reqs, handles)):
-            async for text, reason in _pieces(state, req, handle):
-                yield chunk(index, text, reason)
+            async for text, reason, stats in _pieces(state, req, handle):
+                yield chunk(index, text, reason, stats)
         yield "data: [DONE]\n\n"
     finally:   # a client that leaves cancels every choice, not only the one being streamed
         for h in handles:
@@ -105,14 +107,16 @@ async def _stream(state, reqs, handles, cid, created, model):
 
 
 async def _pieces(state, req, handle):
-    """(text, finish reason or None) for one choice: its lines once stable, then the rest."""
+    """(text, finish reason or None, statistics or None) for one choice: its lines once stable, then the rest
+    with the completion's statistics."""
     sent = ""
     async with aclosing(run(state, req, "/v1/completions", handle)) as frames:
         async for item in frames:
             if isinstance(item, Completion):
-                yield (item.text[len(sent):] if item.text.startswith(sent) else ""), finish_reason(item)
+                rest = item.text[len(sent):] if item.text.startswith(sent) else ""
+                yield rest, finish_reason(item), {"id": item.id, **item.stats}
                 return
             stable = stable_lines(item)
             if len(stable) > len(sent) and stable.startswith(sent):
-                yield stable[len(sent):], None
+                yield stable[len(sent):], None, None
                 sent = stable
