@@ -65,6 +65,18 @@ def problem(e: dict) -> str:
     return f"{where or 'body'}: {e.get('msg', 'bad value')}"
 
 
+def problems(errors: list[dict]) -> list[str]:
+    """One message per problem: where a value may take several shapes (a prompt: a string or a list), the
+    shapes it did not even try to be ("Input should be a valid list") are left out when another says what is
+    wrong with the one it has."""
+    out = [problem(e) for e in errors]
+    places = [m.split(": ", 1)[0] for m in out]
+    keep = [m for e, m, w in zip(errors, out, places)
+            if not (str(e.get("type", "")).endswith("_type") and
+                    any(w == w2 and not str(e2.get("type", "")).endswith("_type") for e2, w2 in zip(errors, places)))]
+    return list(dict.fromkeys(keep))
+
+
 def error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
@@ -103,7 +115,7 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_, exc: RequestValidationError):
-        return error(400, "invalid request: " + "; ".join(map(problem, exc.errors()[:MAX_ERRORS_SHOWN])),
+        return error(400, "invalid request: " + "; ".join(problems(list(exc.errors()))[:MAX_ERRORS_SHOWN]),
                      "invalid_request_error")
 
     @app.exception_handler(StarletteHTTPException)

@@ -406,3 +406,15 @@ def test_a_request_cut_off_by_a_dropped_connection_is_reported_on_resume(server)
     with session(server) as again:
         resumed = talk(again, {"type": "open", "session_id": sid})
     assert [(r["request_id"], r["state"]) for r in resumed["requests"]] == [("dropped", "interrupted")]
+
+
+def test_a_too_long_prompt_is_told_only_what_is_wrong_with_it(server):
+    r = httpx.post(server["url"] + "/v1/completions", json={"prompt": "x" * 200_001, "max_tokens": 4}, headers=AUTH, timeout=60)
+    msg = r.json()["error"]["message"]
+    assert r.status_code == 400 and "at most 200000 characters" in msg and "valid list" not in msg
+    r = httpx.post(server["url"] + "/v1/completions", content=b'{"prompt": "\\ud800", "max_tokens": 4}',
+                   headers={**AUTH, "Content-Type": "application/json"}, timeout=60)   # a JSON escape: a lone half
+    msg = r.json()["error"]["message"]
+    assert r.status_code == 400 and "lone surrogate" in msg and "valid list" not in msg
+    r = httpx.post(server["url"] + "/v1/completions", json={"prompt": 5, "max_tokens": 4}, headers=AUTH, timeout=60)
+    assert r.status_code == 400 and "prompt" in r.json()["error"]["message"]   # no shape fits: both are said
