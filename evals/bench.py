@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from evals.tasks import load_problems
+from runtime.contexts import STALE_TOKENS
 from runtime.engine import Engine, Request
 from runtime.scheduler import Scheduler
 from runtime.session import load
@@ -212,20 +213,19 @@ def add_arguments(p) -> None:
 
 # what the replay compares, in one run: the engine as shipped, and with the typed line decoded token by token and
 # only identical contexts reused (the engine before decoding revision 5, but for parallel ends and line counts)
-TYPING_MODES = {"now": {"prefill": True, "stale_tokens": None}, "token-by-token": {"prefill": False, "stale_tokens": -1}}
+TYPING_MODES = {"now": {"prefill": True, "stale_tokens": STALE_TOKENS},
+                "token-by-token": {"prefill": False, "stale_tokens": -1}}
 
 
 def run_typing(args) -> dict:
     from evals.editor import local_server
-    from runtime.engine import STALE_TOKENS
     srv, url = local_server(args.model)
 
     def configure(mode: str) -> None:
         engine = srv.config.app.state.engine
         engine.clear_cache()
         engine.prefill = TYPING_MODES[mode]["prefill"]
-        engine.stale_tokens = TYPING_MODES[mode]["stale_tokens"] if TYPING_MODES[mode]["stale_tokens"] is not None \
-            else STALE_TOKENS
+        engine.kept.stale_tokens = TYPING_MODES[mode]["stale_tokens"]
     try:
         out = typing_replay(url, typing_lines(), configure, tuple(TYPING_MODES))
     finally:

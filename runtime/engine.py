@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from runtime.confidence import Calibrator, features
 from runtime.context import fit
+from runtime.contexts import ROPE_THETA, STALE_TOKENS, ContextCache, KeptContexts
 from runtime.postprocess import SURE_REPEAT, clean_completion, heal, line_end, unheal_end
 from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, Frame, Result, SamplerOptions, SpecialIds
 from runtime.session import LoadedModel
@@ -36,12 +36,7 @@ MAX_HEALED_CHARS = 400            # a cursor line longer than this is not moved 
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
 EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
 EDIT_MIN_KEPT = 0.5               # a rewrite keeping less than this share of its block's text is not offered
-ROPE_THETA = 10000.0              # the shipped model's RoPE base (model/network.py), unless its card says otherwise
 REFRESH_EVERY = 0                 # context cache: recompute the whole sequence every N steps (0: only the first)
-CONTEXT_CACHE_ENTRIES = 8         # contexts kept across requests (≈ 10 MB each for the shipped model at 384 tokens)
-STALE_TOKENS = 4                  # the next keystroke reuses a kept context computed for a window that differs from
-                                  # its own in at most this many slots (its suffix keys rotated to their new
-                                  # positions); more, and it pays a full pass that replaces it
 
 
 @dataclass
@@ -181,45 +176,6 @@ def shape(req: Request, text: str) -> str:
     return text
 
 
-class ContextCache:
-    """One request's keys/values for every position outside its active region [lo, hi) (the block being decoded)
-    and the slot before it (whose output predicts the block's first token). Window passes run only that region
-    and attend to these instead of recomputing them. `window` is the window's ids when they were computed."""
-
-    def __init__(self, keys: np.ndarray, values: np.ndarray, region: tuple[int, int], window: np.ndarray):
-        self.keys, self.values = keys, values   # (n_layer, 1, heads, C, head_dim)
-        self.region, self.window = region, window
-
-    @property
-    def length(self) -> int:
-        return self.keys.shape[3]
-
-    def moved(self, region: tuple[int, int], theta: float) -> "ContextCache":
-        """This context for the same prefix with the window at `region` (a request's whole window): the suffix's
-        keys rotated from their old positions to the new ones (RoPE rotations compose, so this is exact for the
-        keys as computed; what is approximate is that they were computed beside another window's content)."""
-        shift = region[1] - self.region[1]
-        if shift == 0:
-            return ContextCache(self.keys, self.values, region, self.window)
-        n_suffix = self.length - (self.region[0] - 1)
-        keys = self.keys.copy()
-        k = keys[:, :, :, self.length - n_suffix:]
-        head_dim = k.shape[-1]
-        angle = shift / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-        cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
-        k1, k2 = k[..., ::2].copy(), k[..., 1::2].copy()
-        k[..., ::2], k[..., 1::2] = k1 * cos - k2 * sin, k1 * sin + k2 * cos
-        return ContextCache(keys, self.values, region, self.window)
-
-
-def window_changes(a: np.ndarray, b: np.ndarray, mask: int) -> int:
-    """Slots in which two windows differ, the shorter one read as ending in more masked slots: how many tokens
-    one window has that the context computed beside the other never saw."""
-    n = max(len(a), len(b))
-    pad = lambda w: np.concatenate([w, np.full(n - len(w), mask, w.dtype)])
-    return int((pad(a) != pad(b)).sum())
-
-
 class Engine:
     """Requests → denoising → completions. With a cache-capable graph (`kv_cache`), a request's first pass runs
     the whole sequence and keeps the keys/values of everything outside the block being decoded; later passes run
@@ -240,10 +196,8 @@ class Engine:
         self.kv_cache = kv_cache and model.cached
         self.refresh_every = refresh_every
         self.prefill = prefill   # False: healed text is decoded token by token (the old way; kept to compare)
-        self.stale_tokens = stale_tokens   # -1: a new request reuses only an identical context
-        self._contexts: OrderedDict[bytes, ContextCache] = OrderedDict()   # by the whole sequence (exact)
-        self._near: OrderedDict[bytes, ContextCache] = OrderedDict()       # by prefix and suffix (keystrokes)
-        self.rope_theta = float(model.card["config"].get("rope_theta", ROPE_THETA))
+        self.kept = KeptContexts(self.special.mask, float(model.card["config"].get("rope_theta", ROPE_THETA)),
+                                 stale_tokens)
         self.calibrator = Calibrator.load(model.model_dir, model.card.get("files", {}).get(model.model_file, ""))
         self._stacked: tuple[list[ContextCache], np.ndarray, np.ndarray] | None = None
 
@@ -326,8 +280,7 @@ class Engine:
 
     def clear_cache(self) -> None:
         """Forget the contexts kept across requests."""
-        self._contexts.clear()
-        self._near.clear()
+        self.kept.clear()
 
     # --- forward passes ----------------------------------------------------------------------------------
     def forward_batch(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
@@ -346,7 +299,7 @@ class Engine:
         full, window = [], []
         for d in denoisers:
             if d.cache is None and d.stats.forward_passes == 0:
-                d.cache = self._kept_context(d)
+                d.cache = self.kept.find(d)
             refresh = d.cache is None or d.cache.region != d.active() or (
                 self.refresh_every and d.stats.forward_passes % self.refresh_every == 0)
             (full if refresh else window).append(d)
@@ -355,37 +308,6 @@ class Engine:
         if window:
             out.update(zip(map(id, window), self._window(window)))
         return [out[id(d)] for d in denoisers]
-
-    def _context_key(self, d: Denoiser) -> bytes:
-        return np.array([d.start, d.end], np.int64).tobytes() + d.inputs().tobytes()
-
-    def _near_key(self, d: Denoiser) -> bytes:
-        ids = d.inputs()
-        return np.array([d.start], np.int64).tobytes() + ids[:d.start].tobytes() + b"|" + ids[d.end:].tobytes()
-
-    def _kept_context(self, d: Denoiser) -> ContextCache | None:
-        """A kept context for a new request: the same sequence (exact), or the same prefix and suffix around a
-        window changed in at most `stale_tokens` slots — the next keystroke (Fast-dLLM's approximate cache, across
-        requests instead of across blocks)."""
-        if (key := self._context_key(d)) in self._contexts:
-            self._contexts.move_to_end(key)
-            d.stats.context_reused = True
-            return self._contexts[key]
-        c = self._near.get(key := self._near_key(d))
-        if c is None or self.stale_tokens < 0 or d.active() != (d.start, d.end) or \
-                c.region != (d.start, d.start + len(c.window)) or \
-                window_changes(c.window, d.inputs()[d.start:d.end], self.special.mask) > self.stale_tokens:
-            return None
-        self._near.move_to_end(key)
-        d.stats.context_reused = True
-        return c.moved((d.start, d.end), self.rope_theta)
-
-    def _keep(self, d: Denoiser, cache: ContextCache) -> None:
-        for store, key in ((self._contexts, self._context_key(d)), (self._near, self._near_key(d))):
-            store[key] = cache
-            store.move_to_end(key)
-            while len(store) > CONTEXT_CACHE_ENTRIES:
-                store.popitem(last=False)
 
     def _full(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
         """The whole sequences, right-padded; with a cache-capable graph, their contexts' keys/values are kept."""
@@ -408,7 +330,7 @@ class Engine:
                 d.cache = ContextCache(keys[:, i:i + 1, :, keep], values[:, i:i + 1, :, keep], (lo, hi),
                                        s[d.start:d.end].copy())
                 if d.stats.forward_passes == 0:
-                    self._keep(d, d.cache)
+                    self.kept.keep(d, d.cache)
         return [logits[i, d.start - 1 - lf:d.end - lf] for i, d in enumerate(denoisers)]
 
     def _batch_past(self, denoisers: list[Denoiser], P: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ context (suffix keys rotated, probabilities close to a full pass) (tiny model, r
 import numpy as np
 import pytest
 
-import runtime.engine as engine_module
+import runtime.contexts as contexts
 from runtime.engine import Engine, Request
 from runtime.sampler import SpecialIds, log_softmax
 
@@ -84,7 +84,7 @@ def test_batched_cached_requests_match_single_ones(tiny_engine):
     engine = Engine(tiny_engine.model)
     alone = [engine.complete(r).raw for r in requests()]
     ds = [engine.denoiser(r) for r in requests()]
-    engine._contexts.clear()
+    engine.clear_cache()
     while not all(d.done for d in ds):
         live = [d for d in ds if not d.done]
         for d, logits in zip(live, engine.forward_batch(live)):
@@ -131,7 +131,7 @@ def typed(n: int) -> Request:
 def test_typing_a_line_reuses_the_context_across_keystrokes(tiny_engine):
     model = Counting(tiny_engine.model)
     full = {}
-    for stale in (-1, engine_module.STALE_TOKENS):
+    for stale in (-1, contexts.STALE_TOKENS):
         engine, model.full = Engine(model, stale_tokens=stale), 0
         for n in range(9, len(LINE) + 1):  # the line typed key by key after its indentation
             engine.complete(typed(n))
@@ -140,7 +140,7 @@ def test_typing_a_line_reuses_the_context_across_keystrokes(tiny_engine):
     # without reuse, every keystroke that completes a piece of the line (and so changes the window) pays a full
     # pass; with it, only those that change the window in more than STALE_TOKENS slots since the kept context
     assert full[-1] >= 6
-    assert full[engine_module.STALE_TOKENS] <= max(2, full[-1] // 2) and full[engine_module.STALE_TOKENS] < keystrokes / 4
+    assert full[contexts.STALE_TOKENS] <= max(2, full[-1] // 2) and full[contexts.STALE_TOKENS] < keystrokes / 4
     with pytest.raises(ValueError, match="window_multiple"):
         Request(prefix="x", window_multiple=0)
 
@@ -152,7 +152,7 @@ def test_moved_suffix_keys_equal_keys_computed_at_the_new_positions(tiny_engine)
     engine._full([b])
     assert a.cache.length == b.cache.length and b.end - a.end == 3
     n = len(a.inputs()) - a.end                                   # the suffix's keys come last
-    moved = a.cache.moved((b.start, b.end), engine.rope_theta)
+    moved = a.cache.moved((b.start, b.end), engine.kept.rope_theta)
     # layer 0's keys depend only on the token and its position, so the rotation must reproduce them exactly
     np.testing.assert_allclose(moved.keys[0, :, :, -n:], b.cache.keys[0, :, :, -n:], atol=1e-4)
     assert not np.allclose(a.cache.keys[0, :, :, -n:], b.cache.keys[0, :, :, -n:], atol=1e-3)   # they did move
@@ -167,8 +167,8 @@ def test_a_reused_context_gives_window_probabilities_close_to_a_full_pass_and_a_
     engine.complete(typed(14))                 # "        data =": its context is kept
     d = engine.denoiser(typed(19))             # "        data = f.re": the window's pieces differ, its context not
     logits = engine.forward_batch([d])[0]
-    assert d.stats.context_reused and 0 < engine_module.window_changes(
-        d.cache.window, d.inputs()[d.start:d.end], engine.special.mask) <= engine_module.STALE_TOKENS
+    assert d.stats.context_reused and 0 < contexts.window_changes(
+        d.cache.window, d.inputs()[d.start:d.end], engine.special.mask) <= contexts.STALE_TOKENS
     fresh = Engine(tiny_engine.model, kv_cache=False)
     exact = fresh.forward_batch([fresh.denoiser(typed(19))])[0][:d.end - d.start]
     p = lambda x: np.exp(log_softmax(x))

@@ -1,0 +1,101 @@
+"""Keys/values kept for contexts: one request's across its steps (`ContextCache`), and across requests
+(`KeptContexts`): the same sequence again (a retry, another sample) reuses them exactly; the same prefix and
+suffix around a window changed in a few slots (the next keystroke) reuses them with the suffix's keys rotated to
+their new positions — Fast-dLLM's approximate cache, across requests instead of across blocks."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+ROPE_THETA = 10000.0              # the shipped model's RoPE base (model/network.py), unless its card says otherwise
+CONTEXT_CACHE_ENTRIES = 8         # contexts kept across requests (≈ 10 MB each for the shipped model at 384 tokens)
+STALE_TOKENS = 4                  # the next keystroke reuses a kept context computed for a window that differs from
+                                  # its own in at most this many slots (its suffix keys rotated to their new
+                                  # positions); more, and it pays a full pass that replaces it
+
+
+class ContextCache:
+    """One request's keys/values for every position outside its active region [lo, hi) (the block being decoded)
+    and the slot before it (whose output predicts the block's first token). Window passes run only that region
+    and attend to these instead of recomputing them. `window` is the window's ids when they were computed."""
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray, region: tuple[int, int], window: np.ndarray):
+        self.keys, self.values = keys, values   # (n_layer, 1, heads, C, head_dim)
+        self.region, self.window = region, window
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[3]
+
+    def moved(self, region: tuple[int, int], theta: float) -> "ContextCache":
+        """This context for the same prefix with the window at `region` (a request's whole window): the suffix's
+        keys rotated from their old positions to the new ones (RoPE rotations compose, so this is exact for the
+        keys as computed; what is approximate is that they were computed beside another window's content)."""
+        shift = region[1] - self.region[1]
+        if shift == 0:
+            return ContextCache(self.keys, self.values, region, self.window)
+        n_suffix = self.length - (self.region[0] - 1)
+        keys = self.keys.copy()
+        k = keys[:, :, :, self.length - n_suffix:]
+        head_dim = k.shape[-1]
+        angle = shift / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+        cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+        k1, k2 = k[..., ::2].copy(), k[..., 1::2].copy()
+        k[..., ::2], k[..., 1::2] = k1 * cos - k2 * sin, k1 * sin + k2 * cos
+        return ContextCache(keys, self.values, region, self.window)
+
+
+def window_changes(a: np.ndarray, b: np.ndarray, mask: int) -> int:
+    """Slots in which two windows differ, the shorter one read as ending in more masked slots: how many tokens
+    one window has that the context computed beside the other never saw."""
+    n = max(len(a), len(b))
+    pad = lambda w: np.concatenate([w, np.full(n - len(w), mask, w.dtype)])
+    return int((pad(a) != pad(b)).sum())
+
+
+class KeptContexts:
+    """Contexts kept across requests, by the whole sequence (exact) and by prefix and suffix (the next keystroke).
+    `stale_tokens` -1: only an identical sequence is reused."""
+
+    def __init__(self, mask: int, rope_theta: float = ROPE_THETA, stale_tokens: int = STALE_TOKENS,
+                 entries: int = CONTEXT_CACHE_ENTRIES):
+        self.mask, self.rope_theta, self.stale_tokens, self.entries = mask, rope_theta, stale_tokens, entries
+        self._exact: OrderedDict[bytes, ContextCache] = OrderedDict()
+        self._near: OrderedDict[bytes, ContextCache] = OrderedDict()
+
+    @staticmethod
+    def _exact_key(d) -> bytes:
+        return np.array([d.start, d.end], np.int64).tobytes() + d.inputs().tobytes()
+
+    @staticmethod
+    def _near_key(d) -> bytes:
+        ids = d.inputs()
+        return np.array([d.start], np.int64).tobytes() + ids[:d.start].tobytes() + b"|" + ids[d.end:].tobytes()
+
+    def find(self, d) -> ContextCache | None:
+        """A kept context for a new request (a Denoiser before its first pass), marking the request's stats."""
+        if (key := self._exact_key(d)) in self._exact:
+            self._exact.move_to_end(key)
+            d.stats.context_reused = True
+            return self._exact[key]
+        c = self._near.get(key := self._near_key(d))
+        if c is None or self.stale_tokens < 0 or d.active() != (d.start, d.end) or \
+                c.region != (d.start, d.start + len(c.window)) or \
+                window_changes(c.window, d.inputs()[d.start:d.end], self.mask) > self.stale_tokens:
+            return None
+        self._near.move_to_end(key)
+        d.stats.context_reused = True
+        return c.moved((d.start, d.end), self.rope_theta)
+
+    def keep(self, d, cache: ContextCache) -> None:
+        """Keep a request's context from its first (full) pass."""
+        for store, key in ((self._exact, self._exact_key(d)), (self._near, self._near_key(d))):
+            store[key] = cache
+            store.move_to_end(key)
+            while len(store) > self.entries:
+                store.popitem(last=False)
+
+    def clear(self) -> None:
+        self._exact.clear()
+        self._near.clear()
