@@ -203,7 +203,8 @@ TIMINGS = ("tokenize_ms", "pass_ms", "sample_ms", "post_ms")   # the engine's pe
 
 def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
-    p.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which ONNX file to prefer")
+    p.add_argument("--precision", choices=["int8", "fp32", "fp16", "int4"], default="int8",
+                   help="which ONNX file to prefer")
     p.add_argument("--kv-cache", choices=["both", "on", "off"], default="both",
                    help="measure with the context key/value cache, without it, or both (the speed-up)")
     p.add_argument("--typing", action="store_true",

@@ -114,7 +114,7 @@ def run(args) -> None:
 
     session = json.loads(args.session.read_text())
     card = read_card(args.model or DEFAULT_MODEL_DIR)
-    model_file = next(f for f in MODEL_FILES if f in card["files"])
+    model_file = next(f for f in MODEL_FILES.values() if f in card["files"])
     runs = []
     for cache in (True, False):  # the same session with the completion cache and without it
         with tempfile.TemporaryDirectory() as tmp:

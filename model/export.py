@@ -37,6 +37,8 @@ class _Exported(torch.nn.Module):
 
 
 def empty_cache(model: Transformer, batch: int, length: int = 0) -> torch.Tensor:
+    if hasattr(model, "empty_cache"):   # an imported network (model/imported.py) knows its key/value heads
+        return model.empty_cache(batch, length)
     cfg = model.cfg
     return torch.zeros(cfg.n_layer, batch, cfg.n_head, length, cfg.d_model // cfg.n_head)
 

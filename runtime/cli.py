@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("model.train", "train the diffusion model (or its autoregressive twin)"),
     "finetune": ("model.finetune", "adapt a model to your own code base"),
     "export": ("model.export", "export a checkpoint to ONNX with its card"),
+    "import": ("model.importer", "import an open-weight diffusion coder (a Hugging Face checkpoint directory)"),
     "complete": ("runtime.complete", "print the model's completion or infill at a cursor"),
     "serve": ("server.serve", "serve completions over HTTP (OpenAI-compatible and llama.cpp /infill)"),
     "lsp": ("lsp.server", "language server for editors (stdio, or --tcp)"),

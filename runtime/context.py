@@ -72,7 +72,7 @@ def fit(tok, prefix: str, suffix: str, budget: int) -> Context:
     prefix_cut, suffix_cut = k_pre < len(pre_lines), k_suf < len(suf_lines)
     pre_ids = tok.encode("".join(pre_lines[len(pre_lines) - k_pre:]))
     if not prefix_cut:
-        pre_ids = [tok.eos_id] + pre_ids
+        pre_ids = [tok.bos_id] + pre_ids
     elif not pre_ids:  # one enormous line before the cursor: keep its tail
         pre_ids = tok.encode(pre_lines[-1])[-max(1, pre_budget):]
     suf_ids = tok.encode("".join(suf_lines[:k_suf]))

@@ -17,33 +17,37 @@ STALE_TOKENS = 4                  # the next keystroke reuses a kept context com
 
 class ContextCache:
     """One request's keys/values for every position outside its active region [lo, hi) (the block being decoded)
-    and the slot before it (whose output predicts the block's first token). Window passes run only that region
-    and attend to these instead of recomputing them. `window` is the window's ids when they were computed."""
+    and, for a model with shifted logits (`shift` 1), the slot before it (whose output predicts the block's first
+    token). Window passes run only those and attend to these instead of recomputing them. `window` is the window's
+    ids when they were computed."""
 
-    def __init__(self, keys: np.ndarray, values: np.ndarray, region: tuple[int, int], window: np.ndarray):
-        self.keys, self.values = keys, values   # (n_layer, 1, heads, C, head_dim)
-        self.region, self.window = region, window
+    def __init__(self, keys: np.ndarray, values: np.ndarray, region: tuple[int, int], window: np.ndarray,
+                 shift: int = 1):
+        self.keys, self.values = keys, values   # (n_layer, 1, kv heads, C, head_dim)
+        self.region, self.window, self.shift = region, window, shift
 
     @property
     def length(self) -> int:
         return self.keys.shape[3]
 
-    def moved(self, region: tuple[int, int], theta: float) -> "ContextCache":
+    def moved(self, region: tuple[int, int], theta: float, pairs: str = "interleaved") -> "ContextCache":
         """This context for the same prefix with the window at `region` (a request's whole window): the suffix's
         keys rotated from their old positions to the new ones (RoPE rotations compose, so this is exact for the
-        keys as computed; what is approximate is that they were computed beside another window's content)."""
-        shift = region[1] - self.region[1]
-        if shift == 0:
-            return ContextCache(self.keys, self.values, region, self.window)
-        n_suffix = self.length - (self.region[0] - 1)
+        keys as computed; what is approximate is that they were computed beside another window's content).
+        `pairs`: how the model's RoPE pairs dimensions (runtime/conventions.py)."""
+        moved_by = region[1] - self.region[1]
+        if moved_by == 0:
+            return ContextCache(self.keys, self.values, region, self.window, self.shift)
         keys = self.keys.copy()
-        k = keys[:, :, :, self.length - n_suffix:]
+        k = keys[:, :, :, self.region[0] - self.shift:]   # the suffix's keys
         head_dim = k.shape[-1]
-        angle = shift / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+        angle = moved_by / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
         cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
-        k1, k2 = k[..., ::2].copy(), k[..., 1::2].copy()
-        k[..., ::2], k[..., 1::2] = k1 * cos - k2 * sin, k1 * sin + k2 * cos
-        return ContextCache(keys, self.values, region, self.window)
+        first, second = (np.s_[..., ::2], np.s_[..., 1::2]) if pairs == "interleaved" else \
+            (np.s_[..., :head_dim // 2], np.s_[..., head_dim // 2:])
+        k1, k2 = k[first].copy(), k[second].copy()
+        k[first], k[second] = k1 * cos - k2 * sin, k1 * sin + k2 * cos
+        return ContextCache(keys, self.values, region, self.window, self.shift)
 
 
 def window_changes(a: np.ndarray, b: np.ndarray, mask: int) -> int:
@@ -59,8 +63,9 @@ class KeptContexts:
     `stale_tokens` -1: only an identical sequence is reused."""
 
     def __init__(self, mask: int, rope_theta: float = ROPE_THETA, stale_tokens: int = STALE_TOKENS,
-                 entries: int = CONTEXT_CACHE_ENTRIES):
+                 entries: int = CONTEXT_CACHE_ENTRIES, rope_pairs: str = "interleaved"):
         self.mask, self.rope_theta, self.stale_tokens, self.entries = mask, rope_theta, stale_tokens, entries
+        self.rope_pairs = rope_pairs
         self._exact: OrderedDict[bytes, ContextCache] = OrderedDict()
         self._near: OrderedDict[bytes, ContextCache] = OrderedDict()
 
@@ -86,7 +91,7 @@ class KeptContexts:
             return None
         self._near.move_to_end(key)
         d.stats.context_reused = True
-        return c.moved((d.start, d.end), self.rope_theta)
+        return c.moved((d.start, d.end), self.rope_theta, self.rope_pairs)
 
     def keep(self, d, cache: ContextCache) -> None:
         """Keep a request's context from its first (full) pass."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from runtime.confidence import Calibrator, features
 from runtime.context import fit
-from runtime.contexts import ROPE_THETA, STALE_TOKENS, ContextCache, KeptContexts
+from runtime.contexts import STALE_TOKENS, ContextCache, KeptContexts
 from runtime.postprocess import SURE_REPEAT, clean_completion, heal, line_end, unheal_end
 from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, Frame, Result, SamplerOptions, SpecialIds
 from runtime.session import LoadedModel
@@ -190,14 +190,15 @@ class Engine:
                  refresh_every: int = REFRESH_EVERY, prefill: bool = True,
                  stale_tokens: int = STALE_TOKENS):
         self.model, self.tok = model, model.tokenizer
-        self.special = SpecialIds.from_tokenizer(self.tok)
+        self.special = SpecialIds.from_tokenizer(self.tok, model.vocab)
+        self.shift = model.conventions.shift   # 1: the logits at position i predict slot i + 1 (runtime/conventions.py)
         self.max_len = int(model.card["config"]["max_len"])
         self.context_tokens = min(context_tokens, self.max_len)
         self.kv_cache = kv_cache and model.cached
         self.refresh_every = refresh_every
         self.prefill = prefill   # False: healed text is decoded token by token (the old way; kept to compare)
-        self.kept = KeptContexts(self.special.mask, float(model.card["config"].get("rope_theta", ROPE_THETA)),
-                                 stale_tokens)
+        self.kept = KeptContexts(self.special.mask, model.conventions.rope_theta, stale_tokens,
+                                 rope_pairs=model.conventions.rope_pairs)
         self.calibrator = Calibrator.load(model.model_dir, model.card.get("files", {}).get(model.model_file, ""))
         self._stacked: tuple[list[ContextCache], np.ndarray, np.ndarray] | None = None
 
@@ -317,7 +318,7 @@ class Engine:
         mask = np.zeros((len(seqs), T), bool)
         for i, s in enumerate(seqs):
             ids[i, :len(s)], mask[i, :len(s)] = s, True
-        lf = min(d.start for d in denoisers) - 1
+        lf = min(d.start for d in denoisers) - self.shift
         if not self.kv_cache:
             logits = self.model.forward(ids, mask, lf)
         else:
@@ -326,12 +327,12 @@ class Engine:
             logits, keys, values = self.model.forward_kv(ids, positions, mask, empty, empty, lf)
             for i, (d, s) in enumerate(zip(denoisers, seqs)):
                 lo, hi = d.active()
-                keep = np.r_[0:lo - 1, hi:len(s)]
+                keep = np.r_[0:lo - self.shift, hi:len(s)]
                 d.cache = ContextCache(keys[:, i:i + 1, :, keep], values[:, i:i + 1, :, keep], (lo, hi),
-                                       s[d.start:d.end].copy())
+                                       s[d.start:d.end].copy(), self.shift)
                 if d.stats.forward_passes == 0:
                     self.kept.keep(d, d.cache)
-        return [logits[i, d.start - 1 - lf:d.end - lf] for i, d in enumerate(denoisers)]
+        return [logits[i, d.start - self.shift - lf:d.end - self.shift - lf] for i, d in enumerate(denoisers)]
 
     def _batch_past(self, denoisers: list[Denoiser], P: int) -> tuple[np.ndarray, np.ndarray]:
         """The caches of a batch, right-padded to P and stacked; kept while the batch's caches stay the same
@@ -351,10 +352,10 @@ class Engine:
         return past_k, past_v
 
     def _window(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
-        """The slot before each active block and the block, attending to the cached rest plus themselves; the
-        logits of the window's other slots are -inf (the sampler only looks at the active block)."""
-        B = len(denoisers)
-        Q = max(d.cache.region[1] - d.cache.region[0] + 1 for d in denoisers)
+        """Each active block (and, with shifted logits, the slot before it), attending to the cached rest plus
+        themselves; the logits of the window's other slots are -inf (the sampler only looks at the active block)."""
+        B, s = len(denoisers), self.shift
+        Q = max(d.cache.region[1] - d.cache.region[0] + s for d in denoisers)
         P = max(d.cache.length for d in denoisers)
         ids = np.full((B, Q), self.tok.pad_id, np.int64)
         positions = np.zeros((B, Q), np.int64)
@@ -362,9 +363,9 @@ class Engine:
         past_k, past_v = self._batch_past(denoisers, P)
         for i, d in enumerate(denoisers):
             (lo, hi), c = d.cache.region, d.cache.length
-            q = hi - lo + 1
-            ids[i, :q] = d.inputs()[lo - 1:hi]
-            positions[i, :q] = np.arange(lo - 1, hi)
+            q = hi - lo + s
+            ids[i, :q] = d.inputs()[lo - s:hi]
+            positions[i, :q] = np.arange(lo - s, hi)
             mask[i, :c], mask[i, P:P + q] = True, True
         logits = self.model.forward_kv(ids, positions, mask, past_k, past_v, 0)[0]
         out = []

@@ -510,13 +510,17 @@ class SpecialIds:
         return ok
 
     @classmethod
-    def from_tokenizer(cls, tok) -> "SpecialIds":
+    def from_tokenizer(cls, tok, vocab: int | None = None) -> "SpecialIds":
+        """From a tokenizer's roles; `vocab` is the width of the model's logits when its embedding has more rows
+        than the tokenizer has tokens (padded tables, as Qwen2's): those ids have no text and are never generated."""
         texts = tok.token_bytes()
+        vocab = max(vocab or 0, len(texts))
+        texts += [""] * (vocab - len(texts))
         for i in tok.special_ids:
             texts[i] = ""
-        return cls(mask=tok.mask_id, eom=tok.eom_id, ends=(tok.eom_id, tok.eos_id),
-                   banned=(tok.mask_id, tok.pad_id, tok.fim_prefix_id, tok.fim_suffix_id, tok.fim_middle_id),
-                   texts=texts)
+        ends = tuple(dict.fromkeys((tok.eom_id, tok.eos_id)))   # one id when the model pads with its end of text
+        banned = sorted((tok.special_ids - set(ends)) | set(range(tok.vocab_size, vocab)))  # masks, padding, sentinels
+        return cls(mask=tok.mask_id, eom=tok.eom_id, ends=ends, banned=tuple(banned), texts=texts)
 
 
 def denoise(forward: Callable[[np.ndarray, np.ndarray, int], np.ndarray], d: Denoiser) -> Iterator[Frame]:

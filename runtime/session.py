@@ -14,12 +14,14 @@ import numpy as np
 import onnxruntime as ort
 
 from model.tokenizer import TOKENIZER_FILE, CodeTokenizer
+from runtime.conventions import Conventions
 
 log = logging.getLogger("quicksilver.runtime")
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model" / "default"
 CARD_FILE = "card.json"
-MODEL_FILES = ("model.int8.onnx", "model.onnx")  # preference order when both are present
+# preference order when several are present: `prefer` names the first; imported models may come in fp16 or int4
+MODEL_FILES = {"int8": "model.int8.onnx", "fp32": "model.onnx", "fp16": "model.fp16.onnx", "int4": "model.int4.onnx"}
 GPU_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 WARMUP_LENGTH = 16
@@ -66,15 +68,18 @@ class LoadedModel:
     provider: str
     model_file: str
     card_sha256: str
+    conventions: Conventions = Conventions()
     flops: float = 0.0  # multiply-adds ×2 done by the passes so far (matmuls only): what the benchmark divides by time
 
     def pass_flops(self, batch: int, new: int, past: int, logit_positions: int) -> float:
         """Matmul FLOPs of one pass: `new` positions per row against `past` cached keys, logits at `logit_positions`."""
         c = self.card["config"]
         d, layers = c["d_model"], c["n_layer"]
-        hidden = 64 * math.ceil(8 * d / 3 / 64)  # the network's SwiGLU width
-        weights = layers * (4 * d * d + 3 * d * hidden)  # qkv, proj, gate_up, down
-        attention = layers * 2 * 2 * new * (past + new) * d  # scores and the weighted sum
+        hidden = c.get("d_ff") or 64 * math.ceil(8 * d / 3 / 64)  # the SwiGLU width (the shipped network's rule)
+        heads, kv_heads, head_dim = self.heads
+        attn_width = heads * head_dim
+        weights = layers * (2 * d * attn_width + 2 * d * kv_heads * head_dim + 3 * d * hidden)  # q, o, k, v, mlp
+        attention = layers * 2 * 2 * new * (past + new) * attn_width  # scores and the weighted sum
         return batch * (2 * weights * new + attention + 2 * d * c["vocab_size"] * logit_positions)
 
     @property
@@ -82,9 +87,20 @@ class LoadedModel:
         """Whether the graph takes a key/value cache (every model `quicksilver export` writes now does)."""
         return "past_keys" in {i.name for i in self.session.get_inputs()}
 
-    def empty_cache(self, batch: int) -> np.ndarray:
+    @property
+    def heads(self) -> tuple[int, int, int]:
+        """(query heads, key/value heads, head width): imported models may share keys/values between heads."""
         c = self.card["config"]
-        return np.zeros((c["n_layer"], batch, c["n_head"], 0, c["d_model"] // c["n_head"]), np.float32)
+        return c["n_head"], c.get("n_kv_head", c["n_head"]), c.get("head_dim", c["d_model"] // c["n_head"])
+
+    @property
+    def vocab(self) -> int:
+        """The width of the logits (an imported embedding may have more rows than its tokenizer has tokens)."""
+        return int(self.card["config"]["vocab_size"])
+
+    def empty_cache(self, batch: int) -> np.ndarray:
+        _, kv_heads, head_dim = self.heads
+        return np.zeros((self.card["config"]["n_layer"], batch, kv_heads, 0, head_dim), np.float32)
 
     def forward(self, ids: np.ndarray, attention_mask: np.ndarray, logits_from: int) -> np.ndarray:
         """(B, T) ids → (B, T - logits_from, V) float32 logits; logits[:, i] predict the token after position logits_from + i."""
@@ -111,17 +127,22 @@ class LoadedModel:
 
 
 def load(model_dir: str | Path | None = None, prefer: str = "int8", threads: int = 0, verify: bool = True) -> LoadedModel:
-    """Load and warm up a model directory. prefer: 'int8' or 'fp32' (whichever file exists is used otherwise)."""
+    """Load and warm up a model directory. prefer: a key of MODEL_FILES (whichever file exists is used otherwise)."""
     model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
     card = read_card(model_dir, verify)
-    order = MODEL_FILES if prefer == "int8" else MODEL_FILES[::-1]
-    if prefer not in ("int8", "fp32"):
-        raise ValueError(f"prefer must be 'int8' or 'fp32', not {prefer!r}")
+    if prefer not in MODEL_FILES:
+        raise ValueError(f"prefer must be one of {sorted(MODEL_FILES)}, not {prefer!r}")
+    order = [MODEL_FILES[prefer]] + [f for f in MODEL_FILES.values() if f != MODEL_FILES[prefer]]
     model_file = next((f for f in order if (model_dir / f).exists()), None)
     if model_file is None:
-        raise ModelError(f"no {' or '.join(MODEL_FILES)} in {model_dir}; run `quicksilver export`")
+        raise ModelError(f"no {' or '.join(MODEL_FILES.values())} in {model_dir}; run `quicksilver export` "
+                         "(or `quicksilver import` for a Hugging Face checkpoint)")
     try:
-        tokenizer = CodeTokenizer.load(model_dir / TOKENIZER_FILE)
+        conventions = Conventions.from_card(card)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{model_dir / CARD_FILE}: {e}") from None
+    try:
+        tokenizer = CodeTokenizer.load(model_dir / TOKENIZER_FILE, conventions.special_tokens)
     except Exception as e:
         raise ModelError(f"{model_dir / TOKENIZER_FILE} cannot be loaded ({e}); re-export the model") from None
     opts = ort.SessionOptions()
@@ -133,7 +154,8 @@ def load(model_dir: str | Path | None = None, prefer: str = "int8", threads: int
     except Exception as e:
         raise ModelError(f"ONNX Runtime cannot load {model_dir / model_file} ({str(e)[:200]}); re-export it") from None
     provider = session.get_providers()[0]
-    loaded = LoadedModel(model_dir, card, tokenizer, session, provider, model_file, _sha256(model_dir / CARD_FILE))
+    loaded = LoadedModel(model_dir, card, tokenizer, session, provider, model_file, _sha256(model_dir / CARD_FILE),
+                         conventions)
     t0 = time.perf_counter()
     loaded.forward(np.full((1, WARMUP_LENGTH), tokenizer.eos_id), np.ones((1, WARMUP_LENGTH), bool), WARMUP_LENGTH - 1)
     log.info("loaded %s (%s) on %s with %d threads; warm-up %.0f ms", model_dir, model_file, provider,
