@@ -400,6 +400,9 @@ def add_arguments(p) -> None:
     p.add_argument("--host", default="127.0.0.1", help="TCP host")
     p.add_argument("--port", type=int, default=2087, help="TCP port")
     p.add_argument("--log-file", type=Path, help="log here instead of stderr")
+    p.add_argument("--context-tokens", type=int, default=None, metavar="N",
+                   help="prefix + window + suffix the in-process model sees (default: the engine's, at most the "
+                        "model's context)")
 
 
 def run(args) -> None:
@@ -414,7 +417,9 @@ def run(args) -> None:
         from runtime.scheduler import Scheduler
         from runtime.session import ModelError, load
         try:
-            backend = LocalBackend(Scheduler(Engine(load(args.model))))
+            model = load(args.model)
+            engine = Engine(model, args.context_tokens) if args.context_tokens else Engine(model)
+            backend = LocalBackend(Scheduler(engine))
         except ModelError as e:
             raise SystemExit(f"error: {e}")
     server = create_server(backend, args.completion_cache, args.min_confidence)

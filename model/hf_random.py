@@ -47,15 +47,16 @@ def write_tokenizer(path: Path, family: str, vocab: int = 320) -> Tokenizer:
 
 
 def _randomize(model: torch.nn.Module, seed: int) -> None:
-    """Weights large enough that a wrong layout changes the logits (the default init is nearly silent), rounded
-    to bf16 as the shards store them."""
+    """Weights as large as trained ones are (std 1.2/√fan-in, norms near 1; the default init is nearly silent, so a
+    wrong layout would hardly change the logits), rounded to bf16 as the shards store them."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
             else:
-                p.copy_(0.15 * torch.randn(p.shape, generator=g))
+                fan_in = p.shape[-1] if p.dim() > 1 and "embed" not in name else 64
+                p.copy_(1.2 / fan_in ** 0.5 * torch.randn(p.shape, generator=g))
             p.copy_(p.bfloat16().float())
 
 

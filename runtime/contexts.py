@@ -25,6 +25,16 @@ class ContextCache:
                  shift: int = 1):
         self.keys, self.values = keys, values   # (n_layer, 1, kv heads, C, head_dim)
         self.region, self.window, self.shift = region, window, shift
+        self._bound = None
+
+    def on(self, model) -> tuple:
+        """keys, values as the model's passes read them: on its device when it binds them (uploaded once per
+        context, not once per pass), else these arrays."""
+        if not model.bind:
+            return self.keys, self.values
+        if self._bound is None:
+            self._bound = model.on_device(self.keys), model.on_device(self.values)
+        return self._bound
 
     @property
     def length(self) -> int:

@@ -334,12 +334,12 @@ class Engine:
                     self.kept.keep(d, d.cache)
         return [logits[i, d.start - self.shift - lf:d.end - self.shift - lf] for i, d in enumerate(denoisers)]
 
-    def _batch_past(self, denoisers: list[Denoiser], P: int) -> tuple[np.ndarray, np.ndarray]:
+    def _batch_past(self, denoisers: list[Denoiser], P: int) -> tuple:
         """The caches of a batch, right-padded to P and stacked; kept while the batch's caches stay the same
         (a batch usually runs several steps unchanged), so the copy is paid once, not every step."""
         caches = [d.cache for d in denoisers]
         if len(caches) == 1:
-            return caches[0].keys, caches[0].values
+            return caches[0].on(self.model)
         last = self._stacked
         if last is not None and len(last[0]) == len(caches) and all(a is b for a, b in zip(last[0], caches)):
             return last[1], last[2]
@@ -348,8 +348,8 @@ class Engine:
         past_k, past_v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
         for i, c in enumerate(caches):
             past_k[:, i, :, :c.length], past_v[:, i, :, :c.length] = c.keys[:, 0], c.values[:, 0]
-        self._stacked = (caches, past_k, past_v)
-        return past_k, past_v
+        self._stacked = (caches, self.model.on_device(past_k), self.model.on_device(past_v))
+        return self._stacked[1], self._stacked[2]
 
     def _window(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
         """Each active block (and, with shifted logits, the slot before it), attending to the cached rest plus
@@ -367,7 +367,7 @@ class Engine:
             ids[i, :q] = d.inputs()[lo - s:hi]
             positions[i, :q] = np.arange(lo - s, hi)
             mask[i, :c], mask[i, P:P + q] = True, True
-        logits = self.model.forward_kv(ids, positions, mask, past_k, past_v, 0)[0]
+        logits = self.model.forward_kv(ids, positions, mask, past_k, past_v, 0, new_kv=False)[0]
         out = []
         for i, d in enumerate(denoisers):
             lo, hi = d.cache.region

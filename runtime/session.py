@@ -69,6 +69,9 @@ class LoadedModel:
     model_file: str
     card_sha256: str
     conventions: Conventions = Conventions()
+    device: str = "cpu"   # where cached keys/values stay between passes: "cuda" on the CUDA provider
+    bind: bool = False    # IO binding: caches uploaded once and bound where they live (on with CUDA; tests set it
+                          # on the CPU to run the same path)
     flops: float = 0.0  # multiply-adds ×2 done by the passes so far (matmuls only): what the benchmark divides by time
 
     def pass_flops(self, batch: int, new: int, past: int, logit_positions: int) -> float:
@@ -113,17 +116,38 @@ class LoadedModel:
         empty = self.empty_cache(len(ids))
         return self.forward_kv(ids, positions, attention_mask, empty, empty, logits_from)[0]
 
-    def forward_kv(self, ids: np.ndarray, positions: np.ndarray, attention_mask: np.ndarray, past_keys: np.ndarray,
-                   past_values: np.ndarray, logits_from: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def forward_kv(self, ids: np.ndarray, positions: np.ndarray, attention_mask: np.ndarray, past_keys,
+                   past_values, logits_from: int, new_kv: bool = True) -> tuple[np.ndarray, object, object]:
         """One pass with a key/value cache: ids and positions (B, T); attention_mask (B, P + T) over the P cached
-        keys then the new ones; past (n_layer, B, heads, P, head_dim). → logits from logits_from, and the new
-        positions' keys and values (n_layer, B, heads, T, head_dim)."""
-        logits, keys, values = self.session.run(None, {
-            "input_ids": ids.astype(np.int64, copy=False), "positions": positions.astype(np.int64, copy=False),
-            "attention_mask": attention_mask.astype(bool, copy=False), "past_keys": past_keys,
-            "past_values": past_values, "logits_from": np.array(logits_from, dtype=np.int64)})
-        self.flops += self.pass_flops(ids.shape[0], ids.shape[1], past_keys.shape[3], logits.shape[1])
+        keys then the new ones; past (n_layer, B, kv heads, P, head_dim), numpy or already on the device
+        (`on_device`). → logits from logits_from, and the new positions' keys and values (n_layer, B, kv heads,
+        T, head_dim): numpy, or left on the device when the caller does not want them (`new_kv` False)."""
+        inputs = {"input_ids": ids.astype(np.int64, copy=False), "positions": positions.astype(np.int64, copy=False),
+                  "attention_mask": attention_mask.astype(bool, copy=False),
+                  "logits_from": np.array(logits_from, dtype=np.int64)}
+        if not self.bind and isinstance(past_keys, np.ndarray):
+            logits, keys, values = self.session.run(None, {**inputs, "past_keys": past_keys, "past_values": past_values})
+        else:   # IO binding: the cache is bound where it lives; only the logits (and new keys if wanted) come back
+            binding = self.session.io_binding()
+            for name, value in (*inputs.items(), ("past_keys", past_keys), ("past_values", past_values)):
+                if isinstance(value, ort.OrtValue):
+                    binding.bind_ortvalue_input(name, value)
+                else:
+                    binding.bind_cpu_input(name, np.require(value, requirements="C"))   # (keeps 0-d arrays 0-d)
+            binding.bind_output("logits", "cpu")
+            for name in ("keys", "values"):
+                binding.bind_output(name, "cpu" if new_kv else self.device)
+            self.session.run_with_iobinding(binding)
+            out = binding.get_outputs()
+            logits = out[0].numpy()
+            keys, values = (out[1].numpy(), out[2].numpy()) if new_kv else (out[1], out[2])
+        past_len = past_keys.shape()[3] if isinstance(past_keys, ort.OrtValue) else past_keys.shape[3]
+        self.flops += self.pass_flops(ids.shape[0], ids.shape[1], past_len, logits.shape[1])
         return logits, keys, values
+
+    def on_device(self, array: np.ndarray):
+        """An array as passes read it: uploaded once to the GPU with the CUDA provider, else the array itself."""
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0) if self.bind else array
 
 
 def load(model_dir: str | Path | None = None, prefer: str = "int8", threads: int = 0, verify: bool = True) -> LoadedModel:
@@ -154,8 +178,12 @@ def load(model_dir: str | Path | None = None, prefer: str = "int8", threads: int
     except Exception as e:
         raise ModelError(f"ONNX Runtime cannot load {model_dir / model_file} ({str(e)[:200]}); re-export it") from None
     provider = session.get_providers()[0]
+    if GPU_PROVIDER in providers and provider != GPU_PROVIDER:
+        log.warning("onnxruntime-gpu is installed but the CUDA provider did not start (no GPU, or a CUDA/cuDNN "
+                    "mismatch): running on the CPU")
     loaded = LoadedModel(model_dir, card, tokenizer, session, provider, model_file, _sha256(model_dir / CARD_FILE),
-                         conventions)
+                         conventions, device="cuda" if provider == GPU_PROVIDER else "cpu",
+                         bind=provider == GPU_PROVIDER)
     t0 = time.perf_counter()
     loaded.forward(np.full((1, WARMUP_LENGTH), tokenizer.eos_id), np.ones((1, WARMUP_LENGTH), bool), WARMUP_LENGTH - 1)
     log.info("loaded %s (%s) on %s with %d threads; warm-up %.0f ms", model_dir, model_file, provider,

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+from runtime.engine import DEFAULT_CONTEXT_TOKENS
 from runtime.session import ModelError, load
 from server.app import ServerConfig, create_app
 from server.guard import LOOPBACK_HOSTS
@@ -41,6 +42,9 @@ def add_arguments(p) -> None:
                    help="/v1/completions: withhold choices less confident than P in [0, 1] (default: show all; "
                         "/infill and the language server withhold below their own default)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
+    p.add_argument("--context-tokens", type=int, default=DEFAULT_CONTEXT_TOKENS, metavar="N",
+                   help=f"prefix + window + suffix the model sees (default {DEFAULT_CONTEXT_TOKENS}, at most the "
+                        "model's context; an imported model has room for /infill's input_extra files)")
 
 
 def uvicorn_config(app, host: str, port: int, **kw):
@@ -55,6 +59,8 @@ def uvicorn_config(app, host: str, port: int, **kw):
 def run(args) -> None:
     import uvicorn
 
+    if args.context_tokens < 32:
+        sys.exit("quicksilver serve: --context-tokens must be at least 32")
     if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
         sys.exit("quicksilver serve: --min-confidence must be between 0 and 1")
     if args.api_key and not (args.api_key.isascii() and args.api_key.isprintable()):   # "" means no key
@@ -67,7 +73,7 @@ def run(args) -> None:
         sys.exit(f"quicksilver serve: {e}")
     cfg = ServerConfig(model=args.model, db=args.db, api_key=args.api_key, threads=args.threads,
                        allow_origins=tuple(args.allow_origin), check_host=args.host in LOOPBACK_HOSTS,
-                       min_confidence=args.min_confidence)
+                       min_confidence=args.min_confidence, context_tokens=args.context_tokens)
     app = create_app(cfg, loaded=loaded, store=store)
     try:
         uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()

@@ -99,6 +99,36 @@ def test_suffix_keys_move_by_rotate_half_rope(imported):
         assert np.allclose(moved.keys, at(5), atol=1e-4) is same, pairs
 
 
+def test_io_binding_path_equals_plain_runs(imported):
+    """The path the CUDA provider takes (caches uploaded once and bound, window passes leaving their keys on the
+    device), run on the CPU: the same text, passes and logits as plain runs."""
+    import onnxruntime as ort
+    _, _, _, out = imported
+    plain, bound = load(out, prefer="fp32", threads=1), load(out, prefer="fp32", threads=1)
+    bound.bind = True
+    req = dict(prefix="def add(a, b):\n    return", suffix="\n\nprint(add(1, 2))\n", max_new_tokens=12)
+    a, b = Engine(plain).complete(Request(**req)), Engine(bound).complete(Request(**req))
+    assert (a.raw, a.stats["forward_passes"]) == (b.raw, b.stats["forward_passes"])
+    ids = np.arange(10)[None] % plain.tokenizer.vocab_size
+    mask, empty = np.ones((1, 10), bool), plain.empty_cache(1)
+    logits, keys, values = plain.forward_kv(ids, np.arange(10)[None], mask, empty, empty, 0)
+    past = bound.on_device(keys[:, :, :, :6]), bound.on_device(values[:, :, :, :6])
+    tail, new_k, _ = bound.forward_kv(ids[:, 6:], np.arange(6, 10)[None], mask, *past, 0, new_kv=False)
+    assert isinstance(new_k, ort.OrtValue) and np.allclose(tail, logits[:, 6:], atol=PARITY)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
+                    reason="needs onnxruntime-gpu and a GPU")
+def test_cuda_provider_keeps_caches_on_the_device(imported):
+    _, _, _, out = imported
+    gpu = load(out, prefer="fp32", threads=1)
+    assert gpu.provider == "CUDAExecutionProvider" and gpu.bind and gpu.device == "cuda"
+    engine = Engine(gpu)
+    d = engine.denoiser(Request(prefix="def add(a, b):\n    return", suffix="\n", max_new_tokens=12))
+    full = engine._forward([d])[0]
+    np.testing.assert_allclose(engine._forward([d])[0], full, atol=1e-3)   # the window pass on the bound cache
+
+
 def test_served_through_v1_completions(imported, tmp_path):
     from openai import OpenAI
 
@@ -229,3 +259,33 @@ async def test_language_server_on_an_imported_model(family, tmp_path):
     finally:
         await c.shutdown_session()
         await c.stop()
+
+
+@pytest.mark.parametrize("command", [
+    ["infill", "--set", "single-line", "--length", "oracle", "--limit", "2", "--precision", "fp32"],
+    ["api", "--set", "single-line", "--limit", "2"],
+    ["editor", "--per-kind", "1", "--clients", "completions-64,infill-llama.vim"]])
+def test_evals_take_an_imported_model(command, tmp_path):
+    """`quicksilver eval … --model DIR` on an imported model (LLaDA: logits in place), unchanged."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    write_checkpoint(tmp_path / "hf", "llada")
+    import_checkpoint(tmp_path / "hf", tmp_path / "qs")
+    out = tmp_path / "out.json"
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "eval", *command, "--model", str(tmp_path / "qs"),
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result.get("tasks", result.get("cursors")) in (2, 3)
+
+
+def test_eval_imported_measures_size_and_speed(tmp_path):
+    from evals.imported import evaluate
+    out = evaluate("tiny", ["int8"], tmp_path / "work", cursors=1, repeat=1)
+    row = out["precisions"]["int8"]
+    assert row["model_file"] == "model.int8.onnx" and row["bytes"]["model.int8.onnx"] > 0
+    assert row["full_pass_ms"] > 0 and row["window_pass_ms"] > 0 and row["correlation"] > 0.9
+    assert row["requests"]["cold"]["requests"] == 1 and row["requests"]["next keystroke"]["context_reused"] == 1.0
+    assert not (tmp_path / "work").exists()
