@@ -227,11 +227,32 @@ def report(results: Path, model_dir: Path | None = None) -> str:
                          f"{m['passes_p50']:.0f} | {m['tokens_p50']:.0f} | {m['tokens_per_pass']:.2f} | "
                          f"{pct(m['context_reused'])} | {pct(m['right_rest_of_line'])} | {split} |")
         lines.append("")
+    for name, r in data.items():
+        if name.startswith("imported-") and isinstance(r, dict) and r.get("precisions"):
+            lines += [f"## An imported model at {r['shape']}'s shape (`{r['command']}`)", "", *imported_table(r), ""]
     load_test = data.get("loadtest")
     if isinstance(load_test, dict):
         lines += ["## Server under load (`quicksilver eval load --json evals/results/loadtest.json`)", "",
                   "```", json.dumps(load_test, indent=1), "```", ""]
     return "\n".join(lines)
+
+
+def imported_table(r: dict) -> list[str]:
+    """`eval imported`'s rows: per precision, the files, import and load time, passes, requests through the server."""
+    out = [f"{r['family']} layout, {r['parameters'] / 1e6:.0f} M parameters, random weights (quality not measured: "
+           f"the logit columns check the conversion); {r['context']}-token context, single-line requests "
+           "(max_tokens 32, stop \"\\n\") through `/v1/completions`, this machine's CPU. Random weights never end a "
+           "line early, so each request decodes its whole window one token a pass: the worst case.", "",
+           "| precision | on disk | import s | load s | full pass ms | window pass ms | request p50 ms (cold / next "
+           "keystroke) | passes | logits vs reference: correlation / argmax agreement |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for precision, row in r["precisions"].items():
+        q = row["requests"]
+        out.append(f"| {precision} | {sum(row['bytes'].values()) / 1e6:.0f} MB | {row['import_s']:.0f} | "
+                   f"{row['load_s']:.1f} | {row['full_pass_ms']:.0f} | {row['window_pass_ms']:.0f} | "
+                   f"{q['cold']['p50_ms']:.0f} / {q['next keystroke']['p50_ms']:.0f} | "
+                   f"{q['cold']['passes_p50']:.0f} | {row['correlation']:.3f} / {row['argmax_agreement']:.2f} |")
+    return out
 
 
 def card_scores(results: Path, card: dict) -> dict:

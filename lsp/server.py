@@ -32,6 +32,8 @@ log = logging.getLogger("quicksilver.lsp")
 
 SINGLE_LINE_TOKENS = 12  # the window is a length hint: 12 slots fills single lines best (evals/infill.py UNKNOWN_WINDOW)
 BLOCK_TOKENS = 96
+OTHER_FILES = 4          # the client's other open documents (of the cursor's language) given as extra context; the
+OTHER_FILE_CHARS = 8000  # engine keeps them only while its context has room (an imported model's long context)
 CACHE_ENTRIES = 64
 WINDOW_MULTIPLE = 8     # keystrokes within a line then reuse the engine's cached context (runtime/engine.py)
 ACCEPT, REJECT, EDIT_BLOCK = "quicksilver/accept", "quicksilver/reject", "quicksilver/editBlock"
@@ -137,8 +139,20 @@ def cursor_context(ls: LanguageServer, uri: str, position: lsp.Position) -> tupl
     return prefix, suffix, not wants_block(prefix, suffix, language), language
 
 
-def build_request(prefix: str, suffix: str, single_line: bool, language: str | None = None) -> Request:
-    return Request(prefix=prefix, suffix=suffix, id=uuid.uuid4().hex[:12], single_line=single_line,
+def other_files(ls: LanguageServer, uri: str, language: str | None) -> tuple[str, ...]:
+    """The client's other open documents of the cursor's language, the latest opened first, as "# name" chunks
+    of their first OTHER_FILE_CHARS characters (documents that are not valid Unicode are left out)."""
+    chunks = []
+    for other, doc in reversed(list(ls.workspace.text_documents.items())):
+        if other != unquote(uri) and language_of(other, doc.language_id) == language and \
+                not LONE_SURROGATE.search(doc.source) and len(chunks) < OTHER_FILES:
+            chunks.append(f"# {Path(unquote(other)).name}\n{doc.source[:OTHER_FILE_CHARS]}")
+    return tuple(chunks)
+
+
+def build_request(prefix: str, suffix: str, single_line: bool, language: str | None = None,
+                  extra: tuple[str, ...] = ()) -> Request:
+    return Request(prefix=prefix, suffix=suffix, id=uuid.uuid4().hex[:12], single_line=single_line, extra=extra,
                    max_new_tokens=SINGLE_LINE_TOKENS if single_line else BLOCK_TOKENS,
                    stop=("\n",) if single_line else (), language=language, window_multiple=WINDOW_MULTIPLE)
 
@@ -175,7 +189,8 @@ async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position) -
         log.info("completion %s served from the cache", hit[0])
     else:
         try:
-            result = await run_request(ls, uri, build_request(prefix, suffix, single, language))
+            result = await run_request(ls, uri, build_request(prefix, suffix, single, language,
+                                                              other_files(ls, uri, language)))
         except ValueError as e:   # the engine or the server refused the request: no completion, said in the log
             log.warning("no completion: %s", e)
             return None

@@ -36,6 +36,9 @@ MAX_HEALED_CHARS = 400            # a cursor line longer than this is not moved 
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
 EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
 EDIT_MIN_KEPT = 0.5               # a rewrite keeping less than this share of its block's text is not offered
+EXTRA_MIN_CONTEXT = 1024          # other files (Request.extra) enter only a context at least this long: a model
+                                  # given room (an imported one, --context-tokens). The shipped model's 384 tokens
+                                  # are for the file itself; it was never evaluated with other files beside it
 REFRESH_EVERY = 0                 # context cache: recompute the whole sequence every N steps (0: only the first)
 
 
@@ -60,6 +63,8 @@ class Request:
                                       # post-processing (scope, validity) with tree-sitter
     window: int | None = None         # exact slots (the harness's oracle length); None: the engine decides (WINDOWS),
                                       # never more than max_new_tokens
+    extra: tuple[str, ...] = ()       # other files' text (llama.vim's input_extra, the editor's other open files),
+                                      # most relevant first: placed before this file while the context has room
     window_multiple: int = 1          # round the window up to a multiple of this: while the user types a line, the
                                       # healed cursor line grows token by token, and a window that does not change
                                       # with it keeps the context (and its cached keys/values) identical
@@ -76,7 +81,7 @@ class Request:
             raise ValueError("window_multiple must be between 1 and 64")
         if self.mode == "edit" and not self.existing:
             raise ValueError("edit mode needs the existing block text")
-        for name in ("prefix", "suffix", "existing", "stop"):
+        for name in ("prefix", "suffix", "existing", "stop", "extra"):
             check_text(name, getattr(self, name))
 
 
@@ -229,6 +234,9 @@ class Engine:
         ctx = fit(self.tok, prefix, suffix, self.context_tokens - window)
         if req.mode == "completion":
             ctx.suffix = []
+        extra = self.extra_context(req.extra, self.context_tokens - window - len(ctx.prefix) - len(ctx.suffix)) \
+            if req.extra and not ctx.prefix_cut and self.context_tokens >= EXTRA_MIN_CONTEXT else []
+        ctx.prefix = extra + ctx.prefix
         opts = SamplerOptions(
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
             top_p=req.top_p, seed=req.seed, stop=stops_of(req), edit=req.edit if existing is not None else "all",
@@ -249,7 +257,20 @@ class Engine:
             masked = np.arange(window) >= len(fixed)
         d = Denoiser(ctx.prefix, init, ctx.suffix, opts, self.special, self.tok.decode, masked)
         d.stats.tokenize_ms = 1000 * (time.perf_counter() - t0)
+        d.stats.extra_tokens = len(extra)
         return d
+
+    def extra_context(self, chunks: tuple[str, ...], room: int) -> list[int]:
+        """Other files before this one, as files follow each other in training (each starts with the file-start
+        token): the most relevant nearest, whole files only, as many as `room` tokens hold. Only the context sees
+        them; post-processing and the syntax rules look at this file alone."""
+        ids: list[int] = []
+        for chunk in chunks:
+            tokens = [self.tok.bos_id] + self.tok.encode(chunk)
+            if len(ids) + len(tokens) > room:
+                break
+            ids = tokens + ids
+        return ids
 
     def finish(self, req: Request, d: Denoiser) -> Completion:
         t0 = time.perf_counter()

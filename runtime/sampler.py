@@ -111,6 +111,7 @@ class Stats:
     post_ms: float = 0.0
     context_reused: bool = False   # the first pass used a context kept from an earlier request (the same, or the
                                    # last keystroke's: engine)
+    extra_tokens: int = 0          # tokens of other files placed before this one (Request.extra)
 
 
 @dataclass

@@ -21,12 +21,12 @@ class Counting:
     def __getattr__(self, name):
         return getattr(self._model, name)
 
-    def forward_kv(self, ids, positions, mask, past_k, past_v, logits_from):
+    def forward_kv(self, ids, positions, mask, past_k, past_v, logits_from, new_kv=True):
         if past_k.shape[3]:
             self.window += 1
         else:
             self.full += 1
-        return self._model.forward_kv(ids, positions, mask, past_k, past_v, logits_from)
+        return self._model.forward_kv(ids, positions, mask, past_k, past_v, logits_from, new_kv)
 
 
 def never_ending(engine: Engine) -> Engine:

@@ -289,3 +289,44 @@ def test_eval_imported_measures_size_and_speed(tmp_path):
     assert row["full_pass_ms"] > 0 and row["window_pass_ms"] > 0 and row["correlation"] > 0.9
     assert row["requests"]["cold"]["requests"] == 1 and row["requests"]["next keystroke"]["context_reused"] == 1.0
     assert not (tmp_path / "work").exists()
+
+
+def test_other_files_go_before_the_file_while_the_context_has_room(tmp_path):
+    """Request.extra (llama.vim's input_extra, the editor's other open files) in a model with room: whole files,
+    each starting with the file-start token as files follow each other in training, the most relevant nearest;
+    none that would not fit whole, and none in a context shorter than EXTRA_MIN_CONTEXT."""
+    from runtime.engine import EXTRA_MIN_CONTEXT
+    write_checkpoint(tmp_path / "hf", "llada")
+    import_checkpoint(tmp_path / "hf", tmp_path / "qs")
+    model = load(tmp_path / "qs", prefer="fp32", threads=1)
+    engine, short = Engine(model, context_tokens=EXTRA_MIN_CONTEXT), Engine(model)
+    tok, bos = engine.tok, engine.tok.bos_id
+    assert bos == tok.tok.token_to_id("<|startoftext|>") != tok.eos_id
+    near, far = "def helper(x):\n    return x\n", "import os\n"
+    req = lambda extra, prefix="def f(x):\n    ": Request(prefix=prefix, suffix="\n", max_new_tokens=8, extra=extra)
+    plain, d = engine.denoiser(req(())), engine.denoiser(req((near, far)))
+    files = [bos] + tok.encode(far) + [bos] + tok.encode(near)
+    assert list(d.inputs()[:len(files)]) == files and d.stats.extra_tokens == len(files)
+    assert list(d.inputs()[len(files):]) == list(plain.inputs())
+    assert engine.denoiser(req(("x = 1\n" * 2000, near))).stats.extra_tokens == 0   # the nearest does not fit
+    assert short.denoiser(req((near,))).stats.extra_tokens == 0
+    assert engine.complete(req((near,))).stats["extra_tokens"] > 0
+
+
+def test_infill_input_extra_reaches_a_model_with_room(tmp_path):
+    import httpx
+
+    from conftest import API_KEY, start_server, stop_server
+    from runtime.engine import EXTRA_MIN_CONTEXT
+    write_checkpoint(tmp_path / "hf", "dream")
+    import_checkpoint(tmp_path / "hf", tmp_path / "qs")
+    srv, thread, url = start_server(tmp_path / "qs", tmp_path / "db.sqlite", context_tokens=EXTRA_MIN_CONTEXT)
+    try:
+        body = {"input_prefix": "def read(path):\n", "input_suffix": "\n", "prompt": "    ", "n_predict": 4,
+                "response_fields": ["timings/prompt_n"]}
+        extra = [{"filename": "io.py", "text": "def write(path, data):\n    pass\n"}]
+        ask = lambda b: httpx.post(url + "/infill", json=b, headers={"Authorization": f"Bearer {API_KEY}"},
+                                   timeout=60).json()["timings/prompt_n"]
+        assert ask({**body, "input_extra": extra}) > ask(body)
+    finally:
+        stop_server(srv, thread)

@@ -108,3 +108,13 @@ def test_stream_sends_each_line_once_it_is_stable(tmp_path):
 def test_bad_fields_are_a_clear_400(url, body, needle):
     r = httpx.post(url, json=body, headers=AUTH, timeout=30)
     assert r.status_code == 400 and needle in r.json()["error"]["message"]
+
+
+
+def test_input_extra_stays_out_of_a_short_context(url):
+    """llama.vim's ring-buffer chunks are not pasted into the file's prefix (where the syntax rules would read them
+    as this file's code), and a context shorter than EXTRA_MIN_CONTEXT holds only the file: prompt_n is the same.
+    (A model with room takes them: tests/test_import.py.)"""
+    body = {"input_prefix": "def read(path):\n", "input_suffix": "\n", "prompt": "    ", "n_predict": 4,
+            "response_fields": ["timings/prompt_n"]}
+    assert post(url, {**body, "input_extra": LLAMA_VIM["input_extra"]}) == post(url, body)

@@ -364,3 +364,19 @@ async def test_other_languages_get_plain_completions(session):
         context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked)))
     items = result.items if hasattr(result, "items") else result
     assert all("\n" not in item.insert_text for item in items)  # mid-line: the rest of the line, no grammar needed
+
+
+def test_other_open_documents_of_the_language_are_extra_context():
+    """The language server gives the engine the client's other open documents of the cursor's language, the latest
+    opened first (the engine keeps them only while its context has room)."""
+    from types import SimpleNamespace
+
+    from lsp.server import OTHER_FILES, other_files
+    docs = {f"file:///w/m{i}.py": SimpleNamespace(language_id="python", source=f"def m{i}():\n    pass\n")
+            for i in range(OTHER_FILES + 2)}
+    docs["file:///w/notes.md"] = SimpleNamespace(language_id="markdown", source="# notes\n")
+    docs["file:///w/bad.py"] = SimpleNamespace(language_id="python", source="x = '\ud800'\n")
+    ls = SimpleNamespace(workspace=SimpleNamespace(text_documents=docs))
+    chunks = other_files(ls, "file:///w/m0.py", "python")
+    assert len(chunks) == OTHER_FILES and chunks[0] == f"# m{OTHER_FILES + 1}.py\ndef m{OTHER_FILES + 1}():\n    pass\n"
+    assert not any("notes" in c or "m0()" in c or "\ud800" in c for c in chunks)

@@ -219,3 +219,4 @@ def test_may_end_keeps_the_result_going_until_it_may_end(tiny_engine):
 
     guided = tiny_engine.denoiser(Request(prefix="def f():\n", suffix="    return 1\n", language="python")).opts
     assert guided.may_end is not None and tiny_engine.denoiser(Request(prefix="x")).opts.may_end is None
+

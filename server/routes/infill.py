@@ -54,11 +54,12 @@ class InfillBody(BaseModel):
 
 
 def to_request(body: InfillBody) -> Request:
-    extra = "".join(f"# {c.filename}\n{c.text}\n" if c.filename else c.text + "\n" for c in body.input_extra)
-    prefix = extra + body.input_prefix + body.prompt
-    if len(prefix) + len(body.input_suffix) > MAX_PROMPT_CHARS:
+    # llama.vim sends the chunks oldest first; the engine places the most relevant (the newest) nearest the file
+    extra = tuple(f"# {c.filename}\n{c.text}" if c.filename else c.text for c in reversed(body.input_extra))
+    prefix = body.input_prefix + body.prompt
+    if len(prefix) + len(body.input_suffix) + sum(map(len, extra)) > MAX_PROMPT_CHARS:
         raise ValueError(f"input is longer than {MAX_PROMPT_CHARS} characters")
-    return Request(prefix=prefix, suffix=body.input_suffix,
+    return Request(prefix=prefix, suffix=body.input_suffix, extra=extra,
                    max_new_tokens=DEFAULT_N_PREDICT if body.n_predict < 0 else max(1, body.n_predict),
                    temperature=body.temperature, top_p=body.top_p, stop=tuple(body.stop),
                    seed=random.getrandbits(32) if body.seed < 0 else body.seed, deadline_ms=body.t_max_predict_ms or None)
@@ -68,7 +69,7 @@ def response(state, req: Request, c: Completion | None, min_confidence: float | 
     """llama.cpp's final response for a completion (None: nothing decoded, as for n_predict 0), with its
     confidence; empty content when it is below `min_confidence` (None: the editors' default; 0: never)."""
     stats = c.stats if c else {"tokens": 0, "ms": 0.0, "stop_reason": "limit", "steps": 0, "forward_passes": 0}
-    prompt_n = len(state.engine.tok.encode(req.prefix + req.suffix))
+    prompt_n = len(state.engine.tok.encode(req.prefix + req.suffix)) + (c.stats.get("extra_tokens", 0) if c else 0)
     kind = STOP_TYPES.get(stats["stop_reason"], "none")
     word = next((s for s in req.stop if c and s in c.raw), "") if kind == "word" else ""
     predicted_ms = max(stats["ms"], 1e-6)
