@@ -93,7 +93,7 @@ class RemoteBackend:
                                               "request_id": req.id, "range": rng}))
                 else:
                     await ws.send(json.dumps({"type": "complete", "request_id": req.id, "offset": start,
-                                              "max_tokens": req.max_new_tokens}))
+                                              "max_tokens": req.max_new_tokens, "editor": req.editor}))
             try:
                 msg = await fut
             except asyncio.CancelledError:

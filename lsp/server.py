@@ -24,18 +24,15 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
-from runtime.engine import (EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Completion, Request,
-                            editor_min_confidence, withheld)
+from runtime.engine import (EDITOR_MIN_CONFIDENCE, EDITOR_TOKENS, UNCALIBRATED_MIN_CONFIDENCE, Completion, Request,
+                            editor_min_confidence, editor_request, withheld)
 from runtime.syntax import enclosing_block, language_of, wants_block
 
 log = logging.getLogger("quicksilver.lsp")
 
-SINGLE_LINE_TOKENS = 12  # the window is a length hint: 12 slots fills single lines best (evals/infill.py UNKNOWN_WINDOW)
-BLOCK_TOKENS = 96
 OTHER_FILES = 4          # the client's other open documents (of the cursor's language) given as extra context; the
 OTHER_FILE_CHARS = 8000  # engine keeps them only while its context has room (an imported model's long context)
 CACHE_ENTRIES = 64
-WINDOW_MULTIPLE = 8     # keystrokes within a line then reuse the engine's cached context (runtime/engine.py)
 ACCEPT, REJECT, EDIT_BLOCK = "quicksilver/accept", "quicksilver/reject", "quicksilver/editBlock"
 EDIT_COMMAND = "quicksilver.editBlock"
 ACTIONS = {"complete": "Complete block", "rewrite": "Rewrite block", "repair": "Repair block"}
@@ -152,9 +149,8 @@ def other_files(ls: LanguageServer, uri: str, language: str | None) -> tuple[str
 
 def build_request(prefix: str, suffix: str, single_line: bool, language: str | None = None,
                   extra: tuple[str, ...] = ()) -> Request:
-    return Request(prefix=prefix, suffix=suffix, id=uuid.uuid4().hex[:12], single_line=single_line, extra=extra,
-                   max_new_tokens=SINGLE_LINE_TOKENS if single_line else BLOCK_TOKENS,
-                   stop=("\n",) if single_line else (), language=language, window_multiple=WINDOW_MULTIPLE)
+    """The editors' request for the cursor (runtime/engine.py editor_request: /infill asks the same way)."""
+    return editor_request(prefix, suffix, language, single_line, extra=extra, id=uuid.uuid4().hex[:12])
 
 
 async def run_request(ls: QuicksilverServer, uri: str, req: Request) -> Completion | None:
@@ -232,7 +228,7 @@ async def block_edit(ls: QuicksilverServer, uri: str, rng: lsp.Range | None, pos
         indent = block[:len(block) - len(block.lstrip(" \t"))]
         prefix += f"{indent}# {instruction.strip()}\n"
     if mode == "complete":  # keep the block, fill what should follow it inside the same scope
-        req = Request(prefix=prefix + block, suffix=suffix, max_new_tokens=BLOCK_TOKENS, language=language)
+        req = Request(prefix=prefix + block, suffix=suffix, max_new_tokens=EDITOR_TOKENS["block"], language=language)
         start = end
     else:
         if not block.strip():

@@ -63,6 +63,7 @@ class Request:
                                       # post-processing (scope, validity) with tree-sitter
     window: int | None = None         # exact slots (the harness's oracle length); None: the engine decides (WINDOWS),
                                       # never more than max_new_tokens
+    editor: bool = False              # built by editor_request (a remote language server asks its server for the same)
     extra: tuple[str, ...] = ()       # other files' text (llama.vim's input_extra, the editor's other open files),
                                       # most relevant first: placed before this file while the context has room
     window_multiple: int = 1          # round the window up to a multiple of this: while the user types a line, the
@@ -112,6 +113,28 @@ def withheld(c: Completion, min_confidence: float | None) -> bool:
 def editor_min_confidence(c: Completion) -> float:
     """The editors' default threshold for this completion's confidence: calibrated, or the least probability."""
     return EDITOR_MIN_CONFIDENCE if c.stats.get("calibrated") else UNCALIBRATED_MIN_CONFIDENCE
+
+
+# Editors (the language server; /infill as llama.vim and llama.vscode send it) ask with one request shape, so a
+# cursor shows the same text on every editor path: a line where the cursor asks for a line (it ends at the
+# newline), a block on a blank line in a block (runtime/syntax.py wants_block), at most these many tokens, the
+# window rounded up to a multiple of EDITOR_WINDOW_MULTIPLE so that typing a line keeps the cached context.
+EDITOR_TOKENS = {"line": 12, "block": 96}
+EDITOR_WINDOW_MULTIPLE = 8
+
+
+def editor_request(prefix: str, suffix: str, language: str | None = None, single_line: bool | None = None,
+                   max_new_tokens: int | None = None, stop: tuple[str, ...] = (), **fields) -> Request:
+    """The request an editor path sends for a cursor; `max_new_tokens` (a client's n_predict) only lowers the
+    cap, `stop` adds to the line's newline, `fields` are Request's others (deadline, sampling, extra, id)."""
+    language = language or infer_language(prefix, suffix)
+    if single_line is None:
+        single_line = not wants_block(prefix, suffix, language)
+    cap = EDITOR_TOKENS["line" if single_line else "block"]
+    return Request(prefix=prefix, suffix=suffix, single_line=single_line, language=language,
+                   max_new_tokens=min(cap, max_new_tokens or cap),
+                   stop=tuple(dict.fromkeys((*stop, *(("\n",) if single_line else ())))),
+                   window_multiple=EDITOR_WINDOW_MULTIPLE, editor=True, **fields)
 
 
 def window_of(req: Request) -> int:

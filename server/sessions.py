@@ -15,9 +15,9 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
 
-from runtime.engine import Completion, Request
+from runtime.engine import Completion, Request, editor_request
 from runtime.scheduler import Handle
 from server.generate import run, submit
 
@@ -81,6 +81,8 @@ class Complete(Msg):
     temperature: Annotated[Real, Field(ge=0, le=2)] | None = None
     threshold: Annotated[Real, Field(gt=0, le=1)] | None = None
     eom_bias: Annotated[Real, Field(ge=-50, le=50)] | None = None
+    editor: StrictBool = False   # the editors' request for the cursor (a line or a block: runtime/engine.py
+                                 # editor_request), as the language server asks in-process; max_tokens caps it
 
 
 class Edit(Msg):
@@ -211,8 +213,9 @@ class Session:
         prefix, suffix = self.text[:start], self.text[end:]
         if msg.type == "complete":
             knobs = {k: getattr(msg, k) for k in ("temperature", "threshold", "eom_bias") if getattr(msg, k) is not None}
-            req = Request(prefix=prefix, suffix=suffix, max_new_tokens=msg.max_tokens, id=rid,
-                          language=self.language or None, **knobs)
+            make = editor_request if msg.editor else Request
+            req = make(prefix=prefix, suffix=suffix, max_new_tokens=msg.max_tokens, id=rid,
+                       language=self.language or None, **knobs)
         else:
             if start == end:
                 raise ProtocolError(f"{msg.type} needs a non-empty range")

@@ -380,3 +380,32 @@ def test_other_open_documents_of_the_language_are_extra_context():
     chunks = other_files(ls, "file:///w/m0.py", "python")
     assert len(chunks) == OTHER_FILES and chunks[0] == f"# m{OTHER_FILES + 1}.py\ndef m{OTHER_FILES + 1}():\n    pass\n"
     assert not any("notes" in c or "m0()" in c or "\ud800" in c for c in chunks)
+
+
+async def test_the_language_server_and_infill_show_the_same_text(session, request):
+    """One cursor, the same text on every editor path: the language server's inline completion (in-process, or
+    through a server) and /infill as llama.vim asks (no time budget, nothing withheld) build one request shape
+    (runtime/engine.py editor_request): a line at a partial line, a block on a blank line in a block. Each side
+    starts from the same kept contexts (the next keystroke's reuse makes a server's answers depend on what it was
+    asked before): a fresh server beside the in-process language server, the same one behind the remote one."""
+    client, _, remote = session
+    srv = None
+    if remote is None:
+        srv, thread, url = start_server(SHIPPED, request.getfixturevalue("tmp_path") / "fresh.sqlite")
+    else:
+        url = remote
+    lines, shown_texts = TEXT.split("\n"), []
+    for line, character in ((5, 4), (3, 9), (8, 6), (4, 11)):
+        offset = sum(len(x) + 1 for x in lines[:line]) + character
+        items = await inline(client, at(line, character))
+        shown = items[0].insert_text if items else ""
+        r = urllib.request.Request(url + "/infill", json.dumps({
+            "input_prefix": TEXT[:offset], "input_suffix": TEXT[offset:], "n_predict": 128, "min_confidence": 0,
+            "top_k": 40, "top_p": 0.99, "samplers": ["top_k", "top_p", "infill"]}).encode(),
+            {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+        content = json.loads(urllib.request.urlopen(r, timeout=60).read())["content"]
+        assert shown == content, (line, character)
+        shown_texts.append(shown)
+    if srv is not None:
+        stop_server(srv, thread)
+    assert sum(map(bool, shown_texts)) >= 2, shown_texts   # not a comparison of empty answers

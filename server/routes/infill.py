@@ -17,13 +17,12 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from runtime.engine import (EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Completion, Request,
-                            editor_min_confidence, withheld)
+                            editor_min_confidence, editor_request, withheld)
 from server.fields import JsonFloat, JsonInt, OptionalJsonFloat
 from server.generate import complete, run, stable_lines, submit
 from server.routes.completions import MAX_PROMPT_CHARS
 
 router = APIRouter()
-DEFAULT_N_PREDICT = 128        # n_predict -1 (llama.cpp: "until done") is capped here
 STOP_TYPES = {"eom": "eos", "stop": "word", "window": "limit", "deadline": "limit"}
 
 
@@ -59,10 +58,11 @@ def to_request(body: InfillBody) -> Request:
     prefix = body.input_prefix + body.prompt
     if len(prefix) + len(body.input_suffix) + sum(map(len, extra)) > MAX_PROMPT_CHARS:
         raise ValueError(f"input is longer than {MAX_PROMPT_CHARS} characters")
-    return Request(prefix=prefix, suffix=body.input_suffix, extra=extra,
-                   max_new_tokens=DEFAULT_N_PREDICT if body.n_predict < 0 else max(1, body.n_predict),
-                   temperature=body.temperature, top_p=body.top_p, stop=tuple(body.stop),
-                   seed=random.getrandbits(32) if body.seed < 0 else body.seed, deadline_ms=body.t_max_predict_ms or None)
+    # the editors' request for the cursor (the language server asks the same way): n_predict only lowers the cap
+    return editor_request(prefix, body.input_suffix, max_new_tokens=None if body.n_predict < 0 else max(1, body.n_predict),
+                          stop=tuple(body.stop), extra=extra, temperature=body.temperature, top_p=body.top_p,
+                          seed=random.getrandbits(32) if body.seed < 0 else body.seed,
+                          deadline_ms=body.t_max_predict_ms or None)
 
 
 def response(state, req: Request, c: Completion | None, min_confidence: float | None = None) -> dict:
