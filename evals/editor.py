@@ -35,7 +35,30 @@ TRIVIAL = 5                                  # lines no longer than this ("pass"
 SEED = 0
 
 
+HELDOUT_LIST = Path(__file__).with_name("heldout-files.tsv")   # the frozen list (its header says why)
+MIN_LISTED = 20   # a machine with fewer of the listed files than this (other versions) scans its own instead
+
+
 def heldout_files(roots: list[Path] | None = None) -> list[Path]:
+    """The held-out files cursors are drawn from, in a fixed order: those of HELDOUT_LIST that this machine has
+    with the same content, so that installing a package does not change the eval sets; else (roots given, or too
+    few listed files here) a scan of the standard library and site-packages with the corpus's held-out rule."""
+    if roots is None and HELDOUT_LIST.exists():
+        paths = sysconfig.get_paths()
+        base = {"stdlib": Path(paths["stdlib"]), "purelib": Path(paths["purelib"])}
+        listed = []
+        for line in HELDOUT_LIST.read_text().splitlines():
+            if line and not line.startswith("#"):
+                root, rel, digest = line.split("\t")
+                path = base[root] / rel
+                if path.is_file() and hashlib.sha1(path.read_bytes()).hexdigest() == digest:
+                    listed.append(path)
+        if len(listed) >= MIN_LISTED:
+            return listed
+    return scan_heldout(roots)
+
+
+def scan_heldout(roots: list[Path] | None = None) -> list[Path]:
     """Files of the interpreter's standard library and site-packages that the corpus holds out (its content-hash
     rule and filters), tests and codec tables left out, in a fixed order."""
     paths = sysconfig.get_paths()

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from math import comb
 
 import pytest
@@ -300,3 +301,24 @@ def test_the_product_path_evals_on_the_tiny_model(tiny_model_dir, tmp_path, comm
         assert len([r for r in result["rows"] if r["client"] == "lsp"]) == 6
         assert all("confidence" in r and "degenerate" in r for r in result["rows"])
         assert result["curve"] is None   # the curve is drawn from completions-128
+
+
+def test_heldout_cursor_files_come_from_the_frozen_list(tmp_path, monkeypatch):
+    """Installing a package (the dev extra's transformers) must not change the cursors the thresholds were chosen
+    on: the files come from evals/heldout-files.tsv (those this machine has with the same content), and only a
+    machine with too few of them scans its own."""
+    import hashlib
+    import sysconfig
+
+    import evals.editor as editor
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    some = sorted(stdlib.glob("*.py"))[:editor.MIN_LISTED + 2]
+    rows = [f"stdlib\t{p.name}\t{hashlib.sha1(p.read_bytes()).hexdigest()}" for p in some]
+    rows[0] = rows[0][:-40] + "0" * 40   # changed since it was listed: skipped
+    listed = tmp_path / "list.tsv"
+    listed.write_text("# header\n" + "\n".join(rows) + "\n")
+    monkeypatch.setattr(editor, "HELDOUT_LIST", listed)
+    assert editor.heldout_files() == some[1:]
+    listed.write_text("\n".join(rows[:3]) + "\n")   # another machine: too few of the listed files
+    monkeypatch.setattr(editor, "scan_heldout", lambda roots=None: ["scanned"])
+    assert editor.heldout_files() == ["scanned"]
