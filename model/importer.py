@@ -46,7 +46,10 @@ def read_tensors(hf_dir: Path) -> dict[str, torch.Tensor]:
 
     index = hf_dir / "model.safetensors.index.json"
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index} is not a safetensors index ({e})") from None
     else:
         shards = sorted(p.name for p in hf_dir.glob("*.safetensors"))
     if not shards:
@@ -56,17 +59,50 @@ def read_tensors(hf_dir: Path) -> dict[str, torch.Tensor]:
     for shard in shards:
         if not (hf_dir / shard).exists():
             raise CheckpointError(f"{hf_dir / shard} is missing (listed in {index.name})")
-        tensors.update({k: v.float() for k, v in load_file(str(hf_dir / shard)).items()})
+        try:
+            tensors.update({k: v.float() for k, v in load_file(str(hf_dir / shard)).items()})
+        except Exception as e:   # safetensors' own error for a truncated or damaged file
+            raise CheckpointError(f"{hf_dir / shard} cannot be read ({str(e)[:200]}): truncated or damaged?") from None
     return tensors
 
 
 def build(family: Family, cfg: dict, tensors: dict[str, torch.Tensor]) -> ImportedTransformer:
     """The network with the checkpoint's weights; every weight must be there with its shape, and every tensor of
     the checkpoint must be used (a leftover means a layout this importer does not understand)."""
-    c, top = family.config(cfg), family.names(None)
+    try:
+        c = family.config(cfg)
+    except KeyError as e:
+        raise CheckpointError(f"config.json lacks {e} (a {family.name} model's config has it): not a {family.name} "
+                              "checkpoint? (--family names another)") from None
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise CheckpointError(f"config.json has a value a {family.name} model cannot take ({e})") from None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in
+               (c.n_layer, c.n_head, c.n_kv_head, c.head_dim, c.d_model, c.d_ff, c.rope_theta, c.rms_eps)) or \
+            not all(isinstance(v, int) for v in (c.n_layer, c.n_head, c.n_kv_head, c.head_dim, c.d_model, c.d_ff)):
+        raise CheckpointError("config.json's sizes must be positive integers (and rope_theta, rms_norm_eps positive "
+                              f"numbers): {c}")
+    if c.n_head % c.n_kv_head:
+        raise CheckpointError(f"config.json has {c.n_head} attention heads, not a multiple of its {c.n_kv_head} "
+                              "key/value heads")
+    top = family.names(None)
     if top["embed.weight"] in tensors:   # the embedding's rows (Qwen2 and LLaDA pad their tables past the tokenizer)
         c.vocab_size = tensors[top["embed.weight"]].shape[0]
     c.tied = c.tied or top["head.weight"] not in tensors   # no output head: it is the embedding
+    held = 0   # layers the checkpoint holds, counted before a network of config.json's size is made
+    while any(n in tensors for n in family.names(held).values()):
+        held += 1
+    if held != c.n_layer:
+        raise CheckpointError(f"config.json says {c.n_layer} layers; the checkpoint holds {held}")
+    with torch.device("meta"):   # shapes first: a config that does not match the tensors allocates nothing
+        expected = {k: tuple(v.shape) for k, v in ImportedTransformer(c).state_dict().items()}
+    names = dict(top)
+    for i in range(c.n_layer):
+        names.update(family.names(i))
+    for ours, shape in expected.items():
+        theirs = names.get(ours)
+        if theirs in tensors and tuple(tensors[theirs].shape) != shape:
+            raise CheckpointError(f"tensor {theirs} has shape {tuple(tensors[theirs].shape)}; config.json implies "
+                                  f"{shape}")
     model = ImportedTransformer(c)
     names = dict(family.names(None))
     for i in range(c.n_layer):
@@ -102,7 +138,11 @@ def read_tokenizer(hf_dir: Path, family: Family, cfg: dict, rows: int) -> CodeTo
     try:
         tok = CodeTokenizer.load(path, family.special_tokens)
     except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from None
+        missing = str(e).split(";")[0]
+        raise CheckpointError(f"{path}: {missing}, which a {family.name} tokenizer has: not a {family.name} "
+                              "checkpoint? (--family names another)") from None
+    except Exception as e:   # tokenizers' own error for a file that is not a tokenizer
+        raise CheckpointError(f"{path} cannot be loaded by tokenizers ({str(e)[:200]})") from None
     if family.mask_key in cfg and cfg[family.mask_key] != tok.mask_id:
         raise CheckpointError(f"config.json says {family.mask_key} {cfg[family.mask_key]}, but the tokenizer's "
                               f"{family.special_tokens['mask']} is {tok.mask_id}: mismatched files")
@@ -156,20 +196,63 @@ def convert(fp32: Path, precision: str, dst: Path, external: bool) -> None:
     write_graph(m, dst, external)
 
 
+def read_config(hf_dir: Path) -> dict:
+    if not hf_dir.is_dir():
+        raise CheckpointError(f"{hf_dir} is not a directory: point at a Hugging Face checkpoint directory")
+    path = hf_dir / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing: point at a Hugging Face checkpoint directory")
+    try:
+        cfg = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, not {type(cfg).__name__}")
+    return cfg
+
+
+def check_out(hf_dir: Path, out: Path) -> Path:
+    """Where the model directory may go: never the checkpoint itself, a folder holding it, a file, or a folder
+    that is not a model directory (replacing one is what `--out` does; deleting anything else is not)."""
+    out_abs, src = Path(out).resolve(), hf_dir.resolve()
+    if out_abs == src or src.is_relative_to(out_abs):
+        raise CheckpointError(f"--out {out} would replace the checkpoint being imported ({hf_dir}): choose another "
+                              "directory")
+    if Path(out).is_symlink() or (out_abs.exists() and not out_abs.is_dir()):
+        raise CheckpointError(f"--out {out} is a file or a link: name a directory to write")
+    if out_abs.is_dir() and any(out_abs.iterdir()) and not (out_abs / CARD_FILE).exists():
+        raise CheckpointError(f"--out {out} is a non-empty directory that is not a quicksilver model directory "
+                              "(no card.json): choose a new or empty directory")
+    return out_abs
+
+
 def import_checkpoint(hf_dir: Path, out: Path, precision: str = "fp32", family_name: str | None = None,
                       external: bool = False) -> dict:
     hf_dir = Path(hf_dir)
-    if not (hf_dir / "config.json").exists():
-        raise CheckpointError(f"{hf_dir / 'config.json'} is missing: point at a Hugging Face checkpoint directory")
     if precision not in PRECISIONS:
         raise CheckpointError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    cfg = json.loads((hf_dir / "config.json").read_text())
+    cfg = read_config(hf_dir)
+    out = check_out(hf_dir, out)
     family = detect(cfg, added_tokens(hf_dir), family_name)
     t0 = time.time()
     model = build(family, cfg, read_tensors(hf_dir))
     tok = read_tokenizer(hf_dir, family, cfg, model.cfg.vocab_size)
     tmp = out.with_name(out.name + ".import-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        card = _write(model, family, tok, hf_dir, tmp, out.name, precision, external, t0)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)   # nothing half-written is left behind
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return card
+
+
+def _write(model, family: Family, tok: CodeTokenizer, hf_dir: Path, tmp: Path, name: str, precision: str,
+           external: bool, t0: float) -> dict:
+    """The model directory's files in `tmp`: the graph (checked for parity first), the tokenizer, the card."""
     (tmp / "fp32").mkdir(parents=True)
     with torch.no_grad():
         export_onnx(model, tmp / "fp32" / "model.onnx")
@@ -186,7 +269,7 @@ def import_checkpoint(hf_dir: Path, out: Path, precision: str = "fp32", family_n
     shutil.copy(hf_dir / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
     source_files = sorted(p.name for p in hf_dir.iterdir() if p.is_file())
     card = {
-        "name": out.name,
+        "name": name,
         "config": model.cfg.to_card(),
         "objective": "diffusion",
         "conventions": {"family": family.name, "shift": family.shift, "rope_pairs": "half",
@@ -206,9 +289,6 @@ def import_checkpoint(hf_dir: Path, out: Path, precision: str = "fp32", family_n
     }
     card["files"] = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
     (tmp / CARD_FILE).write_text(json.dumps(card, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
     return card
 
 

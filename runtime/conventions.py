@@ -37,10 +37,15 @@ class Conventions:
         if unknown:
             raise ValueError(f"card conventions has unknown keys {sorted(unknown)}")
         c = cls(**given)
-        if c.shift not in (0, 1):
+        if isinstance(c.shift, bool) or c.shift not in (0, 1):
             raise ValueError(f"conventions.shift must be 0 or 1, not {c.shift!r}")
         if c.rope_pairs not in ROPE_PAIRS:
             raise ValueError(f"conventions.rope_pairs must be one of {ROPE_PAIRS}, not {c.rope_pairs!r}")
+        if isinstance(c.rope_theta, bool) or not isinstance(c.rope_theta, (int, float)) or not c.rope_theta > 0:
+            raise ValueError(f"conventions.rope_theta must be a positive number, not {c.rope_theta!r}")
+        if c.special_tokens is not None and (not isinstance(c.special_tokens, dict) or not all(
+                isinstance(v, (str, type(None))) for v in c.special_tokens.values())):
+            raise ValueError("conventions.special_tokens must map roles to token strings (or null)")
         if c.infill not in INFILL_LAYOUTS:
             raise ValueError(f"conventions.infill {c.infill!r} is not a layout this engine builds {INFILL_LAYOUTS}")
         return c

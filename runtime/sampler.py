@@ -389,7 +389,9 @@ class Denoiser:
         if self.opts.forced:
             while healed < len(tokens) and len(self.decode(tokens[:healed])) < len(self.opts.forced):
                 healed += 1
-        self.stats.tokens = len(tokens) - healed
+        # a healed token that spells past the forced text ("retur" → "return") wrote text the user sees: it counts
+        spills = healed > 0 and len(self.decode(tokens[:healed])) > len(self.opts.forced)
+        self.stats.tokens = len(tokens) - healed + spills
         ended = len(tokens) < self.end - self.start and not self.masked[len(tokens)]   # the end marker's slot
         # one unsure token is enough to make a line wrong: on held-out editor cursors the least probable token
         # separated right from wrong answers better than the tokens' geometric mean (evals/editor.py)

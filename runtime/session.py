@@ -45,7 +45,8 @@ def read_card(model_dir: Path, verify: bool = True) -> dict:
     if not model_dir.is_dir():
         raise ModelError(f"model directory {model_dir} does not exist; pass --model DIR or run `quicksilver export`")
     if not card_path.exists():
-        raise ModelError(f"{card_path} is missing: every model directory needs the card written by `quicksilver export`")
+        raise ModelError(f"{card_path} is missing: every model directory needs the card written by `quicksilver export` "
+                         "(a Hugging Face checkpoint must first go through `quicksilver import`)")
     try:
         card = json.loads(card_path.read_text())
     except json.JSONDecodeError as e:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from runtime.engine import DEFAULT_CONTEXT_TOKENS, Engine
 from runtime.scheduler import MAX_BATCH, Busy, Scheduler
 from runtime.session import LoadedModel, load
+from server.generate import ModelFailure
 from server.guard import Guard, Policy
 from server.metrics import Metrics
 from server.routes import completions, dashboard, infill, meta, sessions
@@ -133,6 +134,10 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
         response = error(429, f"server busy: {exc}", "server_busy")
         response.headers["Retry-After"] = "1"
         return response
+
+    @app.exception_handler(ModelFailure)
+    async def model_failure(_, exc: ModelFailure):
+        return error(500, str(exc), "server_error")
 
     @app.exception_handler(Exception)
     async def unexpected(_, exc: Exception):

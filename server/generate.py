@@ -60,10 +60,17 @@ async def run(state, req: Request, route: str, handle: Handle) -> AsyncIterator[
         handle.cancel()
 
 
+class ModelFailure(RuntimeError):
+    """The engine failed on a request (its forward pass raised; the scheduler logged why): a 500, never a normal
+    empty answer."""
+
+
 async def final(state, req: Request, route: str, handle: Handle) -> Completion:
     async with aclosing(run(state, req, route, handle)) as frames:
         async for item in frames:
             if isinstance(item, Completion):
+                if item.stats["stop_reason"] == "error":
+                    raise ModelFailure(f"the model failed on request {req.id}; the server log has the error")
                 return item
     raise RuntimeError(f"request {req.id} ended without a result")
 

@@ -198,9 +198,11 @@ def test_broken_checkpoints_are_refused_with_the_reason(tmp_path):
     (hf / "config.json").write_text(json.dumps({**cfg, "mask_token_id": 3}))
     refused("mismatched files")
     (hf / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 3}))
-    refused("lacks")
+    refused("says 3 layers; the checkpoint holds 2")
     (hf / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 1}))
-    refused("does not use")
+    refused("says 1 layers; the checkpoint holds 2")
+    (hf / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": True}))
+    refused("does not use")                          # lm_head.weight left over
     (hf / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 80}))
     refused("has shape")
     (hf / "config.json").write_text(json.dumps(cfg))
@@ -209,10 +211,100 @@ def test_broken_checkpoints_are_refused_with_the_reason(tmp_path):
     shutil.move(hf / "model-00002-of-00002.safetensors", tmp_path / "shard")
     refused("is missing")
     shutil.move(tmp_path / "shard", hf / "model-00002-of-00002.safetensors")
-    tok = json.loads((hf / "tokenizer.json").read_text())
+    for bad, match in (("{not json", "not valid JSON"), ("[1, 2]", "JSON object"),
+                       (json.dumps({**cfg, "num_hidden_layers": 10**9}), "holds 2"),     # before any allocation
+                       (json.dumps({**cfg, "hidden_size": 64_000_000}), "has shape"),   # (114 GB if it were made)
+                       (json.dumps({k: v for k, v in cfg.items() if k != "num_attention_heads"}), "lacks"),
+                       (json.dumps({**cfg, "num_hidden_layers": "2"}), "cannot take|positive integers"),
+                       (json.dumps({**cfg, "num_key_value_heads": 3}), "multiple")):
+        (hf / "config.json").write_text(bad)
+        refused(match)
+    (hf / "config.json").write_text(json.dumps(cfg))
+    refused("lacks 'n_heads'", family_name="llada")    # a Dream checkpoint read as LLaDA
+    shard = hf / "model-00002-of-00002.safetensors"
+    data = shard.read_bytes()
+    shard.write_bytes(data[:len(data) // 2])
+    refused("truncated or damaged")
+    shard.write_bytes(data)
+    tok_text = (hf / "tokenizer.json").read_text()
+    (hf / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {}, "added_tokens": []}))
+    refused("cannot be loaded by tokenizers|lacks")
+    tok = json.loads(tok_text)
     tok["added_tokens"] = [t for t in tok["added_tokens"] if t["content"] != "<|mask|>"]
     (hf / "tokenizer.json").write_text(json.dumps(tok))
-    refused("lacks special tokens")
+    refused("not a dream checkpoint")
+    (hf / "tokenizer.json").write_text(tok_text)
+    assert not list(tmp_path.glob("*.import-tmp"))
+
+
+def test_out_never_replaces_what_is_not_a_model_directory(tmp_path, monkeypatch):
+    """--out replaces an earlier import, nothing else: not the checkpoint, a folder holding it, a file, a link, or
+    a folder of other files; a failure after writing started leaves nothing half-written."""
+    import model.importer as importer
+    hf = tmp_path / "proj" / "hf"
+    write_checkpoint(hf, "llada")
+    (tmp_path / "proj" / "NOTES.txt").write_text("keep me")
+    before = sorted(p.name for p in hf.iterdir())
+    (tmp_path / "afile").write_text("precious")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("keep")
+    (tmp_path / "link").symlink_to(tmp_path / "other")
+    for out, match in ((hf, "replace the checkpoint"), (tmp_path / "proj", "replace the checkpoint"),
+                       (tmp_path / "afile", "file or a link"), (tmp_path / "link", "file or a link"),
+                       (tmp_path / "other", "not a quicksilver model directory")):
+        with pytest.raises(CheckpointError, match=match):
+            import_checkpoint(hf, out)
+    assert sorted(p.name for p in hf.iterdir()) == before and (tmp_path / "proj" / "NOTES.txt").exists()
+    assert (tmp_path / "afile").read_text() == "precious" and (tmp_path / "other" / "x.txt").exists()
+    with pytest.raises(CheckpointError, match="not a directory"):
+        import_checkpoint(tmp_path / "afile", tmp_path / "qs")
+    import_checkpoint(hf, tmp_path / "qs")
+    import_checkpoint(hf, tmp_path / "qs", precision="int8")   # an earlier import is replaced
+    assert (tmp_path / "qs" / "model.int8.onnx").exists() and not (tmp_path / "qs" / "model.onnx").exists()
+    monkeypatch.setattr(importer, "parity", lambda model, path: 1.0)
+    with pytest.raises(CheckpointError, match="parity"):
+        import_checkpoint(hf, tmp_path / "qs2")
+    assert not (tmp_path / "qs2").exists() and not list(tmp_path.glob("*.import-tmp"))
+
+
+def test_damaged_conventions_are_refused_at_load(imported, tmp_path):
+    from runtime.session import ModelError
+    _, _, _, out = imported
+    for bad in ({"shift": True}, {"rope_theta": "abc"}, {"rope_theta": -1}, {"special_tokens": ["<|mask|>"]}):
+        copy = tmp_path / f"m{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(out, copy)
+        card = json.loads((copy / "card.json").read_text())
+        card["conventions"].update(bad)
+        (copy / "card.json").write_text(json.dumps(card))
+        with pytest.raises(ModelError, match="conventions"):
+            load(copy, verify=False)
+
+
+def test_an_engine_failure_is_a_500_not_an_empty_answer(imported, tmp_path):
+    """A forward pass that raises (the scheduler logs it) reaches the client as a 500 with the reason, and the
+    server answers the next request."""
+    import httpx
+
+    from conftest import API_KEY, start_server, stop_server
+    _, _, _, out = imported
+    srv, thread, url = start_server(out, tmp_path / "db.sqlite")
+    engine = srv.config.app.state.engine
+    real = engine.forward_batch
+    try:
+        def boom(denoisers):
+            raise RuntimeError("a damaged pass")
+        engine.forward_batch = boom
+        auth = {"Authorization": f"Bearer {API_KEY}"}
+        r = httpx.post(url + "/v1/completions", json={"prompt": "x = ", "max_tokens": 4}, headers=auth, timeout=60)
+        assert r.status_code == 500 and "model failed" in r.json()["error"]["message"]
+        r = httpx.post(url + "/infill", json={"input_prefix": "x = ", "n_predict": 4}, headers=auth, timeout=60)
+        assert r.status_code == 500
+        engine.forward_batch = real
+        r = httpx.post(url + "/v1/completions", json={"prompt": "x = ", "max_tokens": 4}, headers=auth, timeout=60)
+        assert r.status_code == 200
+    finally:
+        engine.forward_batch = real
+        stop_server(srv, thread)
 
 
 def test_import_command(tmp_path, capsys):
@@ -221,7 +313,7 @@ def test_import_command(tmp_path, capsys):
     main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "qs"), "--precision", "int8"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["family"] == "open-dcoder" and "model.int8.onnx" in printed["bytes"]
-    with pytest.raises(SystemExit, match="quicksilver import: .*config.json"):
+    with pytest.raises(SystemExit, match="quicksilver import: .*is not a directory"):
         main(["import", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
 
 

@@ -220,3 +220,18 @@ def test_may_end_keeps_the_result_going_until_it_may_end(tiny_engine):
     guided = tiny_engine.denoiser(Request(prefix="def f():\n", suffix="    return 1\n", language="python")).opts
     assert guided.may_end is not None and tiny_engine.denoiser(Request(prefix="x")).opts.may_end is None
 
+
+
+
+def test_a_healed_token_that_writes_past_the_typed_text_counts():
+    """usage.completion_tokens / tokens_predicted: a completion that shows text has generated at least one token,
+    also when its only token is the healed one that finishes the typed word ("retur" → "return", shipped model)."""
+    from runtime.engine import Engine
+    from runtime.session import load
+    from tests.conftest import SHIPPED
+    engine = Engine(load(SHIPPED, threads=1))
+    c = engine.complete(Request(prefix="def f(x):\n    retur", suffix="\n", max_new_tokens=8, single_line=True))
+    assert c.text == "n" and c.stats["tokens"] == 1
+    for typed in ("import o", "x = le", "for i in ra"):
+        c = engine.complete(Request(prefix=typed, suffix="\n", max_new_tokens=8, single_line=True))
+        assert c.stats["tokens"] >= 1 or not c.text, (typed, c.text)
