@@ -103,31 +103,19 @@ def build(family: Family, cfg: dict, tensors: dict[str, torch.Tensor]) -> Import
         if theirs in tensors and tuple(tensors[theirs].shape) != shape:
             raise CheckpointError(f"tensor {theirs} has shape {tuple(tensors[theirs].shape)}; config.json implies "
                                   f"{shape}")
-    model = ImportedTransformer(c)
-    names = dict(family.names(None))
-    for i in range(c.n_layer):
-        names.update(family.names(i))
-    used, missing = set(), []
-    state = model.state_dict()
-    for ours in state:
-        theirs = names.get(ours)
-        if ours == "head.weight" and c.tied:
-            continue
-        if theirs not in tensors:
-            missing.append(theirs or ours)
-            continue
-        if tuple(tensors[theirs].shape) != tuple(state[ours].shape):
-            raise CheckpointError(f"tensor {theirs} has shape {tuple(tensors[theirs].shape)}; config.json implies "
-                                  f"{tuple(state[ours].shape)}")
-        state[ours] = tensors[theirs]
-        used.add(theirs)
+    wanted = {ours: names.get(ours) for ours in expected if not (ours == "head.weight" and c.tied)}
+    missing = [theirs or ours for ours, theirs in wanted.items() if theirs not in tensors]
     if missing:
         raise CheckpointError(f"the checkpoint lacks {len(missing)} tensor(s) a {family.name} model has, e.g. "
                               f"{missing[:3]}")
-    leftover = sorted(set(tensors) - used)
+    leftover = sorted(set(tensors) - set(wanted.values()))
     if leftover:
         raise CheckpointError(f"the checkpoint has {len(leftover)} tensor(s) a {family.name} model does not use, "
                               f"e.g. {leftover[:3]}: not a {family.name} checkpoint?")
+    model = ImportedTransformer(c)   # every check passed: now the real (allocated) network
+    state = model.state_dict()
+    for ours, theirs in wanted.items():
+        state[ours] = tensors[theirs]
     model.load_state_dict(state)
     return model.eval()
 
