@@ -257,6 +257,7 @@ def train(args) -> dict:
         print(json.dumps({"step": s["step"], "tokens": s["tokens"], "heldout": s["heldout"],
                           "unigram_ce": round(s["unigram_ce"], 3)}), flush=True)
     if world > 1:
+        dist.barrier()   # rank 0 saves last: the others wait for it, or gloo may see its peers gone mid-teardown
         dist.destroy_process_group()
     return s
 
