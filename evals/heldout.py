@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from model.corpus import load_shard
-from runtime.sampler import THRESHOLD, Denoiser, SamplerOptions, SpecialIds, denoise
+from runtime.sampler import THRESHOLD, Denoiser, SamplerOptions, denoise
 from runtime.session import load
+from runtime.vocab import SpecialIds
 
 ROW_TOKENS = 256
 SEED = 0

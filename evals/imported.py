@@ -30,18 +30,14 @@ def median_ms(fn, repeat: int) -> float:
     return float(np.median(times))
 
 
-def passes(model_dir: Path, precision: str, repeat: int) -> dict:
+def passes(m, repeat: int) -> dict:
     """A full pass over CONTEXT tokens, and a WINDOW-slot pass against their cached keys/values."""
-    from runtime.session import load
-    t0 = time.perf_counter()
-    m = load(model_dir, prefer=precision)
-    load_s = time.perf_counter() - t0
     ids = np.random.default_rng(0).integers(0, m.tokenizer.vocab_size, (1, CONTEXT))
     pos, mask, empty = np.arange(CONTEXT)[None], np.ones((1, CONTEXT), bool), m.empty_cache(1)
     _, keys, values = m.forward_kv(ids, pos, mask, empty, empty, CONTEXT - WINDOW)
     past = np.ascontiguousarray(keys[:, :, :, :CONTEXT - WINDOW]), np.ascontiguousarray(values[:, :, :, :CONTEXT - WINDOW])
     window = lambda: m.forward_kv(ids[:, -WINDOW:], pos[:, -WINDOW:], mask, *past, 0)
-    return {"load_s": round(load_s, 2), "model_file": m.model_file, "provider": m.provider,
+    return {"model_file": m.model_file, "provider": m.provider,
             "full_pass_ms": median_ms(lambda: m.forward_kv(ids, pos, mask, empty, empty, CONTEXT - WINDOW), repeat),
             "window_pass_ms": median_ms(window, repeat)}
 
@@ -77,14 +73,12 @@ def requests(model_dir: Path, cursors: int) -> dict:
     return out
 
 
-def quality(model_dir: Path, precision: str, ref) -> dict:
+def quality(m, ref) -> dict:
     """How far the precision's logits are from the reference forward (on random weights: a check of the
     conversion, not a prediction of a trained model's loss)."""
     import torch
 
     from model.hf_random import reference_logits
-    from runtime.session import load
-    m = load(model_dir, prefer=precision)
     ids = np.random.default_rng(1).integers(0, m.tokenizer.vocab_size, (1, 64))
     got = m.forward(ids, np.ones_like(ids, bool), 0)
     want = reference_logits(ref, torch.tensor(ids)).numpy()
@@ -96,6 +90,7 @@ def quality(model_dir: Path, precision: str, ref) -> dict:
 def evaluate(shape: str, precisions: list[str], work: Path, cursors: int, repeat: int) -> dict:
     from model.hf_random import write_checkpoint
     from model.importer import import_checkpoint
+    from runtime.session import load
     family, size = SHAPES[shape]
     shutil.rmtree(work, ignore_errors=True)
     t0 = time.perf_counter()
@@ -107,9 +102,11 @@ def evaluate(shape: str, precisions: list[str], work: Path, cursors: int, repeat
     for precision in precisions:
         t0 = time.perf_counter()
         card = import_checkpoint(work / "hf", work / precision, precision=precision)
-        row = {"import_s": round(time.perf_counter() - t0, 1),
-               "bytes": {n: (work / precision / n).stat().st_size for n in card["files"]},
-               **passes(work / precision, precision, repeat), **quality(work / precision, precision, ref),
+        import_s = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        m = load(work / precision, prefer=precision)
+        row = {"import_s": import_s, "bytes": {n: (work / precision / n).stat().st_size for n in card["files"]},
+               "load_s": round(time.perf_counter() - t0, 2), **passes(m, repeat), **quality(m, ref),
                "requests": requests(work / precision, cursors)}
         out["precisions"][precision] = row
         print(json.dumps({precision: row}), flush=True)

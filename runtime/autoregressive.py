@@ -16,9 +16,10 @@ import numpy as np
 from runtime.context import fit
 from runtime.engine import DEFAULT_CONTEXT_TOKENS, Completion, Engine, Request, postprocess, stops_of
 from runtime.postprocess import heal
-from runtime.sampler import Frame, SamplerOptions, SpecialIds, Stats, choose, guard_end
+from runtime.sampler import Frame, SamplerOptions, Stats, choose, guard_end
 from runtime.syntax import end_guard
 from runtime.session import LoadedModel, ModelError
+from runtime.vocab import SpecialIds
 
 FIM_SENTINELS = 3
 

@@ -12,9 +12,10 @@ from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import STALE_TOKENS, ContextCache, KeptContexts
 from runtime.postprocess import SURE_REPEAT, clean_completion, heal, line_end, unheal_end
-from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, Frame, Result, SamplerOptions, SpecialIds
+from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, Frame, Result, SamplerOptions
 from runtime.session import LoadedModel
 from runtime.syntax import end_guard, error_count, infer_language, keep_valid, trim_to_scope, wants_block
+from runtime.vocab import SpecialIds
 
 MODES = ("completion", "infill", "edit")
 DEFAULT_MAX_NEW_TOKENS = 32

@@ -6,7 +6,8 @@ import pytest
 
 import runtime.contexts as contexts
 from runtime.engine import Engine, Request
-from runtime.sampler import SpecialIds, log_softmax
+from runtime.sampler import log_softmax
+from runtime.vocab import SpecialIds
 
 PREFIX = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        "
 SUFFIX = "\n    return data\n"

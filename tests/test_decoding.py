@@ -10,7 +10,7 @@ import pytest
 import runtime.context as context
 from runtime.engine import Engine, Request
 from runtime.postprocess import heal
-from runtime.sampler import SpecialIds
+from runtime.vocab import SpecialIds
 from runtime.session import load
 
 FILE = '''import json
