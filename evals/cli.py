@@ -14,6 +14,7 @@ EVALS = {
     "editor": ("evals.editor", "what editors receive: held-out cursors asked through the server as clients ask"),
     "calibrate": ("evals.calibrate", "fit the confidence calibrator on held-out editor cursors (written beside the model)"),
     "imported": ("evals.imported", "an imported diffusion coder's import time, size and speed at a real model's shape (random weights)"),
+    "parallel": ("evals.parallel", "tokens per pass on held-out editor cursors, one model against another"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
 }
 

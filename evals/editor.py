@@ -78,9 +78,13 @@ def scan_heldout(roots: list[Path] | None = None) -> list[Path]:
 
 def cursors(files: list[Path], per_kind: int, seed: int = SEED) -> list[dict]:
     """Cursor positions: prefix, suffix and the cursor's line as the file has it."""
+    return cursors_in([p.read_text() for p in files], [p.name for p in files], per_kind, seed)
+
+
+def cursors_in(texts: list[str], names: list[str], per_kind: int, seed: int = SEED) -> list[dict]:
+    """`cursors` on texts (named `names`): also how `quicksilver distill` draws its training cursors."""
     rng = np.random.default_rng(seed)
     out = {k: [] for k in KINDS}
-    texts = [p.read_text() for p in files]
     for _ in range(per_kind * len(KINDS) * 50):
         if all(len(v) >= per_kind for v in out.values()):
             break
@@ -103,7 +107,7 @@ def cursors(files: list[Path], per_kind: int, seed: int = SEED) -> list[dict]:
             prefix, suffix = before + indent, "\n" + after
         else:
             prefix, suffix = before, after
-        out[kind].append({"kind": kind, "file": files[f].name, "line": i + 1, "prefix": prefix, "suffix": suffix,
+        out[kind].append({"kind": kind, "file": names[f], "line": i + 1, "prefix": prefix, "suffix": suffix,
                           "expected": line})
     return [c for k in KINDS for c in out[k]]
 

@@ -153,6 +153,22 @@ def diffusion_loss(logits: torch.Tensor, clean: torch.Tensor, masked: torch.Tens
     raise ValueError(f"unknown loss weighting {weighting!r}: use 'mean' or 'inv_t'")
 
 
+def certainty_forcing_loss(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor, weight: float,
+                           temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """dParallel's certainty-forcing loss (shifted logits): cross-entropy to the targets on masked positions, plus
+    `weight` × the entropy of softmax(logits / temperature) on the masked positions whose argmax is already the
+    target — sureness is forced only where the prediction is right. (loss, its parts for logging)."""
+    tgt = masked[:, 1:]
+    lg, y = logits[:, :-1][tgt].float(), targets[:, 1:][tgt]
+    if not len(y):
+        return logits.sum() * 0, {"ce": 0.0, "entropy": 0.0, "right": 0.0}
+    ce = F.cross_entropy(lg, y)
+    right = lg.argmax(-1) == y
+    logp = F.log_softmax(lg[right] / temperature, -1)
+    entropy = -(logp.exp() * logp).sum(-1).mean() if right.any() else lg.sum() * 0
+    return ce + weight * entropy, {"ce": ce.item(), "entropy": entropy.item(), "right": right.float().mean().item()}
+
+
 def autoregressive_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
 

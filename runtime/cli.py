@@ -11,6 +11,7 @@ COMMANDS = {
     "corpus": ("model.corpus", "build the training corpus and tokenizer from this machine's Python source"),
     "train": ("model.train", "train the diffusion model (or its autoregressive twin)"),
     "finetune": ("model.finetune", "adapt a model to your own code base"),
+    "distill": ("model.distill", "certainty-forcing self-distillation: more tokens per pass"),
     "export": ("model.export", "export a checkpoint to ONNX with its card"),
     "import": ("model.importer", "import an open-weight diffusion coder (a Hugging Face checkpoint directory)"),
     "complete": ("runtime.complete", "print the model's completion or infill at a cursor"),

@@ -163,12 +163,14 @@ class Denoiser:
         self.scoring = window is not None and opts.edit == "repair"
         self.stripe, self.scores = 0, np.ones(len(win), np.float32)
         self.prob = np.ones(len(win), np.float32)   # each slot's probability when it was committed
+        self.step_of = np.zeros(len(win), np.int64)   # the step that committed each slot (0: given; -1: masked still)
         self.rng = np.random.default_rng(opts.seed)
         self.stats, self.t0 = Stats(), time.perf_counter()
         self.done = False
         self.line_filled = not opts.fill_line
         self.cache = None   # the engine's keys/values for the fixed context (opaque here)
         self.ids[self.start:self.end][self.masked] = special.mask
+        self.step_of[self.masked] = -1
         if not self.scoring and not self.masked.any():
             self.finish("nothing to do")
 
@@ -227,9 +229,11 @@ class Denoiser:
         win = self.ids[self.start:self.end]
         win[slots], self.masked[slots] = tokens, False
         self.prob[slots] = np.clip(conf, MIN_PROB, 1.0)
+        self.step_of[slots] = self.stats.steps
         ends = np.flatnonzero(~self.masked & np.isin(win, self.special.ends))
         if len(ends):
             win[ends[0]:] = self.special.eom
+            self.step_of[ends[0]:][self.masked[ends[0]:]] = self.stats.steps
             self.masked[ends[0]:] = False
         return bool(len(ends))
 
@@ -342,7 +346,7 @@ class Denoiser:
             return
         if not self.opts.may_end(ended_text(lead, int(win[k]), self.opts.stop, self.special)):
             win[k] = self.special.mask
-            self.masked[k] = True
+            self.masked[k], self.step_of[k] = True, -1
 
     def _guard_end(self, row: np.ndarray, token: int, conf: float) -> tuple[int, float]:
         lead = self._past_forced(self.decode(self._tokens())) or ""
@@ -365,6 +369,7 @@ class Denoiser:
             self.scoring = False
             self.masked = self.scores < REPAIR_THRESHOLD
             self.ids[self.start:self.end][self.masked] = self.special.mask
+            self.step_of[self.masked] = -1
             if not self.masked.any():
                 self.finish("nothing to repair")
         return self.frame()

@@ -1,0 +1,82 @@
+"""quicksilver eval parallel: tokens per forward pass where editors ask, one model against another, in one run.
+
+Held-out editor cursors (evals/editor.py, seed 1: the reported seed) asked as every editor path asks
+(runtime.engine.editor_request), of each model in turn, cursor by cursor (a shared, noisy machine sees both
+alike). Per model: tokens per pass, passes per answer, the first line exactly right (of all cursors; of those
+shown under the editors' default abstention), and latency; between them, how often the two answers are the same
+text. What a distilled model (`quicksilver distill`) must show: more tokens per pass at the same answers.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evals.editor import cursors, heldout_files, judge
+
+REPORT_SEED, PER_KIND = 1, 40
+
+
+def ask(engine, c: dict) -> dict:
+    from runtime.engine import editor_min_confidence, editor_request, withheld
+    t0 = time.perf_counter()
+    out = engine.complete(editor_request(c["prefix"], c["suffix"]))
+    ms = 1000 * (time.perf_counter() - t0)
+    shown = bool(out.text.strip()) and not withheld(out, editor_min_confidence(out))
+    return {"text": out.text, "passes": out.stats["forward_passes"], "tokens": out.stats["tokens"], "ms": ms,
+            "exact": judge(c, out.text)["exact"], "shown": shown, "degenerate": judge(c, out.text)["degenerate"]}
+
+
+def summary(rows: list[dict]) -> dict:
+    shown = [r for r in rows if r["shown"]]
+    return {"tokens_per_pass": sum(r["tokens"] for r in rows) / max(1, sum(r["passes"] for r in rows)),
+            "passes_median": float(np.median([r["passes"] for r in rows])),
+            "passes_mean": float(np.mean([r["passes"] for r in rows])),
+            "exact_rate": float(np.mean([r["exact"] for r in rows])),
+            "shown_rate": len(shown) / max(1, len(rows)),
+            "shown_precision": sum(r["exact"] for r in shown) / max(1, len(shown)),
+            "degenerate_rate": sum(r["degenerate"] for r in shown) / max(1, len(shown)),
+            "p50_ms": float(np.median([r["ms"] for r in rows])), "p95_ms": float(np.percentile([r["ms"] for r in rows], 95))}
+
+
+def evaluate(models: list[Path], per_kind: int = PER_KIND, seed: int = REPORT_SEED) -> dict:
+    from runtime.engine import Engine
+    from runtime.session import load
+    engines = [Engine(load(m)) for m in models]
+    points = cursors(heldout_files(), per_kind, seed)
+    rows: list[list[dict]] = [[] for _ in models]
+    for c in points:
+        for e, out in zip(engines, rows):
+            e.clear_cache()   # every answer from a cold context: the models are compared, not the caches
+            out.append(ask(e, c))
+    result = {"cursors": len(points), "seed": seed,
+              "models": [{"model": str(m), "model_sha256": e.model.card["files"].get(e.model.model_file, ""),
+                          **summary(r)} for m, e, r in zip(models, engines, rows)]}
+    if len(models) == 2:
+        result["same_text"] = float(np.mean([a["text"] == b["text"] for a, b in zip(*rows)]))
+        by_kind = {}
+        for kind in sorted({c["kind"] for c in points}):
+            pick = [i for i, c in enumerate(points) if c["kind"] == kind]
+            by_kind[kind] = [summary([r[i] for i in pick])["tokens_per_pass"] for r in rows]
+        result["tokens_per_pass_by_kind"] = by_kind
+    return result
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", type=Path, action="append", required=True,
+                   help="model directory (give two to compare them in one run)")
+    p.add_argument("--per-kind", type=int, default=PER_KIND, help="cursors of each kind")
+    p.add_argument("--seed", type=int, default=REPORT_SEED, help="cursor seed (0 chooses thresholds; 1 reports)")
+    p.add_argument("--json", type=Path, help="write the result here")
+
+
+def run(args) -> None:
+    out = evaluate(args.model, args.per_kind, args.seed)
+    out["command"] = "quicksilver eval parallel " + " ".join(f"--model {m}" for m in args.model) + \
+        f" --per-kind {args.per_kind} --seed {args.seed}"
+    text = json.dumps(out, indent=1)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text)
