@@ -11,6 +11,12 @@ With --init-from (a checkpoint, or a folder made by `python -m model.gpu_recipe 
 carry), the autoregressive phase is skipped and the whole budget continues diffusion training from that checkpoint;
 --init-label is the name the returned state records for it (the local checkpoint, so export can chain phases).
 Test it on CPU with `--size tiny --device cpu --max-mb 5 --minutes 1`.
+
+With --distill ANSWERS (a carried copy of `quicksilver distill`'s answers/ folder, collected on CPU), the lease
+instead runs distill's training phase (certainty-forcing self-distillation, model/distill.py) of --distill-model
+(default: the shipped model, which the working tree carries) on the device for the whole budget, and
+$OUT/distilled/ comes back (bf16 weights and state); `quicksilver distill --out W --phase export` exports it once
+it is copied to W/ckpt with the tokenizer.
 """
 from __future__ import annotations
 
@@ -75,6 +81,22 @@ def unpack(packed: Path, dest: Path) -> Path:
     return dest
 
 
+def distill(a, corpus: Path, seconds: float) -> None:
+    """distill's training phase on the device: the answers carried in, its batch scaled to the device's."""
+    from model import distill as d
+    p = argparse.ArgumentParser()
+    d.add_arguments(p)
+    work = a.work / "distill"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(a.distill, work / "answers")
+    args = p.parse_args(["--out", str(work), "--model", str(a.distill_model), "--corpus", str(corpus),
+                         "--phase", "train", "--minutes", str(seconds / 60), "--device", a.device,
+                         "--batch", str(max(1, a.batch // 2)), "--replay", str(max(1, a.batch // 4)),
+                         "--ckpt-minutes", "1.5", "--warmup", str(min(a.warmup, 50))])
+    d.train(args, a.distill_model)
+    bring_back(work / "ckpt", a.out / "distilled")
+
+
 def main() -> None:
     if sys.argv[1:2] == ["pack"]:
         pack(Path(sys.argv[2]), Path(sys.argv[3]))
@@ -96,6 +118,8 @@ def main() -> None:
     p.add_argument("--init-from", type=Path, help="continue diffusion training from this (packed) checkpoint")
     p.add_argument("--init-label", help="what the returned state names as the warm start (default: --init-from)")
     p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps (each phase)")
+    p.add_argument("--distill", type=Path, help="answers/ folder of `quicksilver distill`: distil instead of train")
+    p.add_argument("--distill-model", type=Path, default=Path("model/default"), help="the model to distil")
     a = p.parse_args()
     start = time.time()
     margin = min(SAVE_MARGIN_S, 0.05 * a.minutes * 60)
@@ -107,6 +131,10 @@ def main() -> None:
               "--lr", str(a.lr), "--ckpt-minutes", "1.5", "--warmup", str(a.warmup), "--threads", "0"]
     if a.compile:
         common.append("--compile")
+    if a.distill:
+        distill(a, corpus, left + margin)
+        print(f"recipe done in {time.time() - start:.0f} s", flush=True)
+        return
     if a.init_from:
         init = unpack(a.init_from, a.work / "init") if (a.init_from / INT8_WEIGHTS_FILE).exists() else a.init_from
         cont = a.work / "continued"

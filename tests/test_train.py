@@ -1,4 +1,5 @@
 """Training machinery on the tiny model: learning, exact resume, warm start, DDP with two processes."""
+import argparse
 import json
 import os
 import shutil
@@ -173,3 +174,25 @@ def test_eval_only_reproduces_the_checkpoints_held_out_loss(tiny_corpus, tiny_ck
     again = train(train_args("--corpus", str(tiny_corpus), "--out", str(bare), "--batch", "8", "--eval-only",
                              "--threads", "1"))
     assert again["heldout"] == got["heldout"]
+
+
+def test_gpu_recipe_distill_mode_rehearsal_on_cpu(tiny_ckpt, tiny_corpus, tmp_path):
+    """--distill: distill's training phase on the device from carried answers; the weights come back."""
+    from model.distill import add_arguments, run
+    from model.export import export
+    base = tmp_path / "base"
+    export(tiny_ckpt, base, precision="int8")
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    run(p.parse_args(["--out", str(tmp_path / "local"), "--model", str(base), "--corpus", str(tiny_corpus),
+                      "--parts", "1", "--phase", "answers", "--threads", "2"]))
+    out = tmp_path / "OUT"
+    cmd = [sys.executable, "-m", "model.gpu_recipe", "--out", str(out), "--minutes", "0.6", "--size", "tiny",
+           "--device", "cpu", "--max-mb", "2", "--batch", "4", "--work", str(tmp_path / "work"),
+           "--tokenizer", str(base / "tokenizer.json"), "--humaneval", str(humaneval_path()),
+           "--distill", str(tmp_path / "local" / "answers"), "--distill-model", str(base)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads((out / "distilled" / "state.json").read_text())
+    assert state["step"] > 0 and state["distill"]["answers"] > 0 and state["history"]
+    assert not (out / "diffusion").exists()
