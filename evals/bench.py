@@ -160,11 +160,12 @@ def typing_lines(n: int = TYPED_LINES, seed: int = 0) -> list[dict]:
     return out
 
 
-def typing_replay(url: str, lines: list[dict], configure=None, modes=("now",)) -> dict:
+def typing_replay(url: str, lines: list[dict], configure=None, modes=("now",), urls: dict | None = None) -> dict:
     """Type each line one character at a time; after each keystroke, the request an inline-completion plugin
     sends. With several `modes`, each line is typed once per mode, one after the other (`configure(mode)` sets
     the server up), so a noisy machine slows them alike. Returns per-keystroke rows and, per mode, their medians
-    / p95 and how often the suggestion was exactly the rest of the line the user went on to type."""
+    / p95 and how often the suggestion was exactly the rest of the line the user went on to type. `urls` gives
+    a mode a server of its own (another model)."""
     import httpx
     rows = []
     with httpx.Client(base_url=url, timeout=60) as http:
@@ -175,7 +176,7 @@ def typing_replay(url: str, lines: list[dict], configure=None, modes=("now",)) -
                 body = {"prompt": ln["before"] + ln["line"][:k], "suffix": ln["after"], "max_tokens": 32,
                         "stop": "\n", "temperature": 0}
                 t0 = time.perf_counter()
-                r = http.post("/v1/completions", json=body)
+                r = http.post((urls or {}).get(mode, url) + "/v1/completions", json=body)
                 ms = 1000 * (time.perf_counter() - t0)
                 r.raise_for_status()
                 q = r.json()["choices"][0]["quicksilver"]
@@ -209,6 +210,9 @@ def add_arguments(p) -> None:
                    help="measure with the context key/value cache, without it, or both (the speed-up)")
     p.add_argument("--typing", action="store_true",
                    help="only the typing replay through a real server (per-keystroke latency, passes, time split)")
+    p.add_argument("--lines", type=int, default=TYPED_LINES, help="typing replay: lines typed (of held-out files)")
+    p.add_argument("--against", type=Path,
+                   help="typing replay: also type every line against this model directory (a server of its own)")
     p.add_argument("--json", type=Path, help="write the results here")
 
 
@@ -220,17 +224,27 @@ TYPING_MODES = {"now": {"prefill": True, "stale_tokens": STALE_TOKENS},
 
 def run_typing(args) -> dict:
     from evals.editor import local_server
-    srv, url = local_server(args.model)
+    servers = {mode: local_server(args.model) for mode in ("now",)}
+    modes = tuple(TYPING_MODES)
+    if args.against:   # another model, as shipped decoding: its own server, its lines typed in turn with the rest
+        servers[f"now, {args.against.name}"] = local_server(args.against)
+        modes += (f"now, {args.against.name}",)
 
     def configure(mode: str) -> None:
+        srv = servers.get(mode, servers["now"])[0]
         engine = srv.config.app.state.engine
         engine.clear_cache()
-        engine.prefill = TYPING_MODES[mode]["prefill"]
-        engine.kept.stale_tokens = TYPING_MODES[mode]["stale_tokens"]
+        settings = TYPING_MODES.get(mode, TYPING_MODES["now"])
+        engine.prefill = settings["prefill"]
+        engine.kept.stale_tokens = settings["stale_tokens"]
     try:
-        out = typing_replay(url, typing_lines(), configure, tuple(TYPING_MODES))
+        out = typing_replay(servers["now"][1], typing_lines(args.lines), configure, modes,
+                            {mode: url for mode, (_, url) in servers.items()})
+        out["models"] = {mode: str(args.against if mode != "now" and mode in servers else args.model or "model/default")
+                         for mode in modes}
     finally:
-        srv.should_exit = True
+        for srv, _ in servers.values():
+            srv.should_exit = True
     for mode, m in out["modes"].items():
         print(f"typing replay, {mode}: {m['keystrokes']} keystrokes on {out['lines']} lines: p50 {m['p50_ms']:.0f} ms, "
               f"p95 {m['p95_ms']:.0f} ms, {m['passes_p50']:.0f} passes and {m['tokens_p50']:.0f} tokens (median), "
@@ -243,7 +257,7 @@ def run_typing(args) -> dict:
 def run(args) -> None:
     if args.typing:
         out = {"typing": run_typing(args), "command": "quicksilver bench --typing"
-               + (f" --json {args.json}" if args.json else "")}
+               + (f" --against {args.against}" if args.against else "") + (f" --json {args.json}" if args.json else "")}
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(out, indent=1) + "\n")

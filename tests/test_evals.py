@@ -322,3 +322,23 @@ def test_heldout_cursor_files_come_from_the_frozen_list(tmp_path, monkeypatch):
     listed.write_text("\n".join(rows[:3]) + "\n")   # another machine: too few of the listed files
     monkeypatch.setattr(editor, "scan_heldout", lambda roots=None: ["scanned"])
     assert editor.heldout_files() == ["scanned"]
+
+
+def test_bench_typing_replay_types_each_line_against_a_second_model(tiny_model_dir, tmp_path):
+    import argparse
+    from evals.bench import add_arguments, run
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    out_path = tmp_path / "replay.json"
+    run(p.parse_args(["--typing", "--model", str(tiny_model_dir), "--against", str(tiny_model_dir), "--lines", "1",
+                      "--json", str(out_path)]))
+    out = json.loads(out_path.read_text())
+    t = out["typing"]
+    modes = ["now", "token-by-token", f"now, {tiny_model_dir.name}"]
+    assert list(t["modes"]) == modes and t["lines"] == 1
+    counts = {m: t["modes"][m]["keystrokes"] for m in modes}
+    assert len(set(counts.values())) == 1 and counts["now"] >= 3   # every mode typed the same line
+    assert t["models"][modes[2]] == str(tiny_model_dir) and "--against" in out["command"]
+    # the same model and decoding on its own server: the same passes at every keystroke
+    rows = {m: [r["passes"] for r in t["rows"] if r["mode"] == m] for m in modes}
+    assert rows["now"] == rows[modes[2]]
