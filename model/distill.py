@@ -87,13 +87,32 @@ def answer(engine, c: dict) -> dict | None:
         d.advance(engine.forward_batch([d])[0])
     if not worth_learning(c, engine.finish(req, d)):
         return None
-    return {"ids": d.ids.copy(), "start": d.start, "end": d.end, "step_of": d.step_of.copy(),
-            "passes": d.stats.forward_passes, "tokens": d.stats.tokens}
+    r = {"ids": d.ids.copy(), "start": d.start, "end": d.end, "step_of": d.step_of.copy(),
+         "passes": d.stats.forward_passes, "tokens": d.stats.tokens}
+    return end_at_line(r, engine.special.writes(("\n",)), engine.special.eom) if req.single_line else r
+
+
+def end_at_line(r: dict, breaks: np.ndarray, eom: int) -> dict:
+    """A line's answer ends at its line break: decoding stopped at the stop sequence, so the slots after it were
+    never decoded (or hold the start of a next line no one sees). They become <|eom|>, committed with the break —
+    the window of a one-line middle as training lays it out (the line, the break the suffix's indentation merges
+    with, then padding) — so the student learns where a line ends instead of guessing at slots left masked."""
+    win, step_of = r["ids"][r["start"]:r["end"]].copy(), r["step_of"].copy()
+    filled = np.flatnonzero(step_of < 0)
+    first_masked = filled[0] if len(filled) else len(win)
+    hits = np.flatnonzero(breaks[win[1:first_masked]]) + 1   # slot 0 is the break before the line (healing)
+    if not len(hits):
+        return r
+    k = int(hits[0])
+    win[k + 1:], step_of[k + 1:] = eom, step_of[k]
+    ids = r["ids"].copy()
+    ids[r["start"]:r["end"]] = win
+    return {**r, "ids": ids, "step_of": step_of}
 
 
 def save_answers(rows: list[dict], path: Path) -> None:
     lengths = np.array([len(r["ids"]) for r in rows], np.int64)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name("." + path.name)   # not a part-*.npz until it is whole
     np.savez(tmp, ids=np.concatenate([r["ids"] for r in rows]), lengths=lengths,
              start=np.array([r["start"] for r in rows]), end=np.array([r["end"] for r in rows]),
              step_of=np.concatenate([r["step_of"] for r in rows]),

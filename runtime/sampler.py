@@ -383,6 +383,20 @@ class Denoiser:
             out.append(t)
         return out
 
+    def _through_stop(self, tokens: list[int]) -> list[int]:
+        """The leading tokens through the one that completes a stop sequence: what the result keeps (tokens a step
+        committed past it are cut with the text, and are not counted as generated)."""
+        def stopped(n: int) -> bool:
+            text = self._past_forced(self.decode(tokens[:n])) or ""
+            return any(s in text for s in self.opts.stop)
+        lo, hi = 0, len(tokens)   # stopped(hi) holds; the shortest such prefix, by bisection (texts only grow)
+        if not stopped(hi):
+            return tokens
+        while lo + 1 < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if stopped(mid) else (mid, hi)
+        return tokens[:hi]
+
     def _stopped(self) -> bool:
         text = self._past_forced(self.decode(self._tokens())) or ""
         return any(s in text for s in self.opts.stop)
@@ -390,7 +404,7 @@ class Denoiser:
     def finish(self, reason: str) -> None:
         self.done = True
         self.stats.stop_reason = reason
-        tokens = self._tokens()
+        tokens = self._through_stop(self._tokens()) if reason == "stop" else self._tokens()
         healed = 0  # tokens that only re-spell the forced text are not generated tokens
         if self.opts.forced:
             while healed < len(tokens) and len(self.decode(tokens[:healed])) < len(self.opts.forced):
@@ -398,7 +412,9 @@ class Denoiser:
         # a healed token that spells past the forced text ("retur" → "return") wrote text the user sees: it counts
         spills = healed > 0 and len(self.decode(tokens[:healed])) > len(self.opts.forced)
         self.stats.tokens = len(tokens) - healed + spills
-        ended = len(tokens) < self.end - self.start and not self.masked[len(tokens)]   # the end marker's slot
+        win = self.ids[self.start:self.end]
+        ended = len(tokens) < len(win) and not self.masked[len(tokens)] and int(win[len(tokens)]) in \
+            self.special.ends_set   # the end marker's slot
         # one unsure token is enough to make a line wrong: on held-out editor cursors the least probable token
         # separated right from wrong answers better than the tokens' geometric mean (evals/editor.py)
         probs = self.prob[healed:len(tokens) + ended]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.distill import ROW_TOKENS, add_arguments, answer, worth_learning, crop, distill_rows, load_answers, run
+from model.distill import ROW_TOKENS, add_arguments, answer, end_at_line, worth_learning, crop, distill_rows, load_answers, run
 from model.export import export
 from model.objective import certainty_forcing_loss
 from runtime.engine import Engine, Request
@@ -154,3 +154,18 @@ def test_eval_parallel_compares_two_models_on_the_same_editor_cursors(tiny_model
         assert m["tokens_per_pass"] > 0 and m["passes_median"] >= 1 and 0 <= m["shown_precision"] <= 1
     assert 0 <= out["same_text"] <= 1 and set(out["tokens_per_pass_by_kind"]) == {
         "partial-line", "blank-line", "missing-line"}
+
+
+def test_a_line_answer_ends_at_its_line_break():
+    breaks = np.zeros(50, bool)
+    breaks[[3, 4]] = True   # tokens 3 and 4 write a newline
+    eom, mask = 9, 8
+    win = [3, 20, 21, 22, 4, 23, mask, mask]   # the break before the line, the line, its break, a next line's start
+    step_of = np.array([0, 1, 2, 3, 3, 3, -1, -1])
+    r = {"ids": np.array([30, 31] + win + [40, 41]), "start": 2, "end": 10, "step_of": step_of}
+    out = end_at_line(r, breaks, eom)
+    assert out["ids"].tolist() == [30, 31, 3, 20, 21, 22, 4, eom, eom, eom, 40, 41]
+    assert out["step_of"].tolist() == [0, 1, 2, 3, 3, 3, 3, 3]   # padding committed with the break
+    assert end_at_line(out, breaks, eom)["ids"].tolist() == out["ids"].tolist()   # once is enough
+    unbroken = {**r, "ids": np.array([30, 31, 3, 20, 21, 22, 23, 24, mask, mask, 40, 41])}
+    assert end_at_line(unbroken, breaks, eom) is unbroken   # no break: nothing to end

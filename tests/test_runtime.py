@@ -144,6 +144,10 @@ def test_a_middle_that_rewrites_the_suffix_is_cut_before_it(tiny_engine):
     frames = list(denoise(scripted, d))
     assert d.stats.stop_reason == "stop" and d.result().text == "    data = f.read()\n"
     assert len(frames) == 1
+    # the one pass committed the whole window; what was cut with the text is not counted as generated, nor does
+    # its probability enter the confidence
+    kept = len(tok.encode("    data = f.read()\n" + suffix_echo(suffix)))
+    assert kept < len(target) and abs(d.stats.tokens - kept) <= 1 and len(d.generated_probs) == d.stats.tokens
 
 
 def test_engine_adds_the_echo_to_multi_line_infills_only(tiny_engine):
