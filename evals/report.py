@@ -53,6 +53,7 @@ def infill_command(r: dict, name: str) -> str:
     return (f"quicksilver eval infill --set {r['set']} --length {r['mode']}"
             + (f" --window {window}" if window and window != UNKNOWN_WINDOW.get(r["set"]) else "")
             + (" --no-syntax" if r.get("syntax") is False else "")
+            + (f" --model {r['model']}" if "default" not in r.get("model", "default") else "")
             + (f" --procs {r['procs']}" if r.get("procs", 1) > 1 else "")
             + (f" --limit {r['tasks']}" if name.endswith("-limited") else "") + f" --json evals/results/{name}.json")
 
@@ -147,6 +148,7 @@ def report(results: Path, model_dir: Path | None = None) -> str:
         full = {name: len(infill_tasks(name)) for name in {r["set"] for _, r in infill}}  # each set built once
         by = {(r["set"], r["mode"]): r for _, r in infill  # full runs of the shipped model only
               if r["tasks"] == full[r["set"]] and not which_model(r, card).startswith("**")
+              and "default" in r.get("model", "default")
               and window_of(r) in (None, UNKNOWN_WINDOW.get(r["set"])) and r.get("syntax") is not False}
         for s in ("single-line", "multi-line", "random-span"):
             if (s, "oracle") in by and (s, "unknown") in by and by[(s, "oracle")]["pass@1"]:
@@ -228,6 +230,17 @@ def report(results: Path, model_dir: Path | None = None) -> str:
                          f"{pct(m['context_reused'])} | {pct(m['right_rest_of_line'])} | {split} |")
         lines.append("")
     for name, r in data.items():
+        if name.startswith("parallel") and isinstance(r, dict) and r.get("models"):
+            lines += [f"## Tokens per pass on held-out editor cursors (`{r['command']} --json evals/results/{name}.json`)",
+                      "", f"{r['cursors']} cursors (seed {r['seed']}), asked as the editors ask, the models in turn; the "
+                      f"same text at {pct(r.get('same_text', 0))} of them.", "",
+                      "| model | tokens / pass | passes (median) | p50 / p95 ms | exactly right | shown | precision |",
+                      "| --- | --- | --- | --- | --- | --- | --- |"]
+            for m in r["models"]:
+                lines.append(f"| {m['model']} {m['model_sha256'][:8]} | {m['tokens_per_pass']:.2f} | "
+                             f"{m['passes_median']:.0f} | {num(m['p50_ms'])} / {num(m['p95_ms'])} | "
+                             f"{pct(m['exact_rate'])} | {pct(m['shown_rate'])} | {pct(m['shown_precision'])} |")
+            lines.append("")
         if name.startswith("imported-") and isinstance(r, dict) and r.get("precisions"):
             lines += [f"## An imported model at {r['shape']}'s shape (`{r['command']}`)", "", *imported_table(r), ""]
     load_test = data.get("loadtest")
