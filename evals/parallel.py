@@ -24,9 +24,10 @@ def ask(engine, c: dict) -> dict:
     t0 = time.perf_counter()
     out = engine.complete(editor_request(c["prefix"], c["suffix"]))
     ms = 1000 * (time.perf_counter() - t0)
-    shown = bool(out.text.strip()) and not withheld(out, editor_min_confidence(out))
+    verdict = judge(c, out.text)
     return {"text": out.text, "passes": out.stats["forward_passes"], "tokens": out.stats["tokens"], "ms": ms,
-            "exact": judge(c, out.text)["exact"], "shown": shown, "degenerate": judge(c, out.text)["degenerate"]}
+            "exact": verdict["exact"], "degenerate": verdict["degenerate"],
+            "shown": verdict["shown"] and not withheld(out, editor_min_confidence(out))}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -38,7 +39,8 @@ def summary(rows: list[dict]) -> dict:
             "shown_rate": len(shown) / max(1, len(rows)),
             "shown_precision": sum(r["exact"] for r in shown) / max(1, len(shown)),
             "degenerate_rate": sum(r["degenerate"] for r in shown) / max(1, len(shown)),
-            "p50_ms": float(np.median([r["ms"] for r in rows])), "p95_ms": float(np.percentile([r["ms"] for r in rows], 95))}
+            "p50_ms": float(np.median([r["ms"] for r in rows])),
+            "p95_ms": float(np.percentile([r["ms"] for r in rows], 95))}
 
 
 def evaluate(models: list[Path], per_kind: int = PER_KIND, seed: int = REPORT_SEED) -> dict:

@@ -12,9 +12,10 @@ of what it would have decoded over several.
 2. **Training** (`OUT/ckpt`, resumed). Each answer is a row twice: its decoded slots masked at a rate t ~ U(0, 1),
    and at the complement (dParallel's pair: every slot is a target once). The loss is the cross-entropy to the
    teacher's tokens plus ENTROPY_WEIGHT × the entropy (at ENTROPY_TEMPERATURE) of the masked slots the student
-   already predicts right (objective.certainty_forcing_loss). Slots the teacher never decoded (after a stop
-   sequence) stay masked without a target, as they are when a request starts; tokens the engine wrote in (the
-   typed part of the cursor's line) stay visible. REPLAY rows of the pre-training objective keep what else it knew.
+   already predicts right (objective.certainty_forcing_loss). A line's answer ends at its line break
+   (`end_at_line`); other slots the teacher never decoded (after a stop sequence) stay masked without a target;
+   tokens the engine wrote in (the typed part of the cursor's line) stay visible. REPLAY rows of the pre-training
+   objective keep what else it knew.
 3. **Export** (`OUT/model`): an int8 model directory as `quicksilver export` writes it, for `--model`.
 
 Only the shipped family (a model directory with int8 training weights) can be distilled here.
@@ -22,6 +23,7 @@ Only the shipped family (a model directory with int8 training weights) can be di
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,7 +38,6 @@ PART_CURSORS = 20             # cursors of each kind per answers part (3 kinds)
 PART_DOCS = 60                # training files a part draws its cursors from
 MONITOR_CURSORS = 10          # per kind, from held-out files (seed MONITOR_SEED): the first-pass sureness printed
 MONITOR_SEED = 97             # at each checkpoint (never the editor eval's seeds 0-7)
-SURE = 0.9                    # the sampler's default threshold (runtime.sampler.THRESHOLD), for the monitor
 
 
 def add_arguments(p) -> None:
@@ -59,12 +60,17 @@ def add_arguments(p) -> None:
 
 
 # --- 1. answers -----------------------------------------------------------------------------------------------
-def training_texts(corpus: Path, tok, rng: np.random.Generator, n: int, part: str = "train") -> list[str]:
-    """n files of the corpus's `part`, decoded from its token shard (files end with the end-of-file token)."""
+def corpus_files(corpus: Path, tok, part: str = "train") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The corpus's `part` shard and where its files start and end (each ends with the end-of-file token)."""
     from model.corpus import load_shard
     data = load_shard(corpus, part)
     ends = np.flatnonzero(data == tok.eos_id)
-    starts = np.r_[0, ends[:-1] + 1]
+    return data, np.r_[0, ends[:-1] + 1], ends
+
+
+def draw_texts(files: tuple[np.ndarray, np.ndarray, np.ndarray], tok, rng: np.random.Generator, n: int) -> list[str]:
+    """n of `corpus_files`' files, decoded."""
+    data, starts, ends = files
     pick = rng.choice(len(ends), size=min(n, len(ends)), replace=False)
     return [tok.decode(data[starts[i]:ends[i]].astype(np.int64).tolist()) for i in pick]
 
@@ -140,13 +146,14 @@ def collect(args, model_dir: Path) -> None:
     folder = args.out / "answers"
     folder.mkdir(parents=True, exist_ok=True)
     engine = Engine(load(model_dir, threads=args.threads))
+    files = corpus_files(args.corpus, engine.tok)
     for k in range(args.parts):
         path = folder / f"part-{k:04d}.npz"
         if path.exists():
             continue
         t0 = time.time()
         rng = np.random.default_rng([args.seed, k])
-        texts = training_texts(args.corpus, engine.tok, rng, PART_DOCS)
+        texts = draw_texts(files, engine.tok, rng, PART_DOCS)
         rows = [r for c in cursors_in(texts, [f"train-{k}-{i}" for i in range(len(texts))], PART_CURSORS,
                                       seed=int(rng.integers(1 << 30))) if (r := answer(engine, c)) is not None]
         if rows:
@@ -189,9 +196,12 @@ def distill_rows(rows: list[dict], mask_id: int, pad_id: int, rng: np.random.Gen
 
 def first_pass_sureness(model, rows: list[dict], mask_id: int, device) -> dict:
     """With every decoded slot masked (a request's first pass): the share of them the student predicts as the
-    teacher did with probability >= SURE (what one pass could commit), and its cross-entropy to the teacher."""
+    teacher did with probability >= the sampler's threshold (what one pass could commit), and its cross-entropy
+    to the teacher."""
     import torch
     import torch.nn.functional as F
+
+    from runtime.sampler import THRESHOLD
     sure = right = ce = n = 0
     model.eval()
     with torch.no_grad():
@@ -206,7 +216,7 @@ def first_pass_sureness(model, rows: list[dict], mask_id: int, device) -> dict:
             sel = torch.from_numpy(step_of > 0).to(device)
             y = target[0, a:b][sel]
             lp = logp[sel].gather(-1, y[:, None])[:, 0]
-            sure += int(((logp[sel].argmax(-1) == y) & (lp.exp() >= SURE)).sum())
+            sure += int(((logp[sel].argmax(-1) == y) & (lp.exp() >= THRESHOLD)).sum())
             right += int((logp[sel].argmax(-1) == y).sum())
             ce += float(-lp.sum())
             n += int(sel.sum())
@@ -257,7 +267,8 @@ def train(args, model_dir: Path) -> None:
         gen.set_state(load_optimizer(opt, ckpt, device).to(torch.uint8))
     corpus_train = load_shard(args.corpus, "train")
     examples = Examples(tok)
-    monitor_texts = training_texts(args.corpus, tok, np.random.default_rng(MONITOR_SEED), PART_DOCS, "heldout")
+    monitor_texts = draw_texts(corpus_files(args.corpus, tok, "heldout"), tok, np.random.default_rng(MONITOR_SEED),
+                               PART_DOCS)
     engine = Engine(load(model_dir, threads=args.threads))
     monitor = [r for c in cursors_in(monitor_texts, [str(i) for i in range(len(monitor_texts))], MONITOR_CURSORS,
                                      MONITOR_SEED) if (r := answer(engine, c)) is not None]
@@ -272,9 +283,7 @@ def train(args, model_dir: Path) -> None:
 
     def save() -> None:
         tmp = ckpt.with_name("ckpt.tmp")
-        if tmp.exists():
-            import shutil
-            shutil.rmtree(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_weights(model, tmp)
         save_optimizer(opt, gen.get_state(), tmp)
@@ -283,9 +292,7 @@ def train(args, model_dir: Path) -> None:
         state["seconds_total"] = state["seconds"] + state["init_seconds"]
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         (tmp / TOKENIZER_FILE).write_bytes((model_dir / TOKENIZER_FILE).read_bytes())
-        if ckpt.exists():
-            import shutil
-            shutil.rmtree(ckpt)
+        shutil.rmtree(ckpt, ignore_errors=True)
         tmp.rename(ckpt)
 
     while True:
