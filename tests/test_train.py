@@ -191,7 +191,7 @@ def test_gpu_recipe_distill_mode_rehearsal_on_cpu(tiny_ckpt, tiny_corpus, tmp_pa
            "--device", "cpu", "--max-mb", "2", "--batch", "4", "--work", str(tmp_path / "work"),
            "--tokenizer", str(base / "tokenizer.json"), "--humaneval", str(humaneval_path()),
            "--distill", str(tmp_path / "local" / "answers"), "--distill-model", str(base)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = json.loads((out / "distilled" / "state.json").read_text())
     assert state["step"] > 0 and state["distill"]["answers"] > 0 and state["history"]
