@@ -21,6 +21,13 @@ Options (unknown ones raise):
                         a middle that already ended with one, so it tends to close it at once: an empty answer)
     parallel_ends bool  True: an end marker right after the slots this step fills is committed with them (once
                         confident); False: only at the leftmost masked slot, a pass of its own
+    grow         int    0: a window filled with content ends the result there; n > 0: it gets n more masked slots
+                        (the committed ones stay) until it holds `max_window` slots: the model, which reads a window's
+                        size as a hint of the middle's length, is asked short first and only continues a middle it
+                        has not ended (the suffix moves right; the prefix loses its oldest tokens if the sequence
+                        would pass `max_len`)
+    max_window   int    the most slots growing may reach (default: `window`)
+    max_len      int    the longest sequence growing may make (default: no limit)
     may_end      callable  text -> bool: whether the result may end as `text` (syntax guidance, e.g.
                         `runtime.syntax.end_guard`): where it says no, an end marker or a token that writes a stop
                         sequence is not taken at the leftmost masked slot (the model's next choice is), and such a
@@ -68,11 +75,16 @@ class SamplerOptions:
     forced: str = ""
     fill_line: bool = False
     parallel_ends: bool = True
+    grow: int = 0
+    max_window: int | None = None
+    max_len: int | None = None
     may_end: Callable[[str], bool] | None = None
 
     def __post_init__(self):
         if self.window < 1 or self.block < 1:
             raise ValueError("window and block must be at least 1")
+        if self.grow < 0 or (self.max_window is not None and self.max_window < self.window):
+            raise ValueError("grow must be >= 0 and max_window at least the window")
         if not 0 < self.threshold <= 1:
             raise ValueError("threshold must be in (0, 1]")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -113,6 +125,7 @@ class Stats:
     context_reused: bool = False   # the first pass used a context kept from an earlier request (the same, or the
                                    # last keystroke's: engine)
     extra_tokens: int = 0          # tokens of other files placed before this one (Request.extra)
+    grown: int = 0                 # slots the window grew by (SamplerOptions.grow)
 
 
 @dataclass
@@ -204,7 +217,9 @@ class Denoiser:
         commit = self._commit_rule(cand, tokens, conf)
         ended = self._commit(cand[commit], tokens[commit], conf[commit])
         reason = self._stop_reason()
-        if reason or not self.masked.any():
+        if not reason and not ended and not self.masked.any() and self._room() > 0:
+            self.grow(self._room())
+        elif reason or not self.masked.any():
             self.finish(reason or ("eom" if ended else "window"))
         self.stats.sample_ms += 1000 * (time.perf_counter() - t0)
         return self.frame()
@@ -286,6 +301,26 @@ class Denoiser:
         if not self.line_filled and not lead.strip(" \t\r\n"):
             return False
         return self.opts.may_end is None or bool(self.opts.may_end(lead))
+
+    def _room(self) -> int:
+        """Slots the window may still grow by now (0: it may not)."""
+        if not self.opts.grow:
+            return 0
+        return max(0, min(self.opts.grow, (self.opts.max_window or 0) - (self.end - self.start)))
+
+    def grow(self, n: int) -> None:
+        """n more masked slots at the window's end: the model has filled the window without ending the middle.
+        The prefix loses its oldest tokens where the sequence would pass `max_len` (at least one stays); the
+        engine's cached context no longer matches (the suffix moved), so the next pass is a full one."""
+        ids, s, e = self.ids, self.start, self.end
+        drop = min(s - 1, max(0, len(ids) + n - self.opts.max_len)) if self.opts.max_len else 0
+        self.ids = np.concatenate([ids[drop:e], np.full(n, self.special.mask, np.int64), ids[e:]])
+        self.start, self.end = s - drop, e - drop + n
+        more = lambda a, v: np.concatenate([a, np.full(n, v, a.dtype)])
+        self.masked, self.prob, self.step_of = more(self.masked, True), more(self.prob, 1.0), more(self.step_of, -1)
+        self.original, self.scores = more(self.original, self.special.mask), more(self.scores, 1.0)
+        self.cache = None
+        self.stats.grown += n
 
     def active(self) -> tuple[int, int]:
         """Positions [lo, hi) the next step can change: the current block (the whole window while scoring)."""
