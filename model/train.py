@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from model.checkpoint import STATE_FILE, load_model, load_optimizer, read_state, save_optimizer, save_weights
+from model.checkpoint import STATE_FILE, checkpoint_from_model_dir, load_model, load_optimizer, read_state, save_optimizer, save_weights
 from model.corpus import META_FILE, load_shard
 from model.network import SIZES, ModelConfig, Transformer
 from model.objective import (EVAL_MASK_RATES, Examples, Mixture, autoregressive_loss, diffusion_loss, mask_tokens,
@@ -34,7 +34,9 @@ def add_arguments(p) -> None:
     p.add_argument("--size", choices=sorted(SIZES), default="cpu", help="model size preset")
     p.add_argument("--objective", choices=["diffusion", "autoregressive"], default="diffusion",
                    help="masked diffusion (bidirectional) or the autoregressive FIM twin (causal)")
-    p.add_argument("--init-from", type=Path, help="start from the weights of this checkpoint (e.g. an autoregressive run)")
+    p.add_argument("--init-from", type=Path, help="start from the weights of this checkpoint (e.g. an autoregressive "
+                   "run), or of an exported model directory with int8 training weights (e.g. model/default: "
+                   "`--objective autoregressive --init-from model/default` makes its twin)")
     p.add_argument("--minutes", type=float, help="wall-clock budget for this invocation")
     p.add_argument("--steps", type=int, help="total optimiser steps (default: estimated from --minutes)")
     p.add_argument("--batch", type=int, default=16, help="sequences per step (per process)")
@@ -77,6 +79,8 @@ class Trainer:
         else:
             causal = args.objective == "autoregressive"
             torch.manual_seed(args.seed)
+            if args.init_from and not (args.init_from / STATE_FILE).exists() and (args.init_from / "card.json").exists():
+                args.init_from = checkpoint_from_model_dir(args.init_from, args.out / "init")   # a model directory
             if args.init_from:  # the warm start's size wins over --size
                 self.model, _ = load_model(args.init_from, causal=causal)
             else:

@@ -55,6 +55,15 @@ def tiny_model_dir(tiny_ckpt, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def int8_dir(tiny_ckpt, tmp_path_factory) -> Path:
+    """The tiny model as the shipped one is exported (int8, with the weights distill and the twin start from)."""
+    from model.export import export
+    out = tmp_path_factory.mktemp("int8") / "base"
+    export(tiny_ckpt, out, precision="int8")
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_twin_dir(tiny_corpus, tmp_path_factory) -> Path:
     """The autoregressive twin of the tiny model, exported (fp32)."""
     from model.export import export

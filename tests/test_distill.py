@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from model.distill import ROW_TOKENS, add_arguments, answer, end_at_line, worth_learning, crop, distill_rows, load_answers, run
-from model.export import export
 from model.objective import certainty_forcing_loss
 from runtime.engine import Engine, Request
 from runtime.session import load
@@ -23,14 +22,6 @@ def distill_args(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     add_arguments(p)
     return p.parse_args(list(argv))
-
-
-@pytest.fixture(scope="module")
-def int8_dir(tiny_ckpt, tmp_path_factory):
-    """The tiny model as the shipped one is exported (int8, with the weights distill starts from)."""
-    out = tmp_path_factory.mktemp("distill") / "base"
-    export(tiny_ckpt, out, precision="int8")
-    return out
 
 
 def test_the_sampler_records_the_step_that_committed_each_slot(tiny_engine):

@@ -53,6 +53,19 @@ def test_diffusion_warm_starts_from_autoregressive(tiny_corpus, tiny_ckpt, tmp_p
     assert "next_token_ce" in ph[0]["heldout"] and "masked_ce@0.5" in ph[1]["heldout"]
 
 
+def test_the_twin_warm_starts_from_an_exported_model_directory(tiny_corpus, int8_dir, tmp_path):
+    """`--objective autoregressive --init-from MODEL_DIR`: the shipped model's twin is re-created from the repository
+    (its int8 training weights), with the same size and the diffusion model's tokens counted as its start."""
+    card = json.loads((int8_dir / "card.json").read_text())
+    state = train(train_args("--corpus", str(tiny_corpus), "--out", str(tmp_path / "twin"), "--steps", "2",
+                             "--batch", "4", "--init-from", str(int8_dir), "--objective", "autoregressive",
+                             "--threads", "1"))
+    assert state["config"]["causal"] is True and state["objective"] == "autoregressive"
+    assert {k: v for k, v in state["config"].items() if k != "causal"} == \
+        {k: v for k, v in card["config"].items() if k != "causal"}
+    assert state["init_tokens"] == card["training"]["tokens"] and state["step"] == 2
+
+
 def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
