@@ -16,7 +16,8 @@ import numpy as np
 from runtime.context import fit
 from runtime.engine import DEFAULT_CONTEXT_TOKENS, Completion, Engine, Request, postprocess, stops_of
 from runtime.postprocess import heal
-from runtime.sampler import Frame, SamplerOptions, Stats, choose, guard_end
+from runtime.policies import guard_end
+from runtime.sampler import Frame, SamplerOptions, Stats, choose
 from runtime.syntax import end_guard
 from runtime.session import LoadedModel, ModelError
 from runtime.vocab import SpecialIds
@@ -77,7 +78,9 @@ class AutoregressiveEngine:
                     lg[~ok] = -np.inf
             token = int(choose(lg[None], req.temperature, req.top_p, rng)[0][0])
             if may_end is not None and len(text) >= len(forced):  # the diffusion engine's syntax-guided ends
-                token = guard_end(lg, token, 0.0, text[len(forced):], guard, self.special, rng)[0]
+                token = guard_end(lg, token, 0.0, text[len(forced):], guard.stop, guard.may_end,
+                                  lambda row: (int(choose(row[None], req.temperature, req.top_p, rng)[0][0]), 0.0),
+                                  self.special)[0]
             if token in self.special.ends_set:
                 reason = "eom"
                 break

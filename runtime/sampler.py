@@ -35,7 +35,9 @@ Options (unknown ones raise):
 
 A Denoiser is a state machine: `inputs()` gives the sequence for the next forward pass and `advance(logits)`
 consumes that pass's logits for the window. The scheduler batches the passes of many Denoisers; `denoise()` is
-the one-request loop.
+the one-request loop. Each step is LLaDA's: predict every masked slot of the active block, keep the confident
+predictions (`commit_rule`), leave the rest masked. The policies that constrain a step (healing, a blank line's
+first text, syntax-guided ends, the padding after an end) are small functions in runtime/policies.py.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from runtime.policies import fill_line, guard_end, heal, pad_after_end, refused_break
 from runtime.vocab import SpecialIds
 
 PLACEHOLDER = "\u2591"       # shown for a masked slot in partial frames
@@ -53,7 +56,6 @@ REPAIR_STRIPES = 3           # scoring passes for 'repair': each masks every thi
 REPAIR_THRESHOLD = 0.1       # a token whose probability is below this is re-masked by 'repair'
 END_THRESHOLD = 0.97         # an end marker committed in the same step as the content before it needs this confidence
                              # (held-out editor cursors: at 0.9 one answer in 90 ended shorter than one at a time)
-GUARD_TRIES = 8              # ending tokens may_end refuses at one slot before every ending token is barred there
 EDIT_MODES = ("all", "repair", "none")
 THRESHOLD = 0.9              # the default commit threshold (a request's, a sampler's): the one place it is set
 EOM_BIAS = 2.0               # the default <|eom|> bias: unknown-length infill overfills its window without it (see
@@ -159,6 +161,24 @@ def choose(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
     return tokens, np.exp(np.take_along_axis(logp, tokens[:, None], -1)[:, 0])
 
 
+def commit_rule(conf: np.ndarray, is_end: np.ndarray, leftmost: np.ndarray, threshold: float, end_threshold: float,
+                may_end_at: Callable[[int, np.ndarray], bool]) -> np.ndarray:
+    """Which of a step's predicted slots to commit (LLaDA's low-confidence remasking with a threshold, as in
+    Fast-dLLM): every one whose confidence reaches `threshold`, and at least the most confident. An end marker
+    decides the length, so it is committed only as the slot right after this step's content: at `threshold`
+    where it is the first candidate, else at `end_threshold`; and only where `may_end_at(k, commit)` agrees (every
+    slot before it filled, the syntax guidance) — confident padding at the window's right edge must not creep
+    leftwards over the content. A lone end marker is committed only at the leftmost masked slot."""
+    commit = (conf >= threshold) & ~is_end
+    if not commit.any():   # nothing confident enough: the single most confident slot that may be committed
+        commit[np.where(~is_end | leftmost, conf, -1.0).argmax()] = True
+    left = np.flatnonzero(~commit)
+    if len(left) and is_end[left[0]] and conf[left[0]] >= (threshold if left[0] == 0 else end_threshold) and \
+            may_end_at(int(left[0]), commit):
+        commit[left[0]] = True   # the end right after this step's content: no pass of its own
+    return commit
+
+
 class Denoiser:
     """One request's decoding state. ids = prefix + window + suffix; the window spans [start, end)."""
 
@@ -210,11 +230,16 @@ class Denoiser:
         if self.scoring:
             return self._score(logits)
         self.stats.steps += 1
-        cand, heal = self._candidates(logits)
+        cand, healing = self._constrain(logits, np.flatnonzero(self.masked & self._block_mask()))
         tokens, conf = choose(logits[cand], self.opts.temperature, self.opts.top_p, self.rng)
-        if self.opts.may_end is not None and not heal and cand[0] == self._first_masked():
-            tokens[0], conf[0] = self._guard_end(logits[cand[0]], int(tokens[0]), float(conf[0]))
-        commit = self._commit_rule(cand, tokens, conf)
+        leftmost = cand == self._first_masked()
+        if self.opts.may_end is not None and not healing and leftmost[0]:
+            lead = self._past_forced(self.decode(self._tokens())) or ""
+            tokens[0], conf[0] = guard_end(logits[cand[0]], int(tokens[0]), float(conf[0]), lead, self.opts.stop,
+                                           self.opts.may_end, self._draw, self.special)
+        end_threshold = max(END_THRESHOLD, self.opts.threshold) if self.opts.parallel_ends else np.inf
+        commit = commit_rule(conf, np.isin(tokens, self.special.ends), leftmost, self.opts.threshold, end_threshold,
+                             lambda k, commit: self._may_end_at(cand, tokens, commit, k))
         ended = self._commit(cand[commit], tokens[commit], conf[commit])
         reason = self._stop_reason()
         if not reason and not ended and not self.masked.any() and self._room() > 0:
@@ -224,19 +249,20 @@ class Denoiser:
         self.stats.sample_ms += 1000 * (time.perf_counter() - t0)
         return self.frame()
 
-    def _candidates(self, logits: np.ndarray) -> tuple[np.ndarray, str]:
-        """The masked slots of the current block, and the forced text still to heal. While healing, only the
-        leftmost slot, and only tokens that agree with the forced text; while the cursor's line is blank, no end
-        or line break there (`_fill_line`). Constrains `logits` in place."""
-        cand = np.flatnonzero(self.masked & self._block_mask())
-        heal = self._healing_left()
-        if heal:
+    def _constrain(self, logits: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, str]:
+        """The candidate slots after the policies, and the typed text still to heal. While healing, only the
+        leftmost slot, under `heal`; while the cursor's line is blank, `fill_line` at the leftmost masked slot.
+        Constrains `logits` in place."""
+        healing = self._healing_left()
+        if healing:
             cand = cand[:1]
-            if (ok := self.special.agrees(heal)).any():
-                logits[cand[0], ~ok] = -np.inf
+            heal(logits[cand[0]], healing, self.special)
         if not self.line_filled:
-            self._fill_line(logits, cand, heal)
-        return cand, heal
+            text = self._past_forced(self.decode(self._tokens())) or ""
+            self.line_filled = bool(text.strip(" \t\r\n"))
+            if not self.line_filled and "\n" not in text and len(cand) and cand[0] == self._first_masked():
+                fill_line(logits[cand[0]], healing, self.special)
+        return cand, healing
 
     def _commit(self, slots: np.ndarray, tokens: np.ndarray, conf: np.ndarray) -> bool:
         """Write the committed tokens; everything after the first committed end marker becomes padding. True when
@@ -245,12 +271,11 @@ class Denoiser:
         win[slots], self.masked[slots] = tokens, False
         self.prob[slots] = np.clip(conf, MIN_PROB, 1.0)
         self.step_of[slots] = self.stats.steps
-        ends = np.flatnonzero(~self.masked & np.isin(win, self.special.ends))
-        if len(ends):
-            win[ends[0]:] = self.special.eom
-            self.step_of[ends[0]:][self.masked[ends[0]:]] = self.stats.steps
-            self.masked[ends[0]:] = False
-        return bool(len(ends))
+        was = self.masked.copy()
+        if (end := pad_after_end(win, self.masked, self.special)) is None:
+            return False
+        self.step_of[end:][was[end:]] = self.stats.steps
+        return True
 
     def _stop_reason(self) -> str:
         """'stop' once a stop sequence is written (a stop token committed early that `may_end` refuses is
@@ -267,24 +292,6 @@ class Denoiser:
 
     def _first_masked(self) -> int:
         return int(np.flatnonzero(self.masked)[0])
-
-    def _commit_rule(self, cand: np.ndarray, tokens: np.ndarray, conf: np.ndarray) -> np.ndarray:
-        """Which candidate slots to commit this step (LLaDA's low-confidence remasking with a threshold, as in
-        Fast-dLLM): every one whose confidence reaches the threshold, and at least the most confident. An end
-        marker decides the length, so it is committed only where every slot before it is filled (already, or by
-        this step) — confident padding at the window's right edge must not creep leftwards over the content —
-        and, with syntax guidance, only where the result may end."""
-        is_end = np.isin(tokens, self.special.ends)
-        leftmost = cand == self._first_masked()
-        commit = (conf >= self.opts.threshold) & ~is_end
-        if not commit.any():   # nothing confident enough: the single most confident slot that may be committed
-            commit[np.where(~is_end | leftmost, conf, -1.0).argmax()] = True
-        left = np.flatnonzero(~commit)
-        if len(left) and is_end[left[0]] and (conf[left[0]] >= self.opts.threshold if left[0] == 0 else (
-                self.opts.parallel_ends and conf[left[0]] >= max(END_THRESHOLD, self.opts.threshold))) and \
-                self._may_end_at(cand, tokens, commit, left[0]):
-            commit[left[0]] = True   # the end right after this step's content: no pass of its own
-        return commit
 
     def _may_end_at(self, cand: np.ndarray, tokens: np.ndarray, commit: np.ndarray, k: int) -> bool:
         """Whether the result may end at candidate k, given this step's commits: every slot before it filled, a
@@ -344,48 +351,20 @@ class Denoiser:
         lead = self.decode(self._tokens())
         return self.opts.forced[len(lead):] if len(lead) < len(self.opts.forced) else ""
 
-    def _fill_line(self, logits: np.ndarray, cand: np.ndarray, heal: str) -> None:
-        """While the cursor's line is blank, the leftmost masked slot may not end the result or break the line."""
-        text = self._past_forced(self.decode(self._tokens())) or ""
-        if text.strip(" \t\r\n"):
-            self.line_filled = True
-            return
-        if "\n" in text or not len(cand) or cand[0] != self._first_masked():
-            return  # the line was already broken, or the leftmost slot is not in this block
-        if heal:  # the healed slot: what a token spells past the forced text must not break the line
-            banned = self.special.breaks_after(heal)
-        else:
-            banned = self.special.breaks_line
-        row = logits[cand[0]]
-        keep = row.copy()
-        row[banned] = -np.inf
-        row[list(self.special.ends)] = -np.inf
-        if not np.isfinite(row).any():  # nothing left: leave the slot as it was
-            row[:] = keep
-
     def _recheck_break(self) -> None:
-        """A token that writes a stop sequence, committed while slots before it were masked, ends the result once
-        they are filled: re-mask it then if `may_end` refuses the text it ends (the next step decides that slot
-        under the guard, as the leftmost masked one)."""
+        """`refused_break`: a stop-writing token committed ahead of the frontier that `may_end` refuses, once the
+        slots before it are filled, is re-masked (the next step decides that slot under the guard)."""
         win = self.ids[self.start:self.end]
-        filled = int(np.argmax(self.masked)) if self.masked.any() else len(win)
-        stops = self.special.writes(self.opts.stop)
-        hits = np.flatnonzero(stops[win[:filled]] & ~self.masked[:filled])
-        if not len(hits):
-            return
-        k = int(hits[0])
-        if any(t in self.special.ends_set for t in win[:k].tolist()):
-            return
-        lead = self._past_forced(self.decode(win[:k].tolist()))
-        if lead is None:
-            return
-        if not self.opts.may_end(ended_text(lead, int(win[k]), self.opts.stop, self.special)):
+        k = refused_break(win, self.masked, self.opts.stop, lambda k: self._past_forced(self.decode(win[:k].tolist())),
+                          self.opts.may_end, self.special)
+        if k is not None:
             win[k] = self.special.mask
             self.masked[k], self.step_of[k] = True, -1
 
-    def _guard_end(self, row: np.ndarray, token: int, conf: float) -> tuple[int, float]:
-        lead = self._past_forced(self.decode(self._tokens())) or ""
-        return guard_end(row, token, conf, lead, self.opts, self.special, self.rng)
+    def _draw(self, row: np.ndarray) -> tuple[int, float]:
+        """One slot's token and confidence from its logits, as the request samples."""
+        token, conf = choose(row[None], self.opts.temperature, self.opts.top_p, self.rng)
+        return int(token[0]), float(conf[0])
 
     def _block_mask(self) -> np.ndarray:
         """Slots of the leftmost block that still has masked slots."""
@@ -481,40 +460,6 @@ class Denoiser:
         text = self._past_forced(self.decode(tokens)) or ""   # healing unfinished: nothing stable past the cursor
         cut = min((text.find(s) for s in self.opts.stop if s in text), default=-1)
         return Result(text[:cut] if cut >= 0 else text, tokens, self.stats)
-
-
-def ended_text(lead: str, token: int, stop: tuple[str, ...], special: SpecialIds) -> str | None:
-    """The result's text if `token` ends it after `lead`: an end marker ends it there, a token that writes a stop
-    sequence just past the stop; None if the token does not end it."""
-    if token in special.ends_set:
-        return lead
-    text = lead + special.texts[token]
-    cuts = [text.find(s, len(lead)) + len(s) for s in stop if s in text[len(lead):]]
-    return text[:min(cuts)] if cuts else None
-
-
-def guard_end(row: np.ndarray, token: int, conf: float, lead: str, opts: SamplerOptions, special: SpecialIds,
-              rng: np.random.Generator) -> tuple[int, float]:
-    """(token, confidence) for the slot after `lead` (the result so far): the chosen one, or, while it would end
-    the result where `opts.may_end` refuses (an end marker, or a token that writes a stop sequence), another draw
-    without it; after GUARD_TRIES refusals no ending token at all. `row` is the slot's logits."""
-    stops = special.writes(opts.stop)
-    row = row.copy()
-    for _ in range(GUARD_TRIES):
-        text = ended_text(lead, token, opts.stop, special)
-        if text is None or opts.may_end(text):
-            return token, conf
-        row[token] = -np.inf
-        if not np.isfinite(row).any():
-            return token, conf
-        token, conf = choose(row[None], opts.temperature, opts.top_p, rng)
-        token, conf = int(token[0]), float(conf[0])
-    row[list(special.ends)] = -np.inf
-    row[stops] = -np.inf
-    if not np.isfinite(row).any():
-        return token, conf
-    token, conf = choose(row[None], opts.temperature, opts.top_p, rng)
-    return int(token[0]), float(conf[0])
 
 
 def denoise(forward: Callable[[np.ndarray, np.ndarray, int], np.ndarray], d: Denoiser) -> Iterator[Frame]:

@@ -1,0 +1,99 @@
+"""The sampler's policies: what constrains a denoising step beyond "commit the confident slots". Each is a small
+function on one step's data; runtime/sampler.py's Denoiser decides when each applies, and tests/test_policies.py
+tests each alone.
+
+- `heal`: while typed text is being healed, the leftmost slot takes only tokens that agree with the text it
+  has not covered yet.
+- `fill_line`: while the cursor's line is blank, the leftmost slot may not end the result or break the line.
+- `guard_end` (syntax guidance): an ending token at the leftmost slot is drawn again while `may_end` refuses the
+  text it would end.
+- `refused_break`: a stop-writing token committed ahead of the leftmost masked slot is handed back (re-masked)
+  once the slots before it are filled, if `may_end` refuses the text it ends.
+- `pad_after_end`: everything after the first committed end marker is padding.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from runtime.vocab import SpecialIds
+
+GUARD_TRIES = 8              # ending tokens may_end refuses at one slot before every ending token is barred there
+
+
+def heal(row: np.ndarray, left: str, special: SpecialIds) -> None:
+    """Healing, in place on the leftmost slot's logits: only tokens that agree with `left` (the typed text not
+    covered yet: a token spelling a prefix of it, or all of it and more); untouched if no token does."""
+    if (ok := special.agrees(left)).any():
+        row[~ok] = -np.inf
+
+
+def fill_line(row: np.ndarray, healing: str, special: SpecialIds) -> None:
+    """A blank cursor line, in place on the leftmost slot's logits: no end marker and no line break there (while
+    `healing`, none in what a token spells past the typed text). Untouched if nothing else is left."""
+    keep = row.copy()
+    row[special.breaks_after(healing) if healing else special.breaks_line] = -np.inf
+    row[list(special.ends)] = -np.inf
+    if not np.isfinite(row).any():
+        row[:] = keep
+
+
+def ended_text(lead: str, token: int, stop: tuple[str, ...], special: SpecialIds) -> str | None:
+    """The result's text if `token` ends it after `lead`: an end marker ends it there, a token that writes a stop
+    sequence just past the stop; None if the token does not end it."""
+    if token in special.ends_set:
+        return lead
+    text = lead + special.texts[token]
+    cuts = [text.find(s, len(lead)) + len(s) for s in stop if s in text[len(lead):]]
+    return text[:min(cuts)] if cuts else None
+
+
+def guard_end(row: np.ndarray, token: int, conf: float, lead: str, stop: tuple[str, ...],
+              may_end: Callable[[str], bool], draw: Callable[[np.ndarray], tuple[int, float]],
+              special: SpecialIds) -> tuple[int, float]:
+    """(token, confidence) for the slot after `lead` (the result so far): the chosen one, or, while it would end
+    the result where `may_end` refuses (an end marker, or a token that writes a stop sequence), another `draw`
+    from the slot's logits `row` without it; after GUARD_TRIES refusals, a draw with no ending token at all."""
+    row = row.copy()
+    for _ in range(GUARD_TRIES):
+        text = ended_text(lead, token, stop, special)
+        if text is None or may_end(text):
+            return token, conf
+        row[token] = -np.inf
+        if not np.isfinite(row).any():
+            return token, conf
+        token, conf = draw(row)
+    row[list(special.ends)] = -np.inf
+    row[special.writes(stop)] = -np.inf
+    if not np.isfinite(row).any():
+        return token, conf
+    return draw(row)
+
+
+def refused_break(win: np.ndarray, masked: np.ndarray, stop: tuple[str, ...], text_before: Callable[[int], str | None],
+                  may_end: Callable[[str], bool], special: SpecialIds) -> int | None:
+    """The slot of the first stop-writing token committed before the leftmost masked slot, if `may_end` refuses
+    the text it ends (the caller re-masks it, and the next step decides that slot under the guard); else None.
+    `text_before(k)` is the result's text before slot k (None while healing has not covered the typed text)."""
+    filled = int(np.argmax(masked)) if masked.any() else len(win)
+    hits = np.flatnonzero(special.writes(stop)[win[:filled]] & ~masked[:filled])
+    if not len(hits):
+        return None
+    k = int(hits[0])
+    if any(t in special.ends_set for t in win[:k].tolist()):
+        return None
+    lead = text_before(k)
+    if lead is None or may_end(ended_text(lead, int(win[k]), stop, special)):
+        return None
+    return k
+
+
+def pad_after_end(win: np.ndarray, masked: np.ndarray, special: SpecialIds) -> int | None:
+    """In place: every slot after the first committed end marker becomes committed padding. Its index, or None."""
+    ends = np.flatnonzero(~masked & np.isin(win, special.ends))
+    if not len(ends):
+        return None
+    win[ends[0]:] = special.eom
+    masked[ends[0]:] = False
+    return int(ends[0])
