@@ -140,8 +140,9 @@ def write_card(out: Path, state: dict, extra: dict, name: str | None = None) -> 
     return card
 
 
-def export(ckpt: Path, out: Path, precision: str = "fp32", extra: dict | None = None) -> dict:
-    """precision: 'fp32' (model.onnx), 'int8' (model.int8.onnx only) or 'both'."""
+def export(ckpt: Path, out: Path, precision: str = "fp32", extra: dict | None = None, weights: bool = True) -> dict:
+    """precision: 'fp32' (model.onnx), 'int8' (model.int8.onnx only) or 'both'. `weights`: with int8, also the int8
+    training weights that `finetune` and `train --init-from` start from (an eval-only model, the twin, needs none)."""
     model, state = load_model(ckpt)
     tmp = out.with_name(out.name + ".export-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -154,7 +155,8 @@ def export(ckpt: Path, out: Path, precision: str = "fp32", extra: dict | None = 
         quantize_int8(tmp / MODEL_FILE, tmp / INT8_FILE)
     if precision == "int8":  # the shipped model: int8 alone keeps model/default small
         (tmp / MODEL_FILE).unlink()
-        save_int8_weights(model, tmp / INT8_WEIGHTS_FILE)  # lets `quicksilver finetune` start from it
+        if weights:
+            save_int8_weights(model, tmp / INT8_WEIGHTS_FILE)  # lets `quicksilver finetune` start from it
     shutil.copy(ckpt / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
     card = write_card(tmp, state, {"parity_max_abs_diff": diff, "parity_atol": PARITY_ATOL, **(extra or {})},
                       name=out.name)
@@ -170,10 +172,13 @@ def add_arguments(p) -> None:
     p.add_argument("--precision", choices=["fp32", "int8", "both"], default="fp32",
                    help="fp32 model.onnx, int8 model.int8.onnx (dynamic quantisation) only, or both")
     p.add_argument("--hardware", default="", help="where the checkpoint was trained, for the card")
+    p.add_argument("--no-weights", dest="weights", action="store_false",
+                   help="with int8: leave out the int8 training weights (a model only served or evaluated)")
 
 
 def run(args) -> None:
-    card = export(args.checkpoint, args.out, args.precision, {"trained_on": args.hardware} if args.hardware else None)
+    card = export(args.checkpoint, args.out, args.precision, {"trained_on": args.hardware} if args.hardware else None,
+                  args.weights)
     sizes = {n: (args.out / n).stat().st_size for n in card["files"]}
     print(json.dumps({"out": str(args.out), "parity_max_abs_diff": card["parity_max_abs_diff"],
                       "heldout": card["heldout"], "bytes": sizes}, indent=1))

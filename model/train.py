@@ -79,7 +79,11 @@ class Trainer:
         else:
             causal = args.objective == "autoregressive"
             torch.manual_seed(args.seed)
+            source = args.init_from
             if args.init_from and not (args.init_from / STATE_FILE).exists() and (args.init_from / "card.json").exists():
+                if (args.init_from / TOKENIZER_FILE).read_bytes() != (args.corpus / TOKENIZER_FILE).read_bytes():
+                    raise SystemExit(f"{args.corpus} is not in {args.init_from}'s tokenization: build it with "
+                                     f"`quicksilver corpus --tokenizer {args.init_from / TOKENIZER_FILE}`")
                 args.init_from = checkpoint_from_model_dir(args.init_from, args.out / "init")   # a model directory
             if args.init_from:  # the warm start's size wins over --size
                 self.model, _ = load_model(args.init_from, causal=causal)
@@ -89,7 +93,7 @@ class Trainer:
             if args.seq:
                 cfg.max_len = args.seq
             self.state = {"config": cfg.to_dict(), "objective": args.objective, "step": 0, "tokens": 0, "seconds": 0.0,
-                          "total_steps": args.steps, "history": [], "init_from": str(args.init_from or ""),
+                          "total_steps": args.steps, "history": [], "init_from": str(source or ""),
                           "init_tokens": read_state(args.init_from)["tokens_total"] if args.init_from else 0,
                           "init_seconds": read_state(args.init_from)["seconds_total"] if args.init_from else 0.0,
                           "device": args.device, "weighting": args.weighting, "mixture": vars(args.mixture)}

@@ -21,6 +21,16 @@ def test_loads_with_either_precision(tiny_model_dir):
     assert load(tiny_model_dir, prefer="fp32", threads=1).model_file == "model.onnx"
 
 
+def test_int8_export_with_and_without_the_training_weights(int8_dir, tiny_ckpt, tmp_path):
+    from model.export import export
+    assert set(json.loads((int8_dir / "card.json").read_text())["files"]) == \
+        {"model.int8.onnx", "tokenizer.json", "weights.int8.safetensors"}     # what finetune and the twin start from
+    card = export(tiny_ckpt, tmp_path / "twin", precision="int8", weights=False)   # served or evaluated only
+    assert set(card["files"]) == {"model.int8.onnx", "tokenizer.json"}
+    assert sorted(p.name for p in (tmp_path / "twin").iterdir()) == ["card.json", "model.int8.onnx", "tokenizer.json"]
+    assert load(tmp_path / "twin", threads=1).model_file == "model.int8.onnx"
+
+
 @pytest.mark.parametrize("damage", ["truncate", "delete", "modify"])
 def test_damaged_model_file_gives_one_clear_error(tiny_model_dir, tmp_path, damage):
     broken = tmp_path / "broken"

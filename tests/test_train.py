@@ -64,6 +64,13 @@ def test_the_twin_warm_starts_from_an_exported_model_directory(tiny_corpus, int8
     assert {k: v for k, v in state["config"].items() if k != "causal"} == \
         {k: v for k, v in card["config"].items() if k != "causal"}
     assert state["init_tokens"] == card["training"]["tokens"] and state["step"] == 2
+    assert state["init_from"] == str(int8_dir)                  # the model directory, not the scratch checkpoint
+    other = tmp_path / "other-corpus"                           # a corpus in another tokenization is refused
+    shutil.copytree(tiny_corpus, other)
+    (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text() + " ")
+    with pytest.raises(SystemExit, match="tokenization"):
+        train(train_args("--corpus", str(other), "--out", str(tmp_path / "twin2"), "--steps", "1", "--batch", "4",
+                         "--init-from", str(int8_dir), "--objective", "autoregressive", "--threads", "1"))
 
 
 def test_two_process_ddp_on_cpu(tiny_corpus, tmp_path):
