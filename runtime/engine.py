@@ -28,7 +28,7 @@ WINDOWS = {"line": 12, "block": 32}
 # many more slots, up to the client's max_new_tokens. Off (0): on held-out middles asked as the API asks
 # (`quicksilver eval length --policy 12/0,32/0 --policy 12/12,32/32 --policy 12/24,32/32 --seed 0`, evals/results/
 # length-seed0.json) it changed no exact answer (2.5 % either way), left edit similarity where it was (0.332 /
-# 0.329 / 0.317) and raised p50 from 184 to 237-268 ms: this model does not know a long middle better given room.
+# 0.329 / 0.317) and raised p50 from 171 to 237-252 ms: this model does not know a long middle better given room.
 GROW = {"line": 0, "block": 0}
 # Editors (/infill, the language server) show nothing when a completion's confidence is below this. With the
 # model's calibrator (runtime/confidence.py) the confidence is the estimated chance that the first line is right;
