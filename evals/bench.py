@@ -129,6 +129,41 @@ def bench(model_dir: Path | None, precision: str, kv_modes=(True, False)) -> dic
     return results
 
 
+COLD_CONTEXTS = (384, 512)   # the engine's default context, and the model's whole one
+COLD_SEED, COLD_PER_KIND = 1, 20
+
+
+def cold_requests(model_dir: Path | None, per_kind: int = COLD_PER_KIND, contexts=COLD_CONTEXTS) -> dict:
+    """A cold editor request: held-out editor cursors (evals/editor.py, seed 1) asked as every editor path asks
+    (runtime.engine.editor_request), each with nothing kept from an earlier request, so the first pass runs the
+    whole context. The engine in process, at each context size; the cursors in turn for every size."""
+    from evals.editor import cursors, heldout_files
+    from runtime.engine import editor_request
+    model = load(model_dir)
+    points = cursors(heldout_files(), per_kind, COLD_SEED)
+    engines = {n: Engine(model, context_tokens=n) for n in contexts}
+    rows = {n: [] for n in contexts}
+    for c in points:
+        for n, engine in engines.items():
+            engine.clear_cache()
+            t0 = time.perf_counter()
+            out = engine.complete(editor_request(c["prefix"], c["suffix"]))
+            ms = 1000 * (time.perf_counter() - t0)
+            rows[n].append({"ms": ms, "passes": out.stats["forward_passes"], "tokens": out.stats["tokens"],
+                            "block": not editor_request(c["prefix"], c["suffix"]).single_line})
+    out = {"cursors": len(points), "seed": COLD_SEED, "model_sha256": model.card["files"].get(model.model_file, ""),
+           "contexts": {}}
+    for n, rs in rows.items():
+        for shape, these in (("line", [r for r in rs if not r["block"]]), ("block", [r for r in rs if r["block"]])):
+            if these:
+                ms = [r["ms"] for r in these]
+                out["contexts"].setdefault(str(n), {})[shape] = {
+                    "requests": len(these), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+                    "passes_p50": float(np.median([r["passes"] for r in these])),
+                    "tokens_per_pass": sum(r["tokens"] for r in these) / max(1, sum(r["passes"] for r in these))}
+    return out
+
+
 TYPED_LINES = 8          # lines typed in the replay, each from a different held-out file
 TYPING_MIN_CHARS = 24
 
@@ -213,6 +248,8 @@ def add_arguments(p) -> None:
     p.add_argument("--lines", type=int, default=TYPED_LINES, help="typing replay: lines typed (of held-out files)")
     p.add_argument("--against", type=Path,
                    help="typing replay: also type every line against this model directory (a server of its own)")
+    p.add_argument("--cold", action="store_true",
+                   help="only cold editor requests (nothing kept from an earlier one) at 384 and 512 context tokens")
     p.add_argument("--json", type=Path, help="write the results here")
 
 
@@ -255,6 +292,17 @@ def run_typing(args) -> dict:
 
 
 def run(args) -> None:
+    if args.cold:
+        out = {"cold": cold_requests(args.model), "command": "quicksilver bench --cold"
+               + (f" --model {args.model}" if args.model else "") + (f" --json {args.json}" if args.json else "")}
+        for n, shapes in out["cold"]["contexts"].items():
+            for shape, m in shapes.items():
+                print(f"cold editor {shape} at {n} context: {m['requests']} requests, p50 {m['p50_ms']:.0f} ms, p95 "
+                      f"{m['p95_ms']:.0f} ms, {m['passes_p50']:.0f} passes (median), {m['tokens_per_pass']:.2f} tokens/pass")
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(out, indent=1) + "\n")
+        return
     if args.typing:
         out = {"typing": run_typing(args), "command": "quicksilver bench --typing"
                + (f" --against {args.against}" if args.against else "") + (f" --json {args.json}" if args.json else "")}

@@ -87,6 +87,15 @@ def test_infill_command_on_the_tiny_model(tiny_model_dir, tmp_path):
     assert len(out.with_suffix(".tasks.jsonl").read_text().splitlines()) == 3
 
 
+def test_bench_cold_editor_requests_on_the_tiny_model(tiny_model_dir):
+    from evals.bench import cold_requests
+    out = cold_requests(tiny_model_dir, per_kind=2, contexts=(128, 256))
+    assert out["cursors"] == 6 and set(out["contexts"]) == {"128", "256"}
+    for shapes in out["contexts"].values():
+        assert sum(m["requests"] for m in shapes.values()) == 6
+        assert all(m["p50_ms"] > 0 and m["passes_p50"] >= 1 for m in shapes.values())
+
+
 def test_bench_on_the_tiny_model(tiny_model_dir):
     from evals.bench import CONTEXTS, REQUESTS_PER_STREAM, SHAPES, STREAMS, bench
     results = bench(tiny_model_dir, "fp32")
