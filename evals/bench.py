@@ -147,10 +147,11 @@ def cold_requests(model_dir: Path | None, per_kind: int = COLD_PER_KIND, context
         for n, engine in engines.items():
             engine.clear_cache()
             t0 = time.perf_counter()
-            out = engine.complete(editor_request(c["prefix"], c["suffix"]))
+            req = editor_request(c["prefix"], c["suffix"])
+            out = engine.complete(req)
             ms = 1000 * (time.perf_counter() - t0)
             rows[n].append({"ms": ms, "passes": out.stats["forward_passes"], "tokens": out.stats["tokens"],
-                            "block": not editor_request(c["prefix"], c["suffix"]).single_line})
+                            "block": not req.single_line})
     out = {"cursors": len(points), "seed": COLD_SEED, "model_sha256": model.card["files"].get(model.model_file, ""),
            "contexts": {}}
     for n, rs in rows.items():

@@ -96,18 +96,3 @@ def test_the_twin_gets_the_same_syntax_guidance(twin, monkeypatch):
     assert res.stats["stop_reason"] == "window" and res.stats["tokens"] == 12 and len(asked) >= 12
     assert "\n" not in res.raw
 
-
-def test_the_twin_in_the_repository_is_the_shipped_models_causal_self():
-    """`eval compare --twin model/twin` runs from a clone: the twin loads, decodes causally, and has the shipped
-    model's size and tokenizer (what makes the comparison like for like)."""
-    import json
-
-    from tests.conftest import ROOT, SHIPPED
-    twin_dir = ROOT / "model" / "twin"
-    twin, shipped = (json.loads((d / "card.json").read_text()) for d in (twin_dir, SHIPPED))
-    assert twin["config"] == {**shipped["config"], "causal": True} and twin["objective"] == "autoregressive"
-    assert twin["tokenizer_sha256"] == shipped["tokenizer_sha256"] and twin["training"]["init_from"] == "model/default"
-    engine = make_engine(load(twin_dir, threads=1))
-    assert isinstance(engine, AutoregressiveEngine)
-    c = engine.complete(Request(prefix="def add(a, b):\n    return ", suffix="\n", max_new_tokens=8, single_line=True))
-    assert c.stats["forward_passes"] >= 1 and "\n" not in c.text
