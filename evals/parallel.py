@@ -5,6 +5,8 @@ Held-out editor cursors (evals/editor.py, seed 1: the reported seed) asked as ev
 alike). Per model: tokens per pass, passes per answer, the first line exactly right (of all cursors; of those
 shown under the editors' default abstention), and latency; between them, how often the two answers are the same
 text. What a distilled model (`quicksilver distill`) must show: more tokens per pass at the same answers.
+With --threshold (repeatable) every model is also asked at each commit threshold: the trade between tokens per
+pass and answers, per model, in the same run.
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from evals.editor import cursors, heldout_files, judge
 REPORT_SEED, PER_KIND = 1, 40
 
 
-def ask(engine, c: dict) -> dict:
+def ask(engine, c: dict, threshold: float | None = None) -> dict:
     from runtime.engine import editor_min_confidence, editor_request, withheld
+    knobs = {"threshold": threshold} if threshold is not None else {}
     t0 = time.perf_counter()
-    out = engine.complete(editor_request(c["prefix"], c["suffix"]))
+    out = engine.complete(editor_request(c["prefix"], c["suffix"], **knobs))
     ms = 1000 * (time.perf_counter() - t0)
     verdict = judge(c, out.text)
     return {"text": out.text, "passes": out.stats["forward_passes"], "tokens": out.stats["tokens"], "ms": ms,
@@ -43,20 +46,23 @@ def summary(rows: list[dict]) -> dict:
             "p95_ms": float(np.percentile([r["ms"] for r in rows], 95))}
 
 
-def evaluate(models: list[Path], per_kind: int = PER_KIND, seed: int = REPORT_SEED) -> dict:
+def evaluate(models: list[Path], per_kind: int = PER_KIND, seed: int = REPORT_SEED,
+             thresholds: list[float] | None = None) -> dict:
     from runtime.engine import Engine
     from runtime.session import load
     engines = [Engine(load(m)) for m in models]
+    configs = [(m, e, t) for m, e in zip(models, engines) for t in (thresholds or [None])]
     points = cursors(heldout_files(), per_kind, seed)
-    rows: list[list[dict]] = [[] for _ in models]
+    rows: list[list[dict]] = [[] for _ in configs]
     for c in points:
-        for e, out in zip(engines, rows):
+        for (_, e, t), out in zip(configs, rows):
             e.clear_cache()   # every answer from a cold context: the models are compared, not the caches
-            out.append(ask(e, c))
+            out.append(ask(e, c, t))
     result = {"cursors": len(points), "seed": seed,
               "models": [{"model": str(m), "model_sha256": e.model.card["files"].get(e.model.model_file, ""),
-                          **summary(r)} for m, e, r in zip(models, engines, rows)]}
-    if len(models) == 2:
+                          **({"threshold": t} if t is not None else {}), **summary(r)}
+                         for (m, e, t), r in zip(configs, rows)]}
+    if len(configs) == 2:
         result["same_text"] = float(np.mean([a["text"] == b["text"] for a, b in zip(*rows)]))
         by_kind = {}
         for kind in sorted({c["kind"] for c in points}):
@@ -71,13 +77,15 @@ def add_arguments(p) -> None:
                    help="model directory (give two to compare them in one run)")
     p.add_argument("--per-kind", type=int, default=PER_KIND, help="cursors of each kind")
     p.add_argument("--seed", type=int, default=REPORT_SEED, help="cursor seed (0 chooses thresholds; 1 reports)")
+    p.add_argument("--threshold", type=float, action="append",
+                   help="commit threshold to ask every model at (repeatable; default: the requests' own)")
     p.add_argument("--json", type=Path, help="write the result here")
 
 
 def run(args) -> None:
-    out = evaluate(args.model, args.per_kind, args.seed)
+    out = evaluate(args.model, args.per_kind, args.seed, args.threshold)
     out["command"] = "quicksilver eval parallel " + " ".join(f"--model {m}" for m in args.model) + \
-        f" --per-kind {args.per_kind} --seed {args.seed}"
+        "".join(f" --threshold {t:g}" for t in args.threshold or []) + f" --per-kind {args.per_kind} --seed {args.seed}"
     text = json.dumps(out, indent=1)
     if args.json:
         args.json.write_text(text + "\n")

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-ENTROPY_WEIGHT = 2.0          # dParallel's weight and temperature for the entropy of rightly predicted slots
-ENTROPY_TEMPERATURE = 0.5
+ENTROPY_WEIGHT = 2.0          # dParallel's weight for the entropy of rightly predicted slots (its temperature is
+                              # objective.ENTROPY_TEMPERATURE, shared with `train --certainty`)
 ROW_TOKENS = 256              # a training row: the window, and the code around it cut to this length
 SUFFIX_SHARE = 0.25           # of the context a row keeps, at most this share after the window
 PART_CURSORS = 20             # cursors of each kind per answers part (3 kinds)
@@ -230,7 +230,7 @@ def train(args, model_dir: Path) -> None:
     from model.checkpoint import (STATE_FILE, checkpoint_from_model_dir, load_model, load_optimizer, read_state,
                                   save_optimizer, save_weights)
     from model.corpus import load_shard
-    from model.objective import Examples, certainty_forcing_loss, diffusion_loss, mask_tokens
+    from model.objective import ENTROPY_TEMPERATURE, Examples, certainty_forcing_loss, diffusion_loss, mask_tokens
     from model.tokenizer import TOKENIZER_FILE, CodeTokenizer
     from model.train import lr_at
     from evals.editor import cursors_in

@@ -102,16 +102,21 @@ def quantize_int8(src: Path, dst: Path) -> None:
 
 def phases(state: dict) -> list[dict]:
     """The training phases behind a checkpoint, earliest first: each warm start whose checkpoint is still on this
-    machine, then the checkpoint itself. Each phase's held-out numbers come from the corpus it trained on (a lent
-    GPU builds its own from that machine's packages), so curves of different phases are not one series."""
+    machine (or, for a model directory, the phases its card lists), then the checkpoint itself. Each phase's
+    held-out numbers come from the corpus it trained on (a lent GPU builds its own from that machine's packages),
+    so curves of different phases are not one series."""
     chain, seen = [state], set()
     while (src := chain[0].get("init_from")) and src not in seen and (Path(src) / "state.json").exists():
         seen.add(src)
         chain.insert(0, json.loads((Path(src) / "state.json").read_text()))
-    return [{"objective": st["objective"], "device": st.get("device", "cpu"), "tokens": st["tokens"],
-             "seconds": round(st["seconds"], 1), "steps": st["step"], "mixture": st.get("mixture"),
-             "unigram_ce": st.get("unigram_ce"), "heldout": st.get("heldout", {}), "history": st.get("history", [])}
-            for st in chain]
+    src = Path(chain[0].get("init_from") or ".")
+    before = json.loads((src / CARD_FILE).read_text())["training"].get("phases", []) \
+        if not (src / "state.json").exists() and (src / CARD_FILE).exists() else []
+    return before + [{"objective": st["objective"], "device": st.get("device", "cpu"), "tokens": st["tokens"],
+                      "seconds": round(st["seconds"], 1), "steps": st["step"], "mixture": st.get("mixture"),
+                      **({"certainty": st["certainty"]} if st.get("certainty") else {}),
+                      "unigram_ce": st.get("unigram_ce"), "heldout": st.get("heldout", {}),
+                      "history": st.get("history", [])} for st in chain]
 
 
 def write_card(out: Path, state: dict, extra: dict, name: str | None = None) -> dict:

@@ -10,7 +10,13 @@ with --bring-ar, which is for a run whose diffusion phase is skipped (--ar-share
 With --init-from (a checkpoint, or a folder made by `python -m model.gpu_recipe pack CKPT DEST`, small enough to
 carry), the autoregressive phase is skipped and the whole budget continues diffusion training from that checkpoint;
 --init-label is the name the returned state records for it (the local checkpoint, so export can chain phases).
-Test it on CPU with `--size tiny --device cpu --max-mb 5 --minutes 1`.
+Test it on CPU with `--size tiny --device cpu --max-mb 5 --minutes 1`. --init-from also takes a model directory
+(model/default: its int8 training weights and card).
+
+With --certainty W1 W2 ... (and --init-from), one continued run per weight of train's certainty-forcing term trains
+side by side on the one GPU, from the same start on the same corpus (W 0: the plain objective, the control), and
+each comes back packed (int8 weights in parts under 16 MB, and its state) under $OUT/c<W>/:
+`python -m model.gpu_recipe join DIR` puts a folder's parts back together, `unpack` makes it a checkpoint.
 
 With --distill ANSWERS (a carried copy of `quicksilver distill`'s answers/ folder, collected on CPU), the lease
 instead runs distill's training phase (certainty-forcing self-distillation, model/distill.py) of --distill-model
@@ -81,6 +87,35 @@ def unpack(packed: Path, dest: Path) -> Path:
     return dest
 
 
+PART_BYTES = 15 * 2**20      # the device tool returns files under 16 MB
+
+
+def split_parts(path: Path, part_bytes: int = PART_BYTES) -> list[Path]:
+    """`path` as NAME.part0, NAME.part1, ... of at most part_bytes each (the original removed)."""
+    data, parts = path.read_bytes(), []
+    for i in range(0, max(1, len(data)), part_bytes):
+        parts.append(path.with_name(f"{path.name}.part{i // part_bytes}"))
+        parts[-1].write_bytes(data[i:i + part_bytes])
+    path.unlink()
+    return parts
+
+
+def join_parts(folder: Path) -> None:
+    """Every NAME.part0, NAME.part1, ... in `folder` joined back into NAME (the parts are left as they are)."""
+    for first in sorted(folder.glob("*.part0")):
+        name, parts = first.name[:-len(".part0")], []
+        while (folder / f"{name}.part{len(parts)}").exists():
+            parts.append(folder / f"{name}.part{len(parts)}")
+        (folder / name).write_bytes(b"".join(p.read_bytes() for p in parts))
+
+
+def continue_run(common: list[str], out: Path, init: Path, minutes: float, certainty: float) -> None:
+    """One continued diffusion run (a process of its own when several train side by side)."""
+    shutil.rmtree(out, ignore_errors=True)  # a stale run here would be resumed instead of warm-started
+    train(phase_args(common, out=out, objective="diffusion", init_from=init, minutes=minutes, mixture=Mixture(),
+                     certainty=certainty))
+
+
 def distill(a, corpus: Path, seconds: float) -> None:
     """distill's training phase on the device: the answers carried in, its batch scaled to the device's."""
     from model import distill as d
@@ -101,6 +136,12 @@ def main() -> None:
     if sys.argv[1:2] == ["pack"]:
         pack(Path(sys.argv[2]), Path(sys.argv[3]))
         return
+    if sys.argv[1:2] == ["join"]:
+        join_parts(Path(sys.argv[2]))
+        return
+    if sys.argv[1:2] == ["unpack"]:
+        unpack(Path(sys.argv[2]), Path(sys.argv[3]))
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="folder whose files come back ($OUT)")
     p.add_argument("--minutes", type=float, default=8.8, help="wall-clock budget for everything")
@@ -116,6 +157,8 @@ def main() -> None:
     p.add_argument("--ar-share", type=float, default=0.4, help="share of the training time spent autoregressive")
     p.add_argument("--bring-ar", action="store_true", help="also send back the autoregressive weights")
     p.add_argument("--init-from", type=Path, help="continue diffusion training from this (packed) checkpoint")
+    p.add_argument("--certainty", type=float, nargs="+", default=[0.0],
+                   help="with --init-from: train's certainty-forcing weight; several run side by side (see above)")
     p.add_argument("--init-label", help="what the returned state names as the warm start (default: --init-from)")
     p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps (each phase)")
     p.add_argument("--distill", type=Path, help="answers/ folder of `quicksilver distill`: distil instead of train")
@@ -136,12 +179,31 @@ def main() -> None:
         print(f"recipe done in {time.time() - start:.0f} s", flush=True)
         return
     if a.init_from:
-        init = unpack(a.init_from, a.work / "init") if (a.init_from / INT8_WEIGHTS_FILE).exists() else a.init_from
-        cont = a.work / "continued"
-        shutil.rmtree(cont, ignore_errors=True)  # a stale run here would be resumed instead of warm-started
-        train(phase_args(common, out=cont, objective="diffusion", init_from=init, minutes=(left + margin) / 60,
-                         mixture=Mixture()))
-        bring_back(cont, a.out / "diffusion", init_label=a.init_label or str(a.init_from))
+        packed = (a.init_from / INT8_WEIGHTS_FILE).exists() and (a.init_from / STATE_FILE).exists()
+        init = unpack(a.init_from, a.work / "init") if packed else a.init_from   # a checkpoint or a model directory
+        label, minutes = a.init_label or str(a.init_from), (left + margin) / 60
+        if len(a.certainty) == 1:
+            continue_run(common, a.work / "continued", init, minutes, a.certainty[0])
+            bring_back(a.work / "continued", a.out / "diffusion", init_label=label)
+        else:
+            import torch.multiprocessing as mp
+            ctx = mp.get_context("spawn")
+            runs = {w: a.work / f"continued-c{w:g}" for w in a.certainty}
+            procs = [ctx.Process(target=continue_run, args=(common, out, init, minutes - 0.5, w))
+                     for w, out in runs.items()]
+            for pr in procs:
+                pr.start()
+            for pr in procs:
+                pr.join()
+            for w, out in runs.items():
+                if not (out / STATE_FILE).exists():
+                    print(f"the run with certainty {w:g} left no checkpoint", flush=True)
+                    continue
+                dest = pack(out, a.out / f"c{w:g}")
+                state = read_state(dest)
+                state["init_from"] = label
+                (dest / STATE_FILE).write_text(json.dumps(state, indent=1))
+                split_parts(dest / INT8_WEIGHTS_FILE)
         print(f"recipe done in {time.time() - start:.0f} s", flush=True)
         return
     ar = a.work / "ar"

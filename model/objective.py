@@ -21,6 +21,7 @@ FIM_RATE = 0.5              # share of autoregressive rows in prefix-suffix-midd
 FIM_SENTINELS = 4           # <|fim_prefix|>, <|fim_suffix|>, <|fim_middle|> and the closing <|eom|>
 MIN_FIM_PIECE = 32          # the shortest text a packed FIM example is cut from
 EVAL_MASK_RATES = (0.15, 0.5, 0.85)
+ENTROPY_TEMPERATURE = 0.5   # dParallel's temperature for the entropy of rightly predicted slots (certainty forcing)
 
 
 @dataclass

@@ -17,8 +17,8 @@ from tqdm import tqdm
 from model.checkpoint import STATE_FILE, checkpoint_from_model_dir, load_model, load_optimizer, read_state, save_optimizer, save_weights
 from model.corpus import META_FILE, load_shard
 from model.network import SIZES, ModelConfig, Transformer
-from model.objective import (EVAL_MASK_RATES, Examples, Mixture, autoregressive_loss, diffusion_loss, mask_tokens,
-                             unigram_cross_entropy)
+from model.objective import (ENTROPY_TEMPERATURE, EVAL_MASK_RATES, Examples, Mixture, autoregressive_loss,
+                             certainty_forcing_loss, diffusion_loss, mask_tokens, unigram_cross_entropy)
 from model.tokenizer import TOKENIZER_FILE, CodeTokenizer
 
 CALIBRATION_SKIP = 3      # first steps left untimed (compilation, allocator warm-up)
@@ -45,6 +45,9 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
     p.add_argument("--weighting", choices=["mean", "inv_t"], default="mean", help="diffusion loss weighting")
+    p.add_argument("--certainty", type=float, default=0.0,
+                   help="certainty forcing on the data (dParallel's entropy term, ground truth as the target): this "
+                        "weight × the entropy of the masked slots the model already predicts right; 0: off")
     p.add_argument("--mixture", type=Mixture.parse, default=Mixture(), help="random:infill:completion example shares")
     p.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on both)")
     p.add_argument("--ckpt-minutes", type=float, default=5.0, help="checkpoint and held-out eval every N minutes")
@@ -96,7 +99,8 @@ class Trainer:
                           "total_steps": args.steps, "history": [], "init_from": str(source or ""),
                           "init_tokens": read_state(args.init_from)["tokens_total"] if args.init_from else 0,
                           "init_seconds": read_state(args.init_from)["seconds_total"] if args.init_from else 0.0,
-                          "device": args.device, "weighting": args.weighting, "mixture": vars(args.mixture)}
+                          "device": args.device, "weighting": args.weighting, "mixture": vars(args.mixture),
+                          "certainty": args.certainty}
         if resume and (args.steps or args.minutes):  # a new budget: recalibrate the schedule unless steps are given
             self.state["total_steps"] = args.steps
         self.cfg = self.model.cfg
@@ -132,6 +136,8 @@ class Trainer:
             noisy, masked, t = mask_tokens(clean, region, self.tok.mask_id, generator, rate)
             with self.autocast:
                 logits = self.net(noisy)
+            if rate is None and self.args.certainty:   # training rows (held-out evals stay plain cross-entropy)
+                return certainty_forcing_loss(logits, clean, masked, self.args.certainty, ENTROPY_TEMPERATURE)[0]
             return diffusion_loss(logits, clean, masked, t, self.args.weighting if rate is None else "mean")
         ids = self.examples.autoregressive(raw, self.rng) if rate is None else raw
         ids = torch.from_numpy(ids).to(self.device)

@@ -123,6 +123,68 @@ def test_gpu_recipe_rehearsal_on_cpu(tmp_path):
     assert cont["tokens_total"] > state["tokens_total"] and cont["step"] > 0
 
 
+def test_gpu_recipe_certainty_runs_side_by_side_on_cpu(int8_dir, tmp_path):
+    """--init-from a model directory with --certainty 0 2: two continued runs from the same start, each back packed
+    in parts under 16 MB that join and unpack into a checkpoint; the state says which weight each ran with."""
+    import torch
+
+    from model.checkpoint import load_model
+    from model.gpu_recipe import join_parts, unpack
+    out = tmp_path / "OUT"
+    cmd = [sys.executable, "-m", "model.gpu_recipe", "--out", str(out), "--minutes", "1.2", "--size", "tiny",
+           "--device", "cpu", "--max-mb", "2", "--batch", "4", "--work", str(tmp_path / "work"),
+           "--tokenizer", str(int8_dir / "tokenizer.json"), "--humaneval", str(humaneval_path()),
+           "--init-from", str(int8_dir), "--init-label", str(int8_dir), "--certainty", "0", "2"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and all(p.stat().st_size <= 16 * 2**20 for p in files)
+    weights = []
+    for w in ("0", "2"):
+        folder = out / f"c{w}"
+        state = json.loads((folder / "state.json").read_text())
+        assert state["certainty"] == float(w) and state["init_from"] == str(int8_dir) and state["step"] > 0
+        assert not (folder / "weights.int8.safetensors").exists() and (folder / "weights.int8.safetensors.part0").exists()
+        join_parts(folder)
+        model, _ = load_model(unpack(folder, tmp_path / f"ckpt{w}"))
+        weights.append(model.state_dict())
+    assert any(not torch.equal(a, b) for a, b in zip(weights[0].values(), weights[1].values()))
+    # exported, the card chains the start's phases (a model directory's card) and this one, with its weight
+    from model.export import export
+    shutil.copy(int8_dir / "tokenizer.json", tmp_path / "ckpt2" / "tokenizer.json")
+    export(tmp_path / "ckpt2", tmp_path / "exported", precision="int8")
+    before = json.loads((int8_dir / "card.json").read_text())["training"]["phases"]
+    after = json.loads((tmp_path / "exported" / "card.json").read_text())["training"]["phases"]
+    assert after[:-1] == before and after[-1]["certainty"] == 2.0
+
+
+def test_certainty_term_adds_the_entropy_of_right_predictions(tiny_corpus, tiny_ckpt, tmp_path):
+    """train --certainty W: the training loss is the masked cross-entropy plus W × the entropy of the masked slots
+    already predicted right; held-out evaluation stays plain cross-entropy."""
+    import numpy as np
+    import torch
+
+    from model.objective import ENTROPY_TEMPERATURE, certainty_forcing_loss
+    losses, evals = {}, {}
+    for w in (0.0, 5.0):
+        args = train_args("--corpus", str(tiny_corpus), "--out", str(tmp_path / f"w{w}"), "--init-from",
+                          str(tiny_ckpt), "--steps", "1", "--batch", "4", "--threads", "2", "--certainty", str(w))
+        tr = Trainer(args)
+        raw = tr.examples.windows(tr.train_data, 4, tr.cfg.max_len, np.random.default_rng(0))
+        tr.rng = np.random.default_rng(1)
+        with torch.no_grad():
+            losses[w] = tr.loss_on(raw, torch.Generator().manual_seed(0)).item()
+            evals[w] = tr.evaluate()
+        assert tr.state["certainty"] == w
+    assert losses[5.0] > losses[0.0] + 1e-3     # the same rows and masks: the difference is 5 × the entropy term
+    assert evals[5.0] == evals[0.0]
+    logits = torch.tensor([[[3.0, 0.0], [0.0, 3.0], [0.0, 0.0]]])   # shifted: slot 1 predicted right, slot 2 wrong
+    clean, masked = torch.tensor([[0, 0, 0]]), torch.tensor([[False, True, True]])
+    loss, parts = certainty_forcing_loss(logits, clean, masked, 1.0, ENTROPY_TEMPERATURE)
+    p = torch.softmax(torch.tensor([3.0, 0.0]) / ENTROPY_TEMPERATURE, -1)
+    assert parts["right"] == 0.5 and abs(parts["entropy"] + (p * p.log()).sum().item()) < 1e-5
+
+
 def test_fill_in_the_middle_rows_keep_the_whole_middle_and_its_end(tiny_corpus):
     import numpy as np
 
