@@ -238,6 +238,38 @@ def typing_replay(url: str, lines: list[dict], configure=None, modes=("now",), u
 TIMINGS = ("tokenize_ms", "pass_ms", "sample_ms", "post_ms")   # the engine's per-request time split (Stats)
 
 
+def typing_thresholds(model_dir: Path | None, thresholds: list[float], lines: int = TYPED_LINES) -> dict:
+    """The typing replay's keystrokes asked in process (the request /v1/completions builds for them) of one engine
+    per commit threshold, keystroke by keystroke in turn: what a threshold changes, without the server around it."""
+    from runtime.session import load
+    from server.routes.completions import CompletionBody, to_requests
+    engines = {t: Engine(load(model_dir)) for t in thresholds}
+    rows = []
+    for ln in typing_lines(lines):
+        for k in range(len(ln["line"]) + 1):
+            texts = []
+            for t, engine in engines.items():
+                req = to_requests(CompletionBody(prompt=ln["before"] + ln["line"][:k], suffix=ln["after"],
+                                                 max_tokens=32, stop="\n"))[0]
+                req.threshold = t
+                t0 = time.perf_counter()
+                c = engine.complete(req)
+                texts.append(c.text)
+                rows.append({"threshold": t, "ms": 1000 * (time.perf_counter() - t0), "passes": c.stats["forward_passes"],
+                             "tokens": c.stats["tokens"], "same_as_first": c.text == texts[0],
+                             "right": bool(c.text.strip()) and c.text.strip() == ln["line"][k:].strip()})
+    out = {"lines": lines, "thresholds": {}}
+    for t in thresholds:
+        these = [r for r in rows if r["threshold"] == t]
+        col = lambda key: np.array([r[key] for r in these], float)
+        out["thresholds"][str(t)] = {
+            "keystrokes": len(these), "p50_ms": float(np.percentile(col("ms"), 50)),
+            "p95_ms": float(np.percentile(col("ms"), 95)), "passes_p50": float(np.median(col("passes"))),
+            "tokens_per_pass": float(col("tokens").sum() / max(1, col("passes").sum())),
+            "same_text_as_first": float(col("same_as_first").mean()), "right_rest_of_line": float(col("right").mean())}
+    return out
+
+
 def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
     p.add_argument("--precision", choices=["int8", "fp32", "fp16", "int4"], default="int8",
@@ -249,6 +281,9 @@ def add_arguments(p) -> None:
     p.add_argument("--lines", type=int, default=TYPED_LINES, help="typing replay: lines typed (of held-out files)")
     p.add_argument("--against", type=Path,
                    help="typing replay: also type every line against this model directory (a server of its own)")
+    p.add_argument("--thresholds", type=lambda t: [float(x) for x in t.split(",")],
+                   help="only the typing replay's keystrokes in process, at each of these commit thresholds (e.g. "
+                        "0.9,0.7): an engine each, keystroke by keystroke in turn (ratios in one run)")
     p.add_argument("--cold", action="store_true",
                    help="only cold editor requests (nothing kept from an earlier one) at 384 and 512 context tokens")
     p.add_argument("--json", type=Path, help="write the results here")
@@ -300,6 +335,18 @@ def run(args) -> None:
             for shape, m in shapes.items():
                 print(f"cold editor {shape} at {n} context: {m['requests']} requests, p50 {m['p50_ms']:.0f} ms, p95 "
                       f"{m['p95_ms']:.0f} ms, {m['passes_p50']:.0f} passes (median), {m['tokens_per_pass']:.2f} tokens/pass")
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(out, indent=1) + "\n")
+        return
+    if args.thresholds:
+        out = {"typing_thresholds": typing_thresholds(args.model, args.thresholds, args.lines),
+               "command": "quicksilver bench --thresholds " + ",".join(f"{t:g}" for t in args.thresholds)
+               + (f" --json {args.json}" if args.json else "")}
+        for t, m in out["typing_thresholds"]["thresholds"].items():
+            print(f"keystrokes at threshold {t}: p50 {m['p50_ms']:.0f} ms, p95 {m['p95_ms']:.0f} ms, "
+                  f"{m['passes_p50']:.0f} passes (median), {m['tokens_per_pass']:.2f} tokens/pass, the same text as "
+                  f"the first threshold's {m['same_text_as_first']:.1%}, the rest of the line {m['right_rest_of_line']:.0%}")
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(out, indent=1) + "\n")

@@ -359,3 +359,20 @@ def test_bench_typing_replay_types_each_line_against_a_second_model(tiny_model_d
     # the same model and decoding on its own server: the same passes at every keystroke
     rows = {m: [r["passes"] for r in t["rows"] if r["mode"] == m] for m in modes}
     assert rows["now"] == rows[modes[2]]
+
+
+def test_bench_thresholds_asks_the_typing_keystrokes_at_each_threshold(tiny_model_dir, tmp_path):
+    """bench --thresholds: each threshold an engine of its own, the same keystrokes in turn; the lower threshold
+    commits at least as many tokens a pass in no more passes."""
+    import argparse
+    from evals.bench import add_arguments, run
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    out_path = tmp_path / "thresholds.json"
+    run(p.parse_args(["--thresholds", "1,0.01", "--model", str(tiny_model_dir), "--lines", "1",
+                      "--json", str(out_path)]))
+    out = json.loads(out_path.read_text())
+    strict, loose = out["typing_thresholds"]["thresholds"]["1.0"], out["typing_thresholds"]["thresholds"]["0.01"]
+    assert strict["keystrokes"] == loose["keystrokes"] >= 3 and strict["same_text_as_first"] == 1.0
+    assert loose["tokens_per_pass"] >= strict["tokens_per_pass"] and loose["passes_p50"] <= strict["passes_p50"]
+    assert out["command"].startswith("quicksilver bench --thresholds 1,0.01")
