@@ -31,7 +31,8 @@ def test_frames_stream_before_the_result(scheduler):
 
 
 def test_cancel_leaves_at_the_next_step(scheduler):
-    h = scheduler.submit(Request(prefix="x = ", max_new_tokens=200, threshold=1.0, eom_bias=-50))
+    # 200 exact slots, one a pass: the worker cannot finish them before the cancel, however far it runs ahead
+    h = scheduler.submit(Request(prefix="x = ", max_new_tokens=200, window=200, threshold=1.0, eom_bias=-50))
     frames = iter(h)
     next(frames)
     h.cancel()
