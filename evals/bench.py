@@ -225,14 +225,19 @@ def typing_replay(url: str, lines: list[dict], configure=None, modes=("now",), u
     for mode in modes:
         these = [r for r in rows if r["mode"] == mode]
         col = lambda key: np.array([r[key] for r in these], float)
-        out["modes"][mode] = {
-            "keystrokes": len(these), "p50_ms": float(np.percentile(col("ms"), 50)),
-            "p95_ms": float(np.percentile(col("ms"), 95)), "passes_p50": float(np.median(col("passes"))),
-            "tokens_p50": float(np.median(col("tokens"))),
-            "tokens_per_pass": float(col("tokens").sum() / max(1, col("passes").sum())),
-            "context_reused": float(col("reused").mean()), "right_rest_of_line": float(col("right").mean()),
-            "server_ms_p50": {t: float(np.median(col(t))) for t in TIMINGS}}
+        out["modes"][mode] = {**keystroke_summary(these), "tokens_p50": float(np.median(col("tokens"))),
+                              "context_reused": float(col("reused").mean()),
+                              "server_ms_p50": {t: float(np.median(col(t))) for t in TIMINGS}}
     return out
+
+
+def keystroke_summary(rows: list[dict]) -> dict:
+    """Keystrokes, latency p50 / p95, passes, tokens per pass and how often the suggestion was the rest of the line."""
+    col = lambda key: np.array([r[key] for r in rows], float)
+    return {"keystrokes": len(rows), "p50_ms": float(np.percentile(col("ms"), 50)),
+            "p95_ms": float(np.percentile(col("ms"), 95)), "passes_p50": float(np.median(col("passes"))),
+            "tokens_per_pass": float(col("tokens").sum() / max(1, col("passes").sum())),
+            "right_rest_of_line": float(col("right").mean())}
 
 
 TIMINGS = ("tokenize_ms", "pass_ms", "sample_ms", "post_ms")   # the engine's per-request time split (Stats)
@@ -261,12 +266,8 @@ def typing_thresholds(model_dir: Path | None, thresholds: list[float], lines: in
     out = {"lines": lines, "thresholds": {}}
     for t in thresholds:
         these = [r for r in rows if r["threshold"] == t]
-        col = lambda key: np.array([r[key] for r in these], float)
-        out["thresholds"][str(t)] = {
-            "keystrokes": len(these), "p50_ms": float(np.percentile(col("ms"), 50)),
-            "p95_ms": float(np.percentile(col("ms"), 95)), "passes_p50": float(np.median(col("passes"))),
-            "tokens_per_pass": float(col("tokens").sum() / max(1, col("passes").sum())),
-            "same_text_as_first": float(col("same_as_first").mean()), "right_rest_of_line": float(col("right").mean())}
+        out["thresholds"][str(t)] = {**keystroke_summary(these),
+                                     "same_text_as_first": float(np.mean([r["same_as_first"] for r in these]))}
     return out
 
 

@@ -57,12 +57,8 @@ REPAIR_THRESHOLD = 0.1       # a token whose probability is below this is re-mas
 END_THRESHOLD = 0.97         # an end marker committed in the same step as the content before it needs this confidence
                              # (held-out editor cursors: at 0.9 one answer in 90 ended shorter than one at a time)
 EDIT_MODES = ("all", "repair", "none")
-THRESHOLD = 0.7              # the default commit threshold (a request's, a sampler's): the one place it is set.
-# The rule (docs/speed.md): on 360 held-out editor cursors (seeds 0, 2, 3; never HumanEval) the lowest threshold whose
-# exactly-right share stays within 1 point of 0.9's, accepted only if the reported sets (seed 1, HumanEval
-# single-line) stay within 1 point too. This model at 0.9 / 0.7 / 0.5: 13.6 / 13.3 / 12.5 %, 1.06 / 1.23 / 1.44
-# tokens per pass; 0.7 at seed 1: 12.5 against 13.3 %, HumanEval 12.1 against 12.6 %. (The certainty-forced model
-# the rule chose 0.5 for lost 1.7 points on HumanEval and is not shipped.)
+THRESHOLD = 0.7              # the default commit threshold (a request's, a sampler's): the one place it is set;
+                             # chosen on held-out editor cursors, accepted on the reported sets (docs/speed.md)
 EOM_BIAS = 2.0               # the default <|eom|> bias: unknown-length infill overfills its window without it (see
                              # `quicksilver eval heldout`)
 
