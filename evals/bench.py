@@ -292,8 +292,9 @@ def add_arguments(p) -> None:
 
 # what the replay compares, in one run: the engine as shipped, and with the typed line decoded token by token and
 # only identical contexts reused (the engine before decoding revision 5, but for parallel ends and line counts)
-TYPING_MODES = {"now": {"prefill": True, "stale_tokens": STALE_TOKENS},
-                "token-by-token": {"prefill": False, "stale_tokens": -1}}
+TYPING_MODES = {"now": {"prefill": True, "stale_tokens": STALE_TOKENS, "narrow_given": True},
+                "typed pieces in every pass": {"prefill": True, "stale_tokens": STALE_TOKENS, "narrow_given": False},
+                "token-by-token": {"prefill": False, "stale_tokens": -1, "narrow_given": True}}
 
 
 def run_typing(args) -> dict:
@@ -311,6 +312,7 @@ def run_typing(args) -> dict:
         settings = TYPING_MODES.get(mode, TYPING_MODES["now"])
         engine.prefill = settings["prefill"]
         engine.kept.stale_tokens = settings["stale_tokens"]
+        engine.narrow_given = settings["narrow_given"]
     try:
         out = typing_replay(servers["now"][1], typing_lines(args.lines), configure, modes,
                             {mode: url for mode, (_, url) in servers.items()})

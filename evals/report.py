@@ -95,6 +95,13 @@ def learning_curve(card: dict, name: str, path: Path) -> None:
     plt.close(fig)
 
 
+def same_weights(card: dict, model_file: str) -> set[str]:
+    """The digests a result of this model file may carry: the file's, and the file's before a graph rewrite that
+    kept its weights (model/graph.py; what the rewrite changes in the arithmetic is a decoding revision)."""
+    return {card.get("files", {}).get(model_file, ""),
+            card.get("graph", {}).get(model_file, {}).get("rewritten_from_sha256", "")} - {""}
+
+
 def which_model(r: dict, card: dict) -> str:
     """A result's model, short: its hash, marked when the shipped model or the engine's decoding has changed since."""
     from runtime import DECODING_REVISION
@@ -107,7 +114,7 @@ def which_model(r: dict, card: dict) -> str:
         name = f"{Path(r['model']).name} {sha[:8]}"
     else:
         name = sha[:8]
-        if sha != card.get("files", {}).get(r.get("model_file", ""), ""):
+        if sha not in same_weights(card, r.get("model_file", "")):
             stale.insert(0, "earlier model")
     return f"**{', '.join(stale)}** {name}" if stale else name
 
@@ -289,7 +296,7 @@ def card_scores(results: Path, card: dict) -> dict:
     for name, r in sorted(data.items()):
         if not isinstance(r, dict) or which_model(r, card).startswith("**") or r.get("syntax") is False:
             continue
-        if r.get("model_sha256") != card.get("files", {}).get(r.get("model_file", "")):
+        if r.get("model_sha256") not in same_weights(card, r.get("model_file", "")):
             continue  # another model directory's result (the twin)
         if r.get("set") == "humaneval" and r.get("samples") == 1 and r.get("temperature") == 0:
             scores["humaneval/completion"] = {"pass@1": r["pass@1"], "tasks": r["tasks"], "result": f"{name}.json"}

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import INT8_WEIGHTS_FILE, load_model, save_int8_weights
+from model.graph import rewrite_file
 from model.network import Transformer
 from model.tokenizer import TOKENIZER_FILE, file_sha256
 
@@ -153,6 +154,7 @@ def export(ckpt: Path, out: Path, precision: str = "fp32", extra: dict | None = 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     export_onnx(model, tmp / MODEL_FILE)
+    rewrite_file(tmp / MODEL_FILE)   # attention against the cache without copying it (model/graph.py)
     diff = parity(model, tmp / MODEL_FILE)
     if diff > PARITY_ATOL:
         raise SystemExit(f"ONNX parity check failed: max logit difference {diff:.2e} > {PARITY_ATOL:.0e}")

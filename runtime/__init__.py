@@ -10,4 +10,7 @@
 #    marker may be committed with the content before it (END_THRESHOLD); the next keystroke reuses the last one's
 #    context (STALE_TOKENS).
 # 6: the commit threshold is 0.7 (was 0.9): docs/speed.md has how it was chosen.
-DECODING_REVISION = 6
+# 7: the typed pieces healing writes into the window run in a request's first pass only; later passes read their
+#    keys/values from the context (`Engine.region`). The shipped graph scores cached keys apart from new ones
+#    (model/graph.py: the same arithmetic, other rounding).
+DECODING_REVISION = 7

@@ -40,6 +40,13 @@ class ContextCache:
     def length(self) -> int:
         return self.keys.shape[3]
 
+    def narrowed(self, lo: int, keys: np.ndarray, values: np.ndarray) -> "ContextCache":
+        """This context with its region starting at `lo` instead: `keys`, `values` (n_layer, 1, kv heads, n,
+        head_dim) are those of the n positions that leave the region for the context (appended: attention does
+        not care where a key sits, each carries its own position). A new object: a kept context stays as it is."""
+        return ContextCache(np.concatenate([self.keys, keys], 3), np.concatenate([self.values, values], 3),
+                            (lo, self.region[1]), self.window, self.shift)
+
     def moved(self, region: tuple[int, int], theta: float, pairs: str = "interleaved") -> "ContextCache":
         """This context for the same prefix with the window at `region` (a request's whole window): the suffix's
         keys rotated from their old positions to the new ones (RoPE rotations compose, so this is exact for the

@@ -225,7 +225,8 @@ class Engine:
 
     def __init__(self, model: LoadedModel, context_tokens: int = DEFAULT_CONTEXT_TOKENS, kv_cache: bool = True,
                  refresh_every: int = REFRESH_EVERY, prefill: bool = True,
-                 stale_tokens: int = STALE_TOKENS, windows: dict | None = None, grow: dict | None = None):
+                 stale_tokens: int = STALE_TOKENS, windows: dict | None = None, grow: dict | None = None,
+                 narrow_given: bool = True):
         self.model, self.tok = model, model.tokenizer
         self.special = SpecialIds.from_tokenizer(self.tok, model.vocab)
         self.shift = model.conventions.shift   # 1: the logits at position i predict slot i + 1 (runtime/conventions.py)
@@ -234,6 +235,7 @@ class Engine:
         self.kv_cache = kv_cache and model.cached
         self.refresh_every = refresh_every
         self.prefill = prefill   # False: healed text is decoded token by token (the old way; kept to compare)
+        self.narrow_given = narrow_given   # False: the typed pieces run in every window pass (revision 6; to compare)
         self.windows, self.grow = windows or WINDOWS, grow or GROW   # the unknown-length policy (evals compare others)
         self.kept = KeptContexts(self.special.mask, model.conventions.rope_theta, stale_tokens,
                                  rope_pairs=model.conventions.rope_pairs)
@@ -350,6 +352,13 @@ class Engine:
             d.stats.pass_ms += 1000 * (time.perf_counter() - t0)
         return out
 
+    def region(self, d: Denoiser) -> tuple[int, int]:
+        """The positions a window pass must run for `d`: its active block, less the slots given before decoding
+        (healing's typed pieces), whose keys/values join the cached context after the request's first pass —
+        the approximation the context cache makes for the prefix, for a few more tokens (`narrow_given`)."""
+        lo, hi = d.active()
+        return (max(lo, d.start + d.given_lead) if self.narrow_given else lo), hi
+
     def _forward(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
         if not self.kv_cache:
             return self._full(denoisers)
@@ -358,7 +367,9 @@ class Engine:
         for d in denoisers:
             if d.cache is None and d.stats.forward_passes == 0:
                 d.cache = self.kept.find(d)
-            refresh = d.cache is None or d.cache.region != d.active() or (
+            (lo, hi), c = self.region(d), d.cache
+            # a cache whose region starts earlier (a kept context: the whole window) serves, and is narrowed
+            refresh = c is None or c.region[1] != hi or not d.active()[0] <= c.region[0] <= lo or (
                 self.refresh_every and d.stats.forward_passes % self.refresh_every == 0)
             (full if refresh else window).append(d)
         if full:
@@ -389,6 +400,9 @@ class Engine:
                                        s[d.start:d.end].copy(), self.shift)
                 if d.stats.forward_passes == 0:
                     self.kept.keep(d, d.cache)
+                if (given := self.region(d)[0]) > lo:
+                    part = np.s_[:, i:i + 1, :, lo - self.shift:given - self.shift]
+                    d.cache = d.cache.narrowed(given, keys[part], values[part])
         return [logits[i, d.start - self.shift - lf:d.end - self.shift - lf] for i, d in enumerate(denoisers)]
 
     def _batch_past(self, denoisers: list[Denoiser], P: int) -> tuple:
@@ -424,10 +438,14 @@ class Engine:
             ids[i, :q] = d.inputs()[lo - s:hi]
             positions[i, :q] = np.arange(lo - s, hi)
             mask[i, :c], mask[i, P:P + q] = True, True
-        logits = self.model.forward_kv(ids, positions, mask, past_k, past_v, 0, new_kv=False)[0]
+        narrow = [self.region(d)[0] - d.cache.region[0] for d in denoisers]
+        logits, keys, values = self.model.forward_kv(ids, positions, mask, past_k, past_v, 0, new_kv=any(narrow))
         out = []
         for i, d in enumerate(denoisers):
             lo, hi = d.cache.region
+            if narrow[i]:   # the given slots ran with the rest this once; from now on they are context
+                d.cache = d.cache.narrowed(lo + narrow[i], keys[:, i:i + 1, :, :narrow[i]],
+                                           values[:, i:i + 1, :, :narrow[i]])
             if (lo, hi) == (d.start, d.end):
                 out.append(logits[i, :hi - lo])
             else:

@@ -205,6 +205,8 @@ class Denoiser:
         self.cache = None   # the engine's keys/values for the fixed context (opaque here)
         self.ids[self.start:self.end][self.masked] = special.mask
         self.step_of[self.masked] = -1
+        # leading slots given before decoding (healing's typed pieces): fixed, so no step needs their outputs
+        self.given_lead = 0 if self.scoring or not self.masked.any() else int(np.flatnonzero(self.masked)[0])
         if not self.scoring and not self.masked.any():
             self.finish("nothing to do")
 

@@ -177,3 +177,60 @@ def test_a_reused_context_gives_window_probabilities_close_to_a_full_pass_and_a_
     engine.clear_cache()                       # a refresh (no kept context): the full pass itself
     refreshed = engine.forward_batch([engine.denoiser(typed(19))])[0][:d.end - d.start]
     np.testing.assert_allclose(refreshed, exact, atol=1e-4)
+
+
+class Widths(Counting):
+    """Counting, and the number of positions each window pass runs."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.widths = []
+
+    def forward_kv(self, ids, positions, mask, past_k, past_v, logits_from, new_kv=True):
+        if past_k.shape[3]:
+            self.widths.append(ids.shape[1])
+        return super().forward_kv(ids, positions, mask, past_k, past_v, logits_from, new_kv)
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_typed_pieces_leave_the_window_pass_after_the_first_and_the_kept_context_stays_whole(tiny_engine, warm):
+    model = Widths(tiny_engine.model)
+    engine = never_ending(Engine(model))
+    wide = never_ending(Engine(tiny_engine.model, narrow_given=False))   # the typed pieces in every window pass
+    if warm:                                   # the next keystroke's first pass: a window pass over the whole window
+        engine.complete(typed(14))
+        wide.complete(typed(14))
+    model.widths.clear()
+    d, w = engine.denoiser(typed(19)), wide.denoiser(typed(19))   # "        data = f.re": the pieces before "re"
+    assert d.given_lead >= 3 and engine.region(d) == (d.start + d.given_lead, d.end)
+    before = d.inputs().copy()
+    d.advance(engine.forward_batch([d])[0])
+    assert d.stats.context_reused == warm
+    kept = engine.kept.find(engine.denoiser(typed(19)))
+    assert kept.region == (d.start, d.end) and d.cache.region == engine.region(d)   # kept whole; this one narrowed
+    assert d.cache.length == kept.length + d.given_lead
+    # the pieces' keys/values joined the context: those the first pass computed at their positions (and the slot
+    # before them, which stays in the window pass for its shifted logits, did not)
+    if warm:
+        c, n = kept.moved((d.start, d.end), engine.kept.rope_theta), d.end - d.start + 1
+        ids = before[None, d.start - 1:d.end]
+        mask = np.ones((1, c.length + n), bool)
+        _, keys, values = tiny_engine.model.forward_kv(ids, np.arange(d.start - 1, d.end)[None], mask, c.keys,
+                                                       c.values, 0)
+        first = np.s_[:, :, :, :d.given_lead]
+    else:
+        ids = before[None]
+        empty = tiny_engine.model.empty_cache(1)
+        _, keys, values = tiny_engine.model.forward_kv(ids, np.arange(ids.shape[1])[None], np.ones_like(ids, bool),
+                                                       empty, empty, 0)
+        first = np.s_[:, :, :, d.start - 1:d.start - 1 + d.given_lead]
+    np.testing.assert_allclose(d.cache.keys[:, :, :, kept.length:], keys[first], atol=1e-5)
+    np.testing.assert_allclose(d.cache.values[:, :, :, kept.length:], values[first], atol=1e-5)
+    second = engine.forward_batch([d])[0]
+    assert model.widths[-1] == d.end - d.start - d.given_lead + 1   # the slots after them and the one before
+    assert (model.widths[0] == d.end - d.start + 1) if warm else len(model.widths) == 1
+    # the approximation: the pieces' keys/values come from the first pass, not recomputed beside new commits
+    w.advance(wide.forward_batch([w])[0])
+    assert (w.ids == d.ids).all()
+    p = lambda x: np.exp(log_softmax(x[d.masked]))
+    assert np.abs(p(second) - p(wide.forward_batch([w])[0])).max() <= NEAR_TOLERANCE

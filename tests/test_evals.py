@@ -351,14 +351,14 @@ def test_bench_typing_replay_types_each_line_against_a_second_model(tiny_model_d
                       "--json", str(out_path)]))
     out = json.loads(out_path.read_text())
     t = out["typing"]
-    modes = ["now", "token-by-token", f"now, {tiny_model_dir.name}"]
+    modes = ["now", "typed pieces in every pass", "token-by-token", f"now, {tiny_model_dir.name}"]
     assert list(t["modes"]) == modes and t["lines"] == 1
     counts = {m: t["modes"][m]["keystrokes"] for m in modes}
     assert len(set(counts.values())) == 1 and counts["now"] >= 3   # every mode typed the same line
-    assert t["models"][modes[2]] == str(tiny_model_dir) and "--against" in out["command"]
+    assert t["models"][modes[3]] == str(tiny_model_dir) and "--against" in out["command"]
     # the same model and decoding on its own server: the same passes at every keystroke
     rows = {m: [r["passes"] for r in t["rows"] if r["mode"] == m] for m in modes}
-    assert rows["now"] == rows[modes[2]]
+    assert rows["now"] == rows[modes[3]]
 
 
 def test_bench_thresholds_asks_the_typing_keystrokes_at_each_threshold(tiny_model_dir, tmp_path):
