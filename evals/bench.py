@@ -133,32 +133,42 @@ COLD_CONTEXTS = (384, 512)   # the engine's default context, and the model's who
 COLD_SEED, COLD_PER_KIND = 1, 20
 
 
-def cold_requests(model_dir: Path | None, per_kind: int = COLD_PER_KIND, contexts=COLD_CONTEXTS) -> dict:
+def cold_requests(model_dir: Path | None, per_kind: int = COLD_PER_KIND, contexts=COLD_CONTEXTS,
+                  against: Path | None = None, against_mode: str = "now") -> dict:
     """A cold editor request: held-out editor cursors (evals/editor.py, seed 1) asked as every editor path asks
     (runtime.engine.editor_request), each with nothing kept from an earlier request, so the first pass runs the
-    whole context. The engine in process, at each context size; the cursors in turn for every size."""
+    whole context. The engine in process, at each context size; the cursors in turn for every size (and, with
+    `against`, of that model decoding as TYPING_MODES[against_mode] says, in turn with the rest)."""
     from evals.editor import cursors, heldout_files
     from runtime.engine import editor_request
     model = load(model_dir)
     points = cursors(heldout_files(), per_kind, COLD_SEED)
-    engines = {n: Engine(model, context_tokens=n) for n in contexts}
-    rows = {n: [] for n in contexts}
+    engines = {("", n): Engine(model, context_tokens=n) for n in contexts}
+    if against is not None:
+        other = load(against)
+        engines.update({("against", n): Engine(other, context_tokens=n,
+                                               narrow_given=TYPING_MODES[against_mode]["narrow_given"])
+                        for n in contexts})
+    rows = {key: [] for key in engines}
     for c in points:
-        for n, engine in engines.items():
+        for key, engine in engines.items():
             engine.clear_cache()
             t0 = time.perf_counter()
             req = editor_request(c["prefix"], c["suffix"])
             out = engine.complete(req)
             ms = 1000 * (time.perf_counter() - t0)
-            rows[n].append({"ms": ms, "passes": out.stats["forward_passes"], "tokens": out.stats["tokens"],
-                            "block": not req.single_line})
+            rows[key].append({"ms": ms, "passes": out.stats["forward_passes"], "tokens": out.stats["tokens"],
+                              "block": not req.single_line})
     out = {"cursors": len(points), "seed": COLD_SEED, "model_sha256": model.card["files"].get(model.model_file, ""),
            "contexts": {}}
-    for n, rs in rows.items():
+    if against is not None:
+        out["against"] = {"model": str(against), "mode": against_mode, "contexts": {},
+                          "model_sha256": other.card["files"].get(other.model_file, "")}
+    for (which, n), rs in rows.items():
         for shape, these in (("line", [r for r in rs if not r["block"]]), ("block", [r for r in rs if r["block"]])):
             if these:
                 ms = [r["ms"] for r in these]
-                out["contexts"].setdefault(str(n), {})[shape] = {
+                (out["against"] if which else out)["contexts"].setdefault(str(n), {})[shape] = {
                     "requests": len(these), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
                     "passes_p50": float(np.median([r["passes"] for r in these])),
                     "tokens_per_pass": sum(r["tokens"] for r in these) / max(1, sum(r["passes"] for r in these))}
@@ -281,7 +291,11 @@ def add_arguments(p) -> None:
                    help="only the typing replay through a real server (per-keystroke latency, passes, time split)")
     p.add_argument("--lines", type=int, default=TYPED_LINES, help="typing replay: lines typed (of held-out files)")
     p.add_argument("--against", type=Path,
-                   help="typing replay: also type every line against this model directory (a server of its own)")
+                   help="typing replay: also type every line against this model directory (a server of its own); "
+                        "--cold: also ask every cursor of it, in turn")
+    p.add_argument("--against-mode", default="now", choices=["now", "typed pieces in every pass"],
+                   help="typing replay: how the --against server decodes (a TYPING_MODES name; 'typed pieces in every "
+                        "pass' with the graph before model/graph.py's rewrite is decoding revision 6)")
     p.add_argument("--thresholds", type=lambda t: [float(x) for x in t.split(",")],
                    help="only the typing replay's keystrokes in process, at each of these commit thresholds (e.g. "
                         "0.9,0.7): an engine each, keystroke by keystroke in turn (ratios in one run)")
@@ -301,15 +315,15 @@ def run_typing(args) -> dict:
     from evals.editor import local_server
     servers = {mode: local_server(args.model) for mode in ("now",)}
     modes = tuple(TYPING_MODES)
-    if args.against:   # another model, as shipped decoding: its own server, its lines typed in turn with the rest
-        servers[f"now, {args.against.name}"] = local_server(args.against)
-        modes += (f"now, {args.against.name}",)
+    if args.against:   # another model: its own server, its lines typed in turn with the rest
+        servers[f"{args.against_mode}, {args.against.name}"] = local_server(args.against)
+        modes += (f"{args.against_mode}, {args.against.name}",)
 
     def configure(mode: str) -> None:
         srv = servers.get(mode, servers["now"])[0]
         engine = srv.config.app.state.engine
         engine.clear_cache()
-        settings = TYPING_MODES.get(mode, TYPING_MODES["now"])
+        settings = TYPING_MODES[mode if mode in TYPING_MODES else mode.rsplit(", ", 1)[0]]
         engine.prefill = settings["prefill"]
         engine.kept.stale_tokens = settings["stale_tokens"]
         engine.narrow_given = settings["narrow_given"]
@@ -332,12 +346,17 @@ def run_typing(args) -> dict:
 
 def run(args) -> None:
     if args.cold:
-        out = {"cold": cold_requests(args.model), "command": "quicksilver bench --cold"
-               + (f" --model {args.model}" if args.model else "") + (f" --json {args.json}" if args.json else "")}
-        for n, shapes in out["cold"]["contexts"].items():
-            for shape, m in shapes.items():
-                print(f"cold editor {shape} at {n} context: {m['requests']} requests, p50 {m['p50_ms']:.0f} ms, p95 "
-                      f"{m['p95_ms']:.0f} ms, {m['passes_p50']:.0f} passes (median), {m['tokens_per_pass']:.2f} tokens/pass")
+        out = {"cold": cold_requests(args.model, against=args.against, against_mode=args.against_mode),
+               "command": "quicksilver bench --cold" + (f" --model {args.model}" if args.model else "")
+               + (f" --against {args.against}" if args.against else "")
+               + (f" --against-mode '{args.against_mode}'" if args.against and args.against_mode != "now" else "")
+               + (f" --json {args.json}" if args.json else "")}
+        for which, res in (("", out["cold"]), (f" ({args.against}, {args.against_mode})", out["cold"].get("against"))):
+            for n, shapes in (res or {"contexts": {}})["contexts"].items():
+                for shape, m in shapes.items():
+                    print(f"cold editor {shape} at {n} context{which}: {m['requests']} requests, p50 {m['p50_ms']:.0f} "
+                          f"ms, p95 {m['p95_ms']:.0f} ms, {m['passes_p50']:.0f} passes (median), "
+                          f"{m['tokens_per_pass']:.2f} tokens/pass")
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(out, indent=1) + "\n")
@@ -356,7 +375,9 @@ def run(args) -> None:
         return
     if args.typing:
         out = {"typing": run_typing(args), "command": "quicksilver bench --typing"
-               + (f" --against {args.against}" if args.against else "") + (f" --json {args.json}" if args.json else "")}
+               + (f" --against {args.against}" if args.against else "")
+               + (f" --against-mode '{args.against_mode}'" if args.against and args.against_mode != "now" else "")
+               + (f" --json {args.json}" if args.json else "")}
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(out, indent=1) + "\n")

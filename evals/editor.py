@@ -200,7 +200,14 @@ def summarise(rows: list[dict]) -> dict:
 
 
 CURVE_CLIENT = "completions-128"
-THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(20))
+THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(100))
+SHOWN_TARGET = 0.25   # the editors' threshold (runtime/engine.py EDITOR_MIN_CONFIDENCE) is chosen at seed 0 as the
+                      # highest that still shows a completion at this share of the cursors (`chosen` in the output)
+
+
+def chosen(points: list[dict]) -> float | None:
+    """The highest threshold of a curve that shows a completion at SHOWN_TARGET of the cursors."""
+    return max((p["threshold"] for p in points if p["coverage"] >= SHOWN_TARGET), default=None)
 
 
 def curve(rows: list[dict]) -> list[dict]:
@@ -221,7 +228,7 @@ def plot(out: dict, path: Path) -> None:
     pts = out["curve"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.plot([p["coverage"] for p in pts], [p["precision"] for p in pts], marker="o")
-    for p in pts[::2]:
+    for p in pts[::10]:
         ax.annotate(f"{p['threshold']:.1f}", (p["coverage"], p["precision"]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
     d = next(p for p in pts if p["threshold"] >= out["editor_min_confidence"])
@@ -292,7 +299,8 @@ def evaluate(model_dir: Path | None, per_kind: int, clients: list[str], url: str
     return {"set": "editor", "model": model, "seed": seed, "cursors": len(points),
             "files": len({c["file"] for c in points}), "windows": WINDOWS, "editor_min_confidence": EDITOR_MIN_CONFIDENCE,
             "clients": results, "with_editor_abstention": summarise(default) if these else None,
-            "curve": curve(these) if these else None, "rows": rows}
+            "curve": curve(these) if these else None, "chosen": chosen(curve(these)) if these else None,
+            "rows": rows}
 
 
 def add_arguments(p) -> None:
@@ -321,4 +329,5 @@ def run(args) -> None:
               f"{s['precision']:.0%}  similarity {s['similarity']:.2f}  p50 {s['p50_ms']:.0f} ms  p95 {s['p95_ms']:.0f} ms")
     if (s := out["with_editor_abstention"]) is not None:
         print(f"{CURVE_CLIENT} with the editors' abstention (confidence >= {out['editor_min_confidence']}): shown "
-              f"{s['shown_rate']:.0%}  degenerate {s['degenerate_rate']:.0%}  precision {s['precision']:.0%}")
+              f"{s['shown_rate']:.0%}  degenerate {s['degenerate_rate']:.0%}  precision {s['precision']:.0%}; the "
+              f"highest threshold showing {SHOWN_TARGET:.0%}: {out['chosen']}")

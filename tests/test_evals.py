@@ -89,11 +89,13 @@ def test_infill_command_on_the_tiny_model(tiny_model_dir, tmp_path):
 
 def test_bench_cold_editor_requests_on_the_tiny_model(tiny_model_dir):
     from evals.bench import cold_requests
-    out = cold_requests(tiny_model_dir, per_kind=2, contexts=(128, 256))
-    assert out["cursors"] == 6 and set(out["contexts"]) == {"128", "256"}
-    for shapes in out["contexts"].values():
+    out = cold_requests(tiny_model_dir, per_kind=2, contexts=(128, 256), against=tiny_model_dir,
+                        against_mode="typed pieces in every pass")
+    assert out["cursors"] == 6 and set(out["contexts"]) == set(out["against"]["contexts"]) == {"128", "256"}
+    for shapes in (*out["contexts"].values(), *out["against"]["contexts"].values()):
         assert sum(m["requests"] for m in shapes.values()) == 6
         assert all(m["p50_ms"] > 0 and m["passes_p50"] >= 1 for m in shapes.values())
+    assert out["against"]["mode"] == "typed pieces in every pass" and out["against"]["model"] == str(tiny_model_dir)
 
 
 def test_bench_on_the_tiny_model(tiny_model_dir):
@@ -341,24 +343,25 @@ def test_heldout_cursor_files_come_from_the_frozen_list(tmp_path, monkeypatch):
     assert editor.heldout_files() == ["scanned"]
 
 
-def test_bench_typing_replay_types_each_line_against_a_second_model(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("against_mode", ["now", "typed pieces in every pass"])
+def test_bench_typing_replay_types_each_line_against_a_second_model(tiny_model_dir, tmp_path, against_mode):
     import argparse
     from evals.bench import add_arguments, run
     p = argparse.ArgumentParser()
     add_arguments(p)
     out_path = tmp_path / "replay.json"
     run(p.parse_args(["--typing", "--model", str(tiny_model_dir), "--against", str(tiny_model_dir), "--lines", "1",
-                      "--json", str(out_path)]))
+                      "--against-mode", against_mode, "--json", str(out_path)]))
     out = json.loads(out_path.read_text())
     t = out["typing"]
-    modes = ["now", "typed pieces in every pass", "token-by-token", f"now, {tiny_model_dir.name}"]
+    modes = ["now", "typed pieces in every pass", "token-by-token", f"{against_mode}, {tiny_model_dir.name}"]
     assert list(t["modes"]) == modes and t["lines"] == 1
     counts = {m: t["modes"][m]["keystrokes"] for m in modes}
     assert len(set(counts.values())) == 1 and counts["now"] >= 3   # every mode typed the same line
     assert t["models"][modes[3]] == str(tiny_model_dir) and "--against" in out["command"]
     # the same model and decoding on its own server: the same passes at every keystroke
     rows = {m: [r["passes"] for r in t["rows"] if r["mode"] == m] for m in modes}
-    assert rows["now"] == rows[modes[3]]
+    assert rows[against_mode] == rows[modes[3]]
 
 
 def test_bench_thresholds_asks_the_typing_keystrokes_at_each_threshold(tiny_model_dir, tmp_path):
@@ -376,3 +379,13 @@ def test_bench_thresholds_asks_the_typing_keystrokes_at_each_threshold(tiny_mode
     assert strict["keystrokes"] == loose["keystrokes"] >= 3 and strict["same_text_as_first"] == 1.0
     assert loose["tokens_per_pass"] >= strict["tokens_per_pass"] and loose["passes_p50"] <= strict["passes_p50"]
     assert out["command"].startswith("quicksilver bench --thresholds 1,0.01")
+
+
+def test_the_editors_threshold_is_the_highest_that_shows_a_quarter_of_the_cursors():
+    from evals.editor import SHOWN_TARGET, chosen, curve
+    rows = [{"shown": True, "confidence": c, "exact": c > 0.5, "degenerate": False} for c in (0.9, 0.6, 0.3, 0.2)] \
+        + [{"shown": False, "confidence": 0.95, "exact": False, "degenerate": False}] * 4   # 8 cursors, 4 shown
+    points = curve(rows)
+    assert SHOWN_TARGET == 0.25 and chosen(points) == 0.6    # 0.6 shows 2 of 8; above it, only 1
+    assert next(p for p in points if p["threshold"] == 0.6)["precision"] == 1.0
+    assert chosen(curve(rows[:1] + rows[4:] * 2)) is None     # 1 of 9 shown at most: no threshold reaches a quarter
