@@ -6,7 +6,7 @@ alike). Per model: tokens per pass, passes per answer, the first line exactly ri
 shown under the editors' default abstention), and latency; between them, how often the two answers are the same
 text. What a distilled model (`quicksilver distill`) must show: more tokens per pass at the same answers.
 With --threshold (repeatable) every model is also asked at each commit threshold: the trade between tokens per
-pass and answers, per model, in the same run.
+pass and answers, per model, in the same run. With --oracle, the ceiling of a commit rule (`oracle`).
 """
 from __future__ import annotations
 
@@ -72,6 +72,46 @@ def evaluate(models: list[Path], per_kind: int = PER_KIND, seed: int = REPORT_SE
     return result
 
 
+def decode(engine, req, commit_with=None):
+    """One request decoded cold, to the end; returns its Denoiser (`commit_with`: SamplerOptions.commit_with)."""
+    engine.clear_cache()
+    d = engine.denoiser(req)
+    d.opts.commit_with = commit_with
+    while not d.done:
+        d.advance(engine.forward_batch([d])[0])
+    return d
+
+
+def oracle(model: Path | None, per_kind: int = PER_KIND, seed: int = REPORT_SEED) -> dict:
+    """The ceiling of any commit rule that keeps the shipped decoding's answers (Learn2PD's oracle): each cursor is
+    decoded as shipped, then again committing, at every step, each predicted slot whose argmax already is the token
+    the shipped decoding ended with there (the shipped rule where none is). Counted over the cursors whose second
+    answer is the first's (committing in another order can change what the model predicts next)."""
+    from runtime.engine import Engine, editor_request
+    from runtime.session import load
+    engine = Engine(load(model))
+    rows = []
+    for c in cursors(heldout_files(), per_kind, seed):
+        req = lambda: editor_request(c["prefix"], c["suffix"])
+        shipped = decode(engine, req())
+        final = shipped.ids[shipped.start:shipped.end].copy()
+        best = decode(engine, req(), lambda slots, tokens: tokens == final[slots])
+        rows.append({"kind": c["kind"], "block": not req().single_line, "tokens": shipped.stats.tokens,
+                     "passes": shipped.stats.forward_passes, "oracle_passes": best.stats.forward_passes,
+                     "same": bool((best.ids[best.start:best.end] == final).all())})
+    out = {"cursors": len(rows), "seed": seed, "same_answer": float(np.mean([r["same"] for r in rows])),
+           "model_sha256": engine.model.card["files"].get(engine.model.model_file, "")}
+    for shape, these in (("line", [r for r in rows if r["same"] and not r["block"]]),
+                         ("block", [r for r in rows if r["same"] and r["block"]])):
+        if these:
+            tokens = sum(r["tokens"] for r in these)
+            out[shape] = {"cursors": len(these), "tokens_per_pass": tokens / max(1, sum(r["passes"] for r in these)),
+                          "oracle_tokens_per_pass": tokens / max(1, sum(r["oracle_passes"] for r in these)),
+                          "passes_median": float(np.median([r["passes"] for r in these])),
+                          "oracle_passes_median": float(np.median([r["oracle_passes"] for r in these]))}
+    return out
+
+
 def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, action="append", required=True,
                    help="model directory (give two to compare them in one run)")
@@ -79,13 +119,19 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=REPORT_SEED, help="cursor seed (0 chooses thresholds; 1 reports)")
     p.add_argument("--threshold", type=float, action="append",
                    help="commit threshold to ask every model at (repeatable; default: the requests' own)")
+    p.add_argument("--oracle", action="store_true",
+                   help="the ceiling of any commit rule that keeps the model's answers (of the first --model)")
     p.add_argument("--json", type=Path, help="write the result here")
 
 
 def run(args) -> None:
-    out = evaluate(args.model, args.per_kind, args.seed, args.threshold)
+    if args.oracle:
+        out = {"oracle": oracle(args.model[0], args.per_kind, args.seed)}
+    else:
+        out = evaluate(args.model, args.per_kind, args.seed, args.threshold)
     out["command"] = "quicksilver eval parallel " + " ".join(f"--model {m}" for m in args.model) + \
-        "".join(f" --threshold {t:g}" for t in args.threshold or []) + f" --per-kind {args.per_kind} --seed {args.seed}"
+        "".join(f" --threshold {t:g}" for t in args.threshold or []) + (" --oracle" if args.oracle else "") + \
+        f" --per-kind {args.per_kind} --seed {args.seed}"
     text = json.dumps(out, indent=1)
     if args.json:
         args.json.write_text(text + "\n")

@@ -28,6 +28,9 @@ Options (unknown ones raise):
                         would pass `max_len`)
     max_window   int    the most slots growing may reach (default: `window`)
     max_len      int    the longest sequence growing may make (default: no limit)
+    commit_with  callable  (slots, tokens) -> bool mask: which of a step's predicted slots (window indices) to
+                        commit instead of `commit_rule`'s choice, where it picks any (an eval's oracle,
+                        `quicksilver eval parallel --oracle`; a learned commit rule would plug in here)
     may_end      callable  text -> bool: whether the result may end as `text` (syntax guidance, e.g.
                         `runtime.syntax.end_guard`): where it says no, an end marker or a token that writes a stop
                         sequence is not taken at the leftmost masked slot (the model's next choice is), and such a
@@ -82,6 +85,7 @@ class SamplerOptions:
     max_window: int | None = None
     max_len: int | None = None
     may_end: Callable[[str], bool] | None = None
+    commit_with: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
     def __post_init__(self):
         if self.window < 1 or self.block < 1:
@@ -243,6 +247,8 @@ class Denoiser:
         end_threshold = max(END_THRESHOLD, self.opts.threshold) if self.opts.parallel_ends else np.inf
         commit = commit_rule(conf, np.isin(tokens, self.special.ends), leftmost, self.opts.threshold, end_threshold,
                              lambda k, commit: self._may_end_at(cand, tokens, commit, k))
+        if self.opts.commit_with is not None and (chosen := self.opts.commit_with(cand, tokens)).any():
+            commit = chosen
         ended = self._commit(cand[commit], tokens[commit], conf[commit])
         reason = self._stop_reason()
         if not reason and not ended and not self.masked.any() and self._room() > 0:

@@ -160,3 +160,22 @@ def test_a_line_answer_ends_at_its_line_break():
     assert end_at_line(out, breaks, eom)["ids"].tolist() == out["ids"].tolist()   # once is enough
     unbroken = {**r, "ids": np.array([30, 31, 3, 20, 21, 22, 23, 24, mask, mask, 40, 41])}
     assert end_at_line(unbroken, breaks, eom) is unbroken   # no break: nothing to end
+
+
+def test_the_oracle_commit_rule_keeps_answers_in_no_more_passes(tiny_model_dir):
+    from evals.parallel import decode, oracle
+    from runtime.engine import Engine, Request
+    from runtime.session import load
+    out = oracle(tiny_model_dir, per_kind=2, seed=0)
+    assert out["cursors"] == 6 and 0 < out["same_answer"] <= 1
+    for shape in ("line", "block"):
+        if shape in out:
+            m = out[shape]
+            assert m["oracle_tokens_per_pass"] >= m["tokens_per_pass"] > 0
+            assert m["oracle_passes_median"] <= m["passes_median"]
+    # the hook itself: a rule that commits every predicted slot ends decoding in a pass or two (the first may heal
+    # the blank line before the window); threshold 1 without it commits one slot a pass
+    engine = Engine(load(tiny_model_dir, prefer="fp32", threads=1))
+    req = lambda: Request(prefix="def add(a, b):\n", max_new_tokens=6, window=6, threshold=1.0, eom_bias=-100.0)
+    every = decode(engine, req(), lambda slots, tokens: np.ones(len(slots), bool))
+    assert every.done and every.stats.forward_passes <= 2 < decode(engine, req()).stats.forward_passes
