@@ -46,14 +46,14 @@ def collect(engine: Engine, seeds, per_kind: int, skip: set | None = None) -> li
     return rows
 
 
-def fit(rows: list[dict]) -> tuple[dict[str, float], float, float]:
-    """Logistic regression weights (on the raw features), bias, and the training log-loss."""
+def fit(rows: list[dict], names=FEATURES, label: str = "exact") -> tuple[dict[str, float], float, float]:
+    """Logistic regression weights (on the raw features `names`), bias, and the training log-loss."""
     import torch
-    X = torch.tensor([[r["features"][k] for k in FEATURES] for r in rows], dtype=torch.float64)
-    y = torch.tensor([float(r["exact"]) for r in rows], dtype=torch.float64)
+    X = torch.tensor([[r["features"][k] for k in names] for r in rows], dtype=torch.float64)
+    y = torch.tensor([float(r[label]) for r in rows], dtype=torch.float64)
     mu, sd = X.mean(0), X.std(0).clamp_min(1e-6)
     Z = (X - mu) / sd
-    w = torch.zeros(len(FEATURES), dtype=torch.float64, requires_grad=True)
+    w = torch.zeros(len(names), dtype=torch.float64, requires_grad=True)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
 
@@ -67,7 +67,7 @@ def fit(rows: list[dict]) -> tuple[dict[str, float], float, float]:
         raw_w = w / sd
         raw_b = b - (w * mu / sd).sum()
         logloss = float(torch.nn.functional.binary_cross_entropy_with_logits(Z @ w + b, y))
-    return dict(zip(FEATURES, raw_w.tolist())), float(raw_b), logloss
+    return dict(zip(names, raw_w.tolist())), float(raw_b), logloss
 
 
 def auc(scores: list[float], labels: list[bool]) -> float:

@@ -15,6 +15,7 @@ EVALS = {
     "calibrate": ("evals.calibrate", "fit the confidence calibrator on held-out editor cursors (written beside the model)"),
     "imported": ("evals.imported", "an imported diffusion coder's import time, size and speed at a real model's shape (random weights)"),
     "parallel": ("evals.parallel", "tokens per pass on held-out editor cursors, one model against another"),
+    "commit-rule": ("evals.commit_rule", "a learned commit rule on top of the shipped one, on held-out editor cursors"),
     "length": ("evals.length", "unknown-length policies on held-out middles (a line, a block, a random span) as the API asks"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
 }

@@ -95,7 +95,8 @@ def oracle(model: Path | None, per_kind: int = PER_KIND, seed: int = REPORT_SEED
         req = lambda: editor_request(c["prefix"], c["suffix"])
         shipped = decode(engine, req())
         final = shipped.ids[shipped.start:shipped.end].copy()
-        best = decode(engine, req(), lambda slots, tokens: tokens == final[slots])
+        best = decode(engine, req(), lambda step: known if (known := step.tokens == final[step.slots]).any()
+                      else step.commit)
         rows.append({"kind": c["kind"], "block": not req().single_line, "tokens": shipped.stats.tokens,
                      "passes": shipped.stats.forward_passes, "oracle_passes": best.stats.forward_passes,
                      "same": bool((best.ids[best.start:best.end] == final).all())})

@@ -28,9 +28,9 @@ Options (unknown ones raise):
                         would pass `max_len`)
     max_window   int    the most slots growing may reach (default: `window`)
     max_len      int    the longest sequence growing may make (default: no limit)
-    commit_with  callable  (slots, tokens) -> bool mask: which of a step's predicted slots (window indices) to
-                        commit instead of `commit_rule`'s choice, where it picks any (an eval's oracle,
-                        `quicksilver eval parallel --oracle`; a learned commit rule would plug in here)
+    commit_with  callable  Step -> bool mask: which of a step's predicted slots to commit instead of
+                        `commit_rule`'s choice (`Step.commit`): an eval's oracle (`quicksilver eval parallel
+                        --oracle`) or a learned commit rule
     may_end      callable  text -> bool: whether the result may end as `text` (syntax guidance, e.g.
                         `runtime.syntax.end_guard`): where it says no, an end marker or a token that writes a stop
                         sequence is not taken at the leftmost masked slot (the model's next choice is), and such a
@@ -85,7 +85,7 @@ class SamplerOptions:
     max_window: int | None = None
     max_len: int | None = None
     may_end: Callable[[str], bool] | None = None
-    commit_with: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    commit_with: Callable[["Step"], np.ndarray] | None = None
 
     def __post_init__(self):
         if self.window < 1 or self.block < 1:
@@ -106,6 +106,19 @@ class SamplerOptions:
         if unknown:
             raise ValueError(f"unknown sampler options {sorted(unknown)}")
         return cls(**d)
+
+
+@dataclass
+class Step:
+    """What a step predicted, for a `commit_with` rule: the candidate slots (window indices), their argmax (or
+    sampled) tokens, confidences, which are end markers, their (constrained) logits, and `commit_rule`'s choice."""
+    slots: np.ndarray
+    tokens: np.ndarray
+    conf: np.ndarray
+    is_end: np.ndarray
+    logits: np.ndarray
+    commit: np.ndarray
+    first_masked: int
 
 
 @dataclass
@@ -245,10 +258,12 @@ class Denoiser:
             tokens[0], conf[0] = guard_end(logits[cand[0]], int(tokens[0]), float(conf[0]), lead, self.opts.stop,
                                            self.opts.may_end, self._draw, self.special)
         end_threshold = max(END_THRESHOLD, self.opts.threshold) if self.opts.parallel_ends else np.inf
-        commit = commit_rule(conf, np.isin(tokens, self.special.ends), leftmost, self.opts.threshold, end_threshold,
+        is_end = np.isin(tokens, self.special.ends)
+        commit = commit_rule(conf, is_end, leftmost, self.opts.threshold, end_threshold,
                              lambda k, commit: self._may_end_at(cand, tokens, commit, k))
-        if self.opts.commit_with is not None and (chosen := self.opts.commit_with(cand, tokens)).any():
-            commit = chosen
+        if self.opts.commit_with is not None:
+            commit = self.opts.commit_with(Step(cand, tokens, conf, is_end, logits[cand], commit,
+                                                self._first_masked()))
         ended = self._commit(cand[commit], tokens[commit], conf[commit])
         reason = self._stop_reason()
         if not reason and not ended and not self.masked.any() and self._room() > 0:
