@@ -13,6 +13,10 @@ CONTEXT_CACHE_ENTRIES = 8         # contexts kept across requests (≈ 10 MB eac
 STALE_TOKENS = 4                  # the next keystroke reuses a kept context computed for a window that differs from
                                   # its own in at most this many slots (its suffix keys rotated to their new
                                   # positions); more, and it pays a full pass that replaces it
+WINDOW_GROWTH = 8                 # ... and whose window is at most this many slots longer or shorter (an editor's
+                                  # window grows by 8 while a line is typed, runtime/engine.py): a line's context
+                                  # (12 slots) served a block's request (32) at the same cursor, and the block came
+                                  # out as garbage ("return average((\"\")" where the cold answer was the line)
 
 
 class ContextCache:
@@ -103,8 +107,8 @@ class KeptContexts:
             return self._exact[key]
         c = self._near.get(key := self._near_key(d))
         if c is None or self.stale_tokens < 0 or d.active() != (d.start, d.end) or \
-                c.region != (d.start, d.start + len(c.window)) or \
-                window_changes(c.window, d.inputs()[d.start:d.end], self.mask) > self.stale_tokens:
+                c.region != (d.start, d.start + len(c.window)) or abs(len(c.window) - (d.end - d.start)) > WINDOW_GROWTH \
+                or window_changes(c.window, d.inputs()[d.start:d.end], self.mask) > self.stale_tokens:
             return None
         self._near.move_to_end(key)
         d.stats.context_reused = True

@@ -234,3 +234,20 @@ def test_typed_pieces_leave_the_window_pass_after_the_first_and_the_kept_context
     assert (w.ids == d.ids).all()
     p = lambda x: np.exp(log_softmax(x[d.masked]))
     assert np.abs(p(second) - p(wide.forward_batch([w])[0])).max() <= NEAR_TOLERANCE
+
+
+def test_a_line_requests_context_does_not_serve_a_block_request_at_the_same_cursor(tiny_engine):
+    engine = Engine(tiny_engine.model)
+    line = Request(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=32, stop=("\n",))
+    block = lambda: Request(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=32, window=32)
+    near = lambda: Request(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=32, window=12 + contexts.WINDOW_GROWTH)
+    engine.complete(line)                                  # a line's window (12 slots and the healed indent) is kept
+    width = lambda req: (d := engine.denoiser(req)).end - d.start
+    assert width(block()) - width(line) == 20 and width(near()) - width(line) == contexts.WINDOW_GROWTH
+    served = engine.complete(block())
+    assert not served.stats["context_reused"]              # 20 slots longer: a full pass, the cold answer
+    engine.clear_cache()
+    assert served.text == engine.complete(block()).text
+    engine.clear_cache()
+    engine.complete(line)
+    assert engine.complete(near()).stats["context_reused"]   # within WINDOW_GROWTH slots it still serves
