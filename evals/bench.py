@@ -344,44 +344,41 @@ def run_typing(args) -> dict:
     return out
 
 
+def against_flags(args) -> str:
+    return (f" --against {args.against}" if args.against else "") + \
+        (f" --against-mode '{args.against_mode}'" if args.against and args.against_mode != "now" else "")
+
+
+def write(args, out: dict) -> None:
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
 def run(args) -> None:
+    json_flag = f" --json {args.json}" if args.json else ""
     if args.cold:
         out = {"cold": cold_requests(args.model, against=args.against, against_mode=args.against_mode),
                "command": "quicksilver bench --cold" + (f" --model {args.model}" if args.model else "")
-               + (f" --against {args.against}" if args.against else "")
-               + (f" --against-mode '{args.against_mode}'" if args.against and args.against_mode != "now" else "")
-               + (f" --json {args.json}" if args.json else "")}
+               + against_flags(args) + json_flag}
         for which, res in (("", out["cold"]), (f" ({args.against}, {args.against_mode})", out["cold"].get("against"))):
             for n, shapes in (res or {"contexts": {}})["contexts"].items():
                 for shape, m in shapes.items():
                     print(f"cold editor {shape} at {n} context{which}: {m['requests']} requests, p50 {m['p50_ms']:.0f} "
                           f"ms, p95 {m['p95_ms']:.0f} ms, {m['passes_p50']:.0f} passes (median), "
                           f"{m['tokens_per_pass']:.2f} tokens/pass")
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(out, indent=1) + "\n")
-        return
+        return write(args, out)
     if args.thresholds:
         out = {"typing_thresholds": typing_thresholds(args.model, args.thresholds, args.lines),
-               "command": "quicksilver bench --thresholds " + ",".join(f"{t:g}" for t in args.thresholds)
-               + (f" --json {args.json}" if args.json else "")}
+               "command": "quicksilver bench --thresholds " + ",".join(f"{t:g}" for t in args.thresholds) + json_flag}
         for t, m in out["typing_thresholds"]["thresholds"].items():
             print(f"keystrokes at threshold {t}: p50 {m['p50_ms']:.0f} ms, p95 {m['p95_ms']:.0f} ms, "
                   f"{m['passes_p50']:.0f} passes (median), {m['tokens_per_pass']:.2f} tokens/pass, the same text as "
                   f"the first threshold's {m['same_text_as_first']:.1%}, the rest of the line {m['right_rest_of_line']:.0%}")
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(out, indent=1) + "\n")
-        return
+        return write(args, out)
     if args.typing:
-        out = {"typing": run_typing(args), "command": "quicksilver bench --typing"
-               + (f" --against {args.against}" if args.against else "")
-               + (f" --against-mode '{args.against_mode}'" if args.against and args.against_mode != "now" else "")
-               + (f" --json {args.json}" if args.json else "")}
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(out, indent=1) + "\n")
-        return
+        return write(args, {"typing": run_typing(args), "command": "quicksilver bench --typing" + against_flags(args)
+                            + json_flag})
     modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.kv_cache]
     results = bench(args.model, args.precision, modes)
     for c in results["cases"]:
@@ -394,6 +391,4 @@ def run(args) -> None:
               f"repeat p50 {r['repeat_p50_ms']:.0f} ms")
     print(f"ONNX Runtime matmul: {results['matmul_flops'] / 1e9:.1f} GFLOP/s; one full pass at that rate: "
           + ", ".join(f"{ms:.0f} ms at {n} context" for n, ms in results["full_pass_floor_ms"].items()))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    write(args, results)

@@ -22,42 +22,31 @@ FEATURES = ("log_conf", "log_margin", "log_distance", "left_filled", "log_masked
 TRAIN_SEEDS, SEEDS, TAUS, PER_KIND = (4, 5, 6), (0, 2, 3), (0.9, 0.8, 0.7), 40
 
 
-def step_features(step, masked: np.ndarray, steps: int) -> np.ndarray:
-    """(slots, FEATURES) for a sampler Step; `masked`: the window's masked slots before it, `steps` before it."""
+def step_features(step) -> np.ndarray:
+    """(slots, FEATURES) for a sampler Step."""
     z = step.logits - step.logits.max(-1, keepdims=True)
     p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
     top2 = np.partition(p, -2, axis=-1)[:, -2:]
     n = len(step.slots)
-    left = np.array([s == 0 or not masked[s - 1] for s in step.slots], float)
+    left = np.array([s == 0 or not step.masked[s - 1] for s in step.slots], float)
+    first = np.flatnonzero(step.masked)[0]
     return np.stack([np.log(np.clip(step.conf, 1e-9, 1)), np.log(np.clip(top2[:, 1] - top2[:, 0], 1e-9, 1)),
-                     np.log1p(step.slots - step.first_masked), left, np.full(n, np.log(n)),
-                     np.full(n, np.log1p(steps))], 1)
-
-
-def run_one(engine, c: dict, commit_with=None):
-    """A cursor decoded cold as editors ask; `commit_with(step, d)` as SamplerOptions.commit_with (with the
-    Denoiser). → (Denoiser, Completion)."""
-    from runtime.engine import editor_request
-    req = editor_request(c["prefix"], c["suffix"])
-    engine.clear_cache()
-    d = engine.denoiser(req)
-    if commit_with is not None:
-        d.opts.commit_with = lambda step: commit_with(step, d)
-    while not d.done:
-        d.advance(engine.forward_batch([d])[0])
-    return d, engine.finish(req, d)
+                     np.log1p(step.slots - first), left, np.full(n, np.log(n)),
+                     np.full(n, np.log1p(step.number - 1))], 1)
 
 
 def collect(engine, seeds, per_kind: int) -> list[dict]:
+    from evals.parallel import decode
+    from runtime.engine import editor_request
     rows = []
     for seed in seeds:
         for c in cursors(heldout_files(), per_kind, seed):
             steps = []
 
-            def record(step, d):
-                steps.append((step_features(step, d.masked, d.stats.steps - 1), step.slots, step.tokens, step.is_end))
+            def record(step):
+                steps.append((step_features(step), step.slots, step.tokens, step.is_end))
                 return step.commit
-            d, _ = run_one(engine, c, record)
+            d = decode(engine, editor_request(c["prefix"], c["suffix"]), record)
             final = d.ids[d.start:d.end]
             for f, slots, tokens, is_end in steps:
                 rows += [{"features": dict(zip(FEATURES, row)), "final": bool(ok)}
@@ -68,8 +57,8 @@ def collect(engine, seeds, per_kind: int) -> list[dict]:
 def learned(weights: dict, bias: float, tau: float):
     w = np.array([weights[k] for k in FEATURES])
 
-    def rule(step, d):
-        p = 1 / (1 + np.exp(-(step_features(step, d.masked, d.stats.steps - 1) @ w + bias)))
+    def rule(step):
+        p = 1 / (1 + np.exp(-(step_features(step) @ w + bias)))
         return step.commit | ((p >= tau) & ~step.is_end)
     return rule
 
@@ -77,7 +66,8 @@ def learned(weights: dict, bias: float, tau: float):
 def evaluate(model: Path | None = None, train_seeds=TRAIN_SEEDS, seeds=SEEDS, taus=TAUS,
              per_kind: int = PER_KIND) -> dict:
     from evals.calibrate import fit
-    from runtime.engine import Engine
+    from evals.parallel import decode
+    from runtime.engine import Engine, editor_request
     from runtime.session import load
     engine = Engine(load(model))
     rows = collect(engine, train_seeds, per_kind)
@@ -90,7 +80,9 @@ def evaluate(model: Path | None = None, train_seeds=TRAIN_SEEDS, seeds=SEEDS, ta
         got = {name: [] for name in rules}
         for c in cursors(heldout_files(), per_kind, seed):
             for name, rule in rules.items():
-                d, comp = run_one(engine, c, rule)
+                req = editor_request(c["prefix"], c["suffix"])
+                d = decode(engine, req, rule)
+                comp = engine.finish(req, d)
                 got[name].append((judge(c, comp.text)["exact"], d.stats.tokens, d.stats.forward_passes, comp.text))
         out["seeds"][str(seed)] = {name: {
             "exact_rate": float(np.mean([g[0] for g in r])),

@@ -111,14 +111,16 @@ class SamplerOptions:
 @dataclass
 class Step:
     """What a step predicted, for a `commit_with` rule: the candidate slots (window indices), their argmax (or
-    sampled) tokens, confidences, which are end markers, their (constrained) logits, and `commit_rule`'s choice."""
+    sampled) tokens, confidences, which are end markers, their (constrained) logits, `commit_rule`'s choice, the
+    window's masked slots before the step, and the step's number (1: the first)."""
     slots: np.ndarray
     tokens: np.ndarray
     conf: np.ndarray
     is_end: np.ndarray
     logits: np.ndarray
     commit: np.ndarray
-    first_masked: int
+    masked: np.ndarray
+    number: int
 
 
 @dataclass
@@ -263,7 +265,7 @@ class Denoiser:
                              lambda k, commit: self._may_end_at(cand, tokens, commit, k))
         if self.opts.commit_with is not None:
             commit = self.opts.commit_with(Step(cand, tokens, conf, is_end, logits[cand], commit,
-                                                self._first_masked()))
+                                                self.masked.copy(), self.stats.steps))
         ended = self._commit(cand[commit], tokens[commit], conf[commit])
         reason = self._stop_reason()
         if not reason and not ended and not self.masked.any() and self._room() > 0:
