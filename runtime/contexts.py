@@ -11,8 +11,9 @@ import numpy as np
 ROPE_THETA = 10000.0              # the shipped model's RoPE base (model/network.py), unless its card says otherwise
 CONTEXT_CACHE_ENTRIES = 8         # contexts kept across requests (≈ 10 MB each for the shipped model at 384 tokens)
 STALE_TOKENS = 4                  # the next keystroke reuses a kept context computed for a window that differs from
-                                  # its own in at most this many slots (its suffix keys rotated to their new
-                                  # positions); more, and it pays a full pass that replaces it
+                                  # its own in at most this many slots, typed on from it (`typed_on`; its suffix
+                                  # keys rotated to their new positions); more, and it pays a full pass that
+                                  # replaces it
 WINDOW_GROWTH = 8                 # ... and whose window is at most this many slots longer or shorter (an editor's
                                   # window grows by 8 while a line is typed, runtime/engine.py): a line's context
                                   # (12 slots) served a block's request (32) at the same cursor, and the block came
@@ -79,6 +80,17 @@ def window_changes(a: np.ndarray, b: np.ndarray, mask: int) -> int:
     return int((pad(a) != pad(b)).sum())
 
 
+def typed_on(a: np.ndarray, b: np.ndarray, mask: int) -> bool:
+    """Whether one window's given slots (the typed pieces of the cursor line) continue the other's: at the first
+    slot where they differ one of them is still masked. Typing and deleting at the cursor do that; replacing a
+    word earlier in the line does not, and a context computed beside the old word kept answering for it (a user's
+    probe: `raise ValueError(` → `raise KeyError(` got ValueError's message, one token changed)."""
+    n = max(len(a), len(b))
+    pad = lambda w: np.concatenate([w, np.full(n - len(w), mask, w.dtype)])
+    differ = np.flatnonzero(pad(a) != pad(b))
+    return not len(differ) or mask in (pad(a)[differ[0]], pad(b)[differ[0]])
+
+
 class KeptContexts:
     """Contexts kept across requests, by the whole sequence (exact) and by prefix and suffix (the next keystroke).
     `stale_tokens` -1: only an identical sequence is reused."""
@@ -108,7 +120,8 @@ class KeptContexts:
         c = self._near.get(key := self._near_key(d))
         if c is None or self.stale_tokens < 0 or d.active() != (d.start, d.end) or \
                 c.region != (d.start, d.start + len(c.window)) or abs(len(c.window) - (d.end - d.start)) > WINDOW_GROWTH \
-                or window_changes(c.window, d.inputs()[d.start:d.end], self.mask) > self.stale_tokens:
+                or window_changes(c.window, window := d.inputs()[d.start:d.end], self.mask) > self.stale_tokens \
+                or not typed_on(c.window, window, self.mask):
             return None
         self._near.move_to_end(key)
         d.stats.context_reused = True

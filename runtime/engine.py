@@ -179,6 +179,8 @@ def postprocess(req: Request, text: str, stop_reason: str, confidence: float = 0
     suffix = req.suffix if req.mode != "completion" else ""
     if suffix and stop_reason == "eom":
         text = unheal_end(text, suffix)
+    elif stop_reason != "eom" and not (last := text.rsplit("\n", 1))[-1].strip() and len(last) == 2:
+        text = last[0] + "\n"   # cut short (deadline, window): the next line's indentation alone is not code
     return shape(req, clean_completion(text, req.prefix, suffix, single_line=req.single_line,
                                        sure=confidence >= SURE_REPEAT))
 

@@ -148,6 +148,7 @@ class Stats:
                                    # last keystroke's: engine)
     extra_tokens: int = 0          # tokens of other files placed before this one (Request.extra)
     grown: int = 0                 # slots the window grew by (SamplerOptions.grow)
+    stop_word: str = ""            # the stop sequence the result was cut at ('' if none)
 
 
 @dataclass
@@ -484,7 +485,7 @@ class Denoiser:
     def result(self) -> Result:
         tokens = self._tokens()
         text = self._past_forced(self.decode(tokens)) or ""   # healing unfinished: nothing stable past the cursor
-        cut = min((text.find(s) for s in self.opts.stop if s in text), default=-1)
+        cut, self.stats.stop_word = min(((text.find(s), s) for s in self.opts.stop if s in text), default=(-1, ""))
         return Result(text[:cut] if cut >= 0 else text, tokens, self.stats)
 
 

@@ -7,7 +7,7 @@ from contextlib import aclosing
 from typing import AsyncIterator
 
 from runtime.engine import Completion, Request
-from runtime.sampler import PLACEHOLDER, Frame
+from runtime.sampler import Frame
 from runtime.scheduler import Handle
 
 
@@ -20,13 +20,6 @@ def publish(state, event: dict) -> None:
     for q in list(state.live):
         if q.qsize() < LIVE_QUEUE:
             q.put_nowait(event)
-
-
-def stable_lines(frame: Frame) -> str:
-    """The whole lines a frame has committed before its first masked slot: what a stream may send already (the
-    line at the frontier may still change, and post-processing may still cut it)."""
-    text = frame.text.split(PLACEHOLDER, 1)[0]
-    return text[: text.rfind("\n") + 1]
 
 
 async def submit(state, reqs: list[Request]) -> list[Handle]:

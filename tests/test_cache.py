@@ -251,3 +251,26 @@ def test_a_line_requests_context_does_not_serve_a_block_request_at_the_same_curs
     engine.clear_cache()
     engine.complete(line)
     assert engine.complete(near()).stats["context_reused"]   # within WINDOW_GROWTH slots it still serves
+
+
+def test_a_word_replaced_earlier_in_the_line_is_not_answered_from_the_old_words_context(tiny_engine):
+    """Typing on from a kept context reuses it; replacing a word before the cursor (one token changed) does not:
+    the context was computed beside the old word (a user's probe: `raise ValueError(` then `raise KeyError(` got
+    ValueError's message). Its answer is the cold one."""
+    engine = Engine(tiny_engine.model)
+    at = lambda line: Request(prefix=PREFIX.rstrip(" ") + line, suffix=SUFFIX, max_new_tokens=8, threshold=1.0)
+    engine.complete(at("        data = f.read("))
+    assert engine.complete(at("        data = f.read().")).stats["context_reused"]     # typed on: reused
+    engine.clear_cache()
+    engine.complete(at("        data = f.read("))
+    was, now = (engine.denoiser(at(line)) for line in ("        data = f.read(", "        data = g.read("))
+    assert contexts.window_changes(was.inputs()[was.start:was.end], now.inputs()[now.start:now.end],
+                                   engine.special.mask) <= contexts.STALE_TOKENS   # near enough but for the rule
+    replaced = engine.complete(at("        data = g.read("))
+    assert not replaced.stats["context_reused"]
+    engine.clear_cache()
+    assert replaced.text == engine.complete(at("        data = g.read(")).text
+    pad = lambda *ids: np.array(ids, np.int64)
+    assert contexts.typed_on(pad(5, 6, 0, 0), pad(5, 6, 7, 0), mask=0)         # typed on
+    assert contexts.typed_on(pad(5, 6, 7, 0), pad(5, 6, 0), mask=0)            # deleted at the cursor
+    assert not contexts.typed_on(pad(5, 6, 7, 0), pad(5, 8, 7, 0), mask=0)     # a word replaced before the cursor

@@ -3,7 +3,7 @@ re-writing answer is cut, the code says which language it is, and an unsure answ
 import httpx
 import pytest
 
-from runtime.engine import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, WINDOWS, Request
+from runtime.engine import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, WINDOWS, Request, postprocess
 from runtime.postprocess import cut_repeats, heal
 from runtime.syntax import infer_language
 from tests.conftest import API_KEY as KEY
@@ -41,6 +41,17 @@ def test_the_window_is_the_engines_choice_and_max_tokens_only_caps_it(tiny_engin
 ])
 def test_a_repeated_or_rewritten_line_is_cut(text, prefix, suffix, kept):
     assert cut_repeats(text, prefix, suffix) == kept
+
+
+@pytest.mark.parametrize("text,reason,kept", [
+    ("total = 0\n        ", "deadline", "total = 0\n"),       # the time limit cut the next line before its code
+    ("total = 0\n   ", "window", "total = 0\n"),
+    ("total = 0\n        ", "eom", "total = 0\n        "),   # the model ended there: the suffix's indentation
+    ("total = ", "deadline", "total = "),                       # within a line: nothing to drop
+])
+def test_a_cut_short_answer_ends_at_its_last_line_not_at_an_indentation(text, reason, kept):
+    req = Request(prefix="def f(xs):\n    ", suffix="\nreturn_value = 1\n", mode="infill")
+    assert postprocess(req, text, reason) == kept
 
 
 def test_a_first_line_the_model_is_sure_of_may_equal_a_nearby_line():

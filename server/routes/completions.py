@@ -1,9 +1,14 @@
-"""POST /v1/completions: OpenAI-compatible completions, with `suffix` for fill-in-the-middle and SSE streaming."""
+"""POST /v1/completions: OpenAI-compatible completions, with `suffix` for fill-in-the-middle and SSE streaming.
+
+A stream sends each choice in one chunk once it is final, then `data: [DONE]`: until its last pass a diffusion
+model's lines are not final, and post-processing (the stop strings, repeats of the lines around the cursor, the
+cursor's scope, the syntax guard, `min_confidence`) may cut any of them, so a stream gets exactly what the same
+request without `stream` gets, never text the editor would have to take back.
+"""
 from __future__ import annotations
 
 import json
 from typing import Annotated
-from contextlib import aclosing
 import time
 import uuid
 
@@ -13,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from runtime.engine import Completion, Request, withheld
 from server.fields import JsonFloat, JsonInt, OnlyFalse, OptionalJsonFloat, OptionalJsonInt
-from server.generate import complete, run, stable_lines, submit
+from server.generate import ModelFailure, complete, final, submit
 
 router = APIRouter()
 MAX_PROMPT_CHARS = 200_000
@@ -39,7 +44,7 @@ class CompletionBody(BaseModel):
     logprobs: None = Field(None, description="not supported")
     min_confidence: OptionalJsonFloat = Field(None, ge=0, le=1, description=(
         "withhold (empty text) a choice whose confidence is below this; default: the server's --min-confidence "
-        "(none unless set). A stream is never withheld."))
+        "(none unless set)."))
 
 
 def to_requests(body: CompletionBody) -> list[Request]:
@@ -72,12 +77,13 @@ async def completions(body: CompletionBody, http: HttpRequest):
     cid, created = f"cmpl-{uuid.uuid4().hex[:20]}", int(time.time())
     model = state.model_name
     handles = await submit(state, reqs)   # queued before any answer starts: a full queue is still a 429
-    if body.stream:
-        return StreamingResponse(_stream(state, reqs, handles, cid, created, model), media_type="text/event-stream")
+    floor = body.min_confidence if body.min_confidence is not None else state.min_confidence
+    if body.stream:   # each choice is sent once it is final: see the module's docstring
+        return StreamingResponse(_stream(state, reqs, handles, cid, created, model, floor),
+                                 media_type="text/event-stream")
     results = await complete(state, reqs, handles, "/v1/completions", http)
     if results is None:  # the client disconnected: nobody to answer
         return Response(status_code=499)
-    floor = body.min_confidence if body.min_confidence is not None else state.min_confidence
     return {"id": cid, "object": "text_completion", "created": created, "model": model,
             "choices": [choice(i, c, withheld(c, floor)) for i, c in enumerate(results)],
             "usage": _usage(state, reqs, results)}
@@ -88,35 +94,24 @@ def choice(index: int, c: Completion, hide: bool) -> dict:
             "quicksilver": {"id": c.id, **c.stats, "withheld": hide}}
 
 
-async def _stream(state, reqs, handles, cid, created, model):
+async def _stream(state, reqs, handles, cid, created, model, floor):
     def chunk(index, text, reason=None, stats=None):
         data = {"id": cid, "object": "text_completion", "created": created, "model": model,
                 "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": reason}]}
-        if stats is not None:   # a choice's last chunk carries its statistics (never withheld: see min_confidence)
-            data["choices"][0]["quicksilver"] = {**stats, "withheld": False}
+        if stats is not None:   # a choice's chunk carries its statistics
+            data["choices"][0]["quicksilver"] = stats
         return f"data: {json.dumps(data)}\n\n"
 
     try:
         for index, (req, handle) in enumerate(zip(reqs, handles)):
-            async for text, reason, stats in _pieces(state, req, handle):
-                yield chunk(index, text, reason, stats)
+            try:
+                c = await final(state, req, "/v1/completions", handle)
+            except ModelFailure as e:   # the status line is sent already: the error travels as an event
+                yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'server_error'}})}\n\n"
+                break
+            hide = withheld(c, floor)
+            yield chunk(index, "" if hide else c.text, finish_reason(c), {"id": c.id, **c.stats, "withheld": hide})
         yield "data: [DONE]\n\n"
     finally:   # a client that leaves cancels every choice, not only the one being streamed
         for h in handles:
             h.cancel()
-
-
-async def _pieces(state, req, handle):
-    """(text, finish reason or None, statistics or None) for one choice: its lines once stable, then the rest
-    with the completion's statistics."""
-    sent = ""
-    async with aclosing(run(state, req, "/v1/completions", handle)) as frames:
-        async for item in frames:
-            if isinstance(item, Completion):
-                rest = item.text[len(sent):] if item.text.startswith(sent) else ""
-                yield rest, finish_reason(item), {"id": item.id, **item.stats}
-                return
-            stable = stable_lines(item)
-            if len(stable) > len(sent) and stable.startswith(sent):
-                yield stable[len(sent):], None, None
-                sent = stable

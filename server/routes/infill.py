@@ -3,13 +3,13 @@
 The response carries the fields llama.cpp's server sends and llama.vim reads (`content`, `tokens_predicted`,
 `tokens_cached`, `truncated`, `stop_type`, `timings`, ...), filtered by `response_fields` as llama.cpp does (a
 path like "timings/prompt_n" becomes a flat key). `n_predict: 0` decodes nothing (llama.vim sends it to warm
-the cache); `seed: -1` is a random seed; `stream: true` sends each line once it is stable, then the rest.
+the cache); `seed: -1` is a random seed; `stream: true` sends the response as one
+event once it is final (a diffusion model's lines may still be cut until then).
 """
 from __future__ import annotations
 
 import json
 from typing import Annotated
-from contextlib import aclosing
 import random
 
 from fastapi import APIRouter, Request as HttpRequest
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from runtime.engine import (EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Completion, Request,
                             editor_min_confidence, editor_request, withheld)
 from server.fields import JsonFloat, JsonInt, OptionalJsonFloat
-from server.generate import complete, run, stable_lines, submit
+from server.generate import ModelFailure, complete, final, submit
 from server.routes.completions import MAX_PROMPT_CHARS
 
 router = APIRouter()
@@ -49,7 +49,7 @@ class InfillBody(BaseModel):
     min_confidence: OptionalJsonFloat = Field(None, ge=0, le=1, description=(
         "an answer less confident than this comes back empty (editors show nothing rather than noise); "
         f"0 shows everything; default {EDITOR_MIN_CONFIDENCE} (the model's calibrated confidence), "
-        f"{UNCALIBRATED_MIN_CONFIDENCE} for a model without a calibrator. A stream is never withheld."))
+        f"{UNCALIBRATED_MIN_CONFIDENCE} for a model without a calibrator."))
 
 
 def to_request(body: InfillBody) -> Request:
@@ -71,7 +71,7 @@ def response(state, req: Request, c: Completion | None, min_confidence: float | 
     stats = c.stats if c else {"tokens": 0, "ms": 0.0, "stop_reason": "limit", "steps": 0, "forward_passes": 0}
     prompt_n = len(state.engine.tok.encode(req.prefix + req.suffix)) + (c.stats.get("extra_tokens", 0) if c else 0)
     kind = STOP_TYPES.get(stats["stop_reason"], "none")
-    word = next((s for s in req.stop if c and s in c.raw), "") if kind == "word" else ""
+    word = stats.get("stop_word", "") if kind == "word" and stats.get("stop_word") in req.stop else ""
     predicted_ms = max(stats["ms"], 1e-6)
     hide = c is not None and withheld(c, editor_min_confidence(c) if min_confidence is None else min_confidence)
     return {"content": c.text if c and not hide else "", "tokens": [], "id_slot": 0, "stop": True,
@@ -113,24 +113,20 @@ async def infill(body: InfillBody, http: HttpRequest):
         return select(response(state, req, None), body.response_fields)
     handles = await submit(state, [req])   # queued before any answer starts: a full queue is still a 429
     if body.stream:
-        return StreamingResponse(_stream(state, req, handles[0], body.response_fields), media_type="text/event-stream")
+        return StreamingResponse(_stream(state, req, handles[0], body.response_fields, body.min_confidence),
+                                 media_type="text/event-stream")
     results = await complete(state, [req], handles, "/infill", http)
     if results is None:
         return Response(status_code=499)
     return select(response(state, req, results[0], body.min_confidence), body.response_fields)
 
 
-async def _stream(state, req: Request, handle, fields: list[str]):
-    sent = ""
-    async with aclosing(run(state, req, "/infill", handle)) as frames:   # a disconnect cancels the request
-        async for item in frames:
-            if isinstance(item, Completion):
-                final = response(state, req, item, 0)   # a stream is never withheld
-                final["content"] = item.text[len(sent):] if item.text.startswith(sent) else ""
-                yield f"data: {json.dumps(select(final, fields))}\n\n"
-                return
-            stable = stable_lines(item)
-            if len(stable) > len(sent) and stable.startswith(sent):
-                chunk = {"content": stable[len(sent):], "stop": False, "id_slot": 0, "tokens_predicted": 0}
-                yield f"data: {json.dumps(select(chunk, fields))}\n\n"
-                sent = stable
+async def _stream(state, req: Request, handle, fields: list[str], min_confidence: float | None):
+    """One event once the answer is final (as /v1/completions' streams: post-processing may cut any line until
+    then), exactly the response the same request without `stream` gets."""
+    try:
+        c = await final(state, req, "/infill", handle)   # a disconnect cancels the request
+    except ModelFailure as e:   # the status line is sent already: the error travels as an event
+        yield f"data: {json.dumps({'error': {'code': 500, 'message': str(e), 'type': 'server_error'}})}\n\n"
+        return
+    yield f"data: {json.dumps(select(response(state, req, c, min_confidence), fields))}\n\n"
