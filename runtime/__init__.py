@@ -13,4 +13,7 @@
 # 7: the typed pieces healing writes into the window run in a request's first pass only; later passes read their
 #    keys/values from the context (`Engine.region`). The shipped graph scores cached keys apart from new ones
 #    (model/graph.py: the same arithmetic, other rounding).
-DECODING_REVISION = 7
+# 8: a completion that glues letters onto a name the file has, making one it has not, is dropped
+#    (`invents_a_name`); a result cut short (deadline, window) ends at its last line, not at the next one's
+#    indentation; a kept context serves the next keystroke only if its typed pieces were typed on (`typed_on`).
+DECODING_REVISION = 8

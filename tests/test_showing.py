@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 from runtime.engine import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, WINDOWS, Request, postprocess
-from runtime.postprocess import cut_repeats, heal
+from runtime.postprocess import clean_completion, cut_repeats, heal, invents_a_name
 from runtime.syntax import infer_language
 from tests.conftest import API_KEY as KEY
 from tests.conftest import start_server, stop_server
@@ -52,6 +52,24 @@ def test_a_repeated_or_rewritten_line_is_cut(text, prefix, suffix, kept):
 def test_a_cut_short_answer_ends_at_its_last_line_not_at_an_indentation(text, reason, kept):
     req = Request(prefix="def f(xs):\n    ", suffix="\nreturn_value = 1\n", mode="infill")
     assert postprocess(req, text, reason) == kept
+
+
+FILE = "class Item:\n    def __init__(self, price, tags):\n        self.price = price\n        self.tags = tags\n"
+
+
+@pytest.mark.parametrize("typed,text,invented", [
+    ("        x = item.price", "rs", True),          # a finished name made into one the file does not have
+    ("        x = item.tags", "ize", True),
+    ("        x = item.pri", "ce", False),           # a name being typed: `pri` is no name of the file
+    ("        x = self.price", "", False),             # nothing after it
+    ("        x = item.price", " * 2", False),       # the completion starts after the name
+    ("        x = item.tag", "s", False),            # `tags` exists
+    ("        x = item.discount", "ed", False),      # `discount` is not the file's: it may be unfinished
+])
+def test_letters_glued_onto_a_finished_name_are_not_offered(typed, text, invented):
+    prefix = FILE + "\n    def total(self, item):\n" + typed
+    assert invents_a_name(text, prefix, "\n        return x\n") is invented
+    assert (clean_completion(text, prefix, "\n        return x\n", single_line=True) == "") is (invented or not text)
 
 
 def test_a_first_line_the_model_is_sure_of_may_equal_a_nearby_line():
