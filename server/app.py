@@ -78,6 +78,11 @@ def problems(errors: list[dict]) -> list[str]:
     return list(dict.fromkeys(keep))
 
 
+ROUTES = ("quicksilver serves POST /v1/completions (OpenAI's completions: `prompt` and `suffix` for "
+          "fill-in-the-middle; no chat completions), POST /infill (llama.cpp's, for llama.vim and llama.vscode), "
+          "GET /v1/models, /health, /metrics, /dashboard and the chat-edit websocket /v1/sessions")
+
+
 def error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
@@ -120,8 +125,13 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
                      "invalid_request_error")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_, exc: StarletteHTTPException):   # 404, 405, a body that cannot be parsed: one shape
-        response = error(exc.status_code, str(exc.detail), "invalid_request_error")
+    async def http_error(http, exc: StarletteHTTPException):   # 404, 405, a body that cannot be parsed: one shape
+        detail = str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":   # a client pointed at the wrong route: say which exist
+            detail = f"no route {http.method} {http.url.path} here: {ROUTES}"
+        elif exc.status_code == 400 and detail == "There was an error parsing the body":   # FastAPI's words
+            detail = "the body could not be read as JSON: it must be a JSON object in UTF-8"
+        response = error(exc.status_code, detail, "invalid_request_error")
         response.headers.update(exc.headers or {})   # a 405's Allow
         return response
 

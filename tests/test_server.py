@@ -88,6 +88,8 @@ def test_api_key_required(server, headers):
     ({"max_tokens": 3}, "prompt"),
     ({"prompt": "x", "echo": True}, "echo"),
     ({"prompt": "x" * 300_000}, "at most"),
+    ({"prompt": [1, 2, 3]}, "token ids"),                  # not "at most 2 items": the ids are what is wrong
+    ({"prompt": [[1, 2]]}, "token ids"),
 ])
 def test_bad_input_is_a_clear_400_and_the_server_stays_up(server, body, needle):
     r = httpx.post(server["url"] + "/v1/completions", json=body, headers=auth())
@@ -119,7 +121,7 @@ def test_oversized_body_and_invalid_utf8(server):
     assert r.status_code == 413
     r = httpx.post(server["url"] + "/v1/completions", content=b'{"prompt": "\xff\xfe"}',
                    headers={**auth(), "content-type": "application/json"})
-    assert r.status_code == 400
+    assert r.status_code == 400 and "UTF-8" in r.json()["error"]["message"]
 
 
 def test_busy_queue_is_429_with_retry_after(tiny_model_dir, tmp_path):
@@ -135,3 +137,11 @@ def test_busy_queue_is_429_with_retry_after(tiny_model_dir, tmp_path):
     with TestClient(app, base_url="http://127.0.0.1") as c:   # a loopback Host, as the guard wants
         r = c.get("/always-busy")
     assert r.status_code == 429 and r.headers["retry-after"] == "1" and "busy" in r.json()["error"]["message"]
+
+
+def test_max_tokens_null_is_the_default_and_a_wrong_route_names_the_right_ones(server):
+    r = httpx.post(server["url"] + "/v1/completions", json={"prompt": "y = 1\n", "max_tokens": None}, headers=auth())
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 16
+    r = httpx.post(server["url"] + "/v1/chat/completions", json={"messages": []}, headers=auth())
+    assert r.status_code == 404 and "/v1/completions" in r.json()["error"]["message"]
+    assert "/v1/chat/completions" in r.json()["error"]["message"]

@@ -14,7 +14,7 @@ import uuid
 
 from fastapi import APIRouter, Request as HttpRequest
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from runtime.engine import Completion, Request, withheld
 from server.fields import JsonFloat, JsonInt, OnlyFalse, OptionalJsonFloat, OptionalJsonInt
@@ -32,7 +32,7 @@ class CompletionBody(BaseModel):
     prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS)] = Field(
         ..., description="text before the cursor (or a list of them)")
     suffix: Prompt | None = Field(None, description="text after the cursor: fill-in-the-middle")
-    max_tokens: JsonInt = Field(16, ge=1, le=1024)
+    max_tokens: OptionalJsonInt = Field(16, ge=1, le=1024, description="null: the default, 16")
     temperature: JsonFloat = Field(0.0, ge=0, le=2, allow_inf_nan=False)
     top_p: JsonFloat = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     stop: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
@@ -46,6 +46,13 @@ class CompletionBody(BaseModel):
         "withhold (empty text) a choice whose confidence is below this; default: the server's --min-confidence "
         "(none unless set)."))
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def text_prompts(cls, v):
+        if isinstance(v, list) and any(not isinstance(p, str) for p in v):
+            raise ValueError("prompts are text: token ids (or lists of them) are not accepted")
+        return v
+
 
 def to_requests(body: CompletionBody) -> list[Request]:
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
@@ -53,7 +60,7 @@ def to_requests(body: CompletionBody) -> list[Request]:
         raise ValueError(f"the prompts and suffix are over {MAX_PROMPT_CHARS} characters together")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return [Request(prefix=p, suffix=body.suffix or "", mode="infill" if body.suffix else "completion",
-                    max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
+                    max_new_tokens=body.max_tokens or CompletionBody.model_fields["max_tokens"].default, temperature=body.temperature, top_p=body.top_p,
                     seed=(body.seed or 0) + i, stop=stop)
             for p in prompts for i in range(body.n)]
 
