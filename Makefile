@@ -23,7 +23,7 @@ install-dev: $(VENV)/.dev
 
 # The product: the HTTP server on the shipped model, on 127.0.0.1:8000.
 serve: install-serve
-	$(BIN)/quicksilver serve
+	$(BIN)/quicksilver serve $(if $(PORT),--port $(PORT))
 
 test: install-dev
 	$(BIN)/python -m pytest -q

@@ -56,6 +56,23 @@ def uvicorn_config(app, host: str, port: int, **kw):
                           timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **kw)
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (the OS's words), or None if it can (checked, then released)."""
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        return e.strerror or str(e)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn binds: a TIME_WAIT port is free
+        try:
+            s.bind(address)
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
 def run(args) -> None:
     import uvicorn
 
@@ -66,6 +83,9 @@ def run(args) -> None:
     if args.api_key and not (args.api_key.isascii() and args.api_key.isprintable()):   # "" means no key
         sys.exit("quicksilver serve: the API key must be printable ASCII (HTTP headers cannot carry other text)")
 
+    if (busy := port_in_use(args.host, args.port)) is not None:   # say so before loading anything
+        sys.exit(f"quicksilver serve: cannot listen on {args.host}:{args.port} ({busy}): another server has it? "
+                 "Choose another port: `quicksilver serve --port 8001`, or `make serve PORT=8001`")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:  # open what the app needs first, so a damaged model or database is one line naming it
         loaded, store = load(args.model, threads=args.threads), Store(args.db)

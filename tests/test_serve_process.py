@@ -122,3 +122,13 @@ def test_sigterm_with_work_in_flight_exits_promptly(tmp_path):
     sock.close()
     assert took < 8, f"SIGTERM waited {took:.1f} s for the running requests"
     assert "Traceback" not in err
+
+
+def test_a_port_in_use_is_one_line_saying_how_to_choose_another(tiny_model_dir, tmp_path):
+    import socket
+    with socket.socket() as taken:   # another program listens there
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        message = serve_fails("--model", str(tiny_model_dir), "--db", str(tmp_path / "p.sqlite"), "--port", str(port))
+    assert f"127.0.0.1:{port}" in message and "--port" in message and "PORT=" in message
