@@ -180,8 +180,11 @@ def postprocess(req: Request, text: str, stop_reason: str, confidence: float = 0
     suffix = req.suffix if req.mode != "completion" else ""
     if suffix and stop_reason == "eom":
         text = unheal_end(text, suffix)
-    elif stop_reason != "eom" and not (last := text.rsplit("\n", 1))[-1].strip() and len(last) == 2:
-        text = last[0] + "\n"   # cut short (deadline, window): the next line's indentation alone is not code
+    elif stop_reason != "eom" and not suffix.split("\n", 1)[0] and len(last := text.rsplit("\n", 1)) == 2 and \
+            not last[1].strip():
+        # cut short (deadline, window) before a line break: the next line's indentation alone is not code (where
+        # the suffix starts mid-line it is the start of that line's indentation, and stays)
+        text = last[0] + "\n"
     return shape(req, clean_completion(text, req.prefix, suffix, single_line=req.single_line,
                                        sure=confidence >= SURE_REPEAT))
 

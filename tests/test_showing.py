@@ -52,6 +52,9 @@ def test_a_repeated_or_rewritten_line_is_cut(text, prefix, suffix, kept):
 def test_a_cut_short_answer_ends_at_its_last_line_not_at_an_indentation(text, reason, kept):
     req = Request(prefix="def f(xs):\n    ", suffix="\nreturn_value = 1\n", mode="infill")
     assert postprocess(req, text, reason) == kept
+    # a suffix that starts mid-line (in its indentation): the answer's trailing spaces are the line's own
+    mid = Request(prefix="def f(xs):\n    ", suffix="  return xs\n", mode="infill")
+    assert postprocess(mid, text, reason) == text
 
 
 FILE = "class Item:\n    def __init__(self, price, tags):\n        self.price = price\n        self.tags = tags\n"
