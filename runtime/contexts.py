@@ -72,12 +72,17 @@ class ContextCache:
         return ContextCache(keys, self.values, region, self.window, self.shift)
 
 
-def window_changes(a: np.ndarray, b: np.ndarray, mask: int) -> int:
-    """Slots in which two windows differ, the shorter one read as ending in more masked slots: how many tokens
-    one window has that the context computed beside the other never saw."""
+def padded(a: np.ndarray, b: np.ndarray, mask: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two windows at one length, the shorter read as ending in more masked slots."""
     n = max(len(a), len(b))
-    pad = lambda w: np.concatenate([w, np.full(n - len(w), mask, w.dtype)])
-    return int((pad(a) != pad(b)).sum())
+    return tuple(np.concatenate([w, np.full(n - len(w), mask, w.dtype)]) for w in (a, b))
+
+
+def window_changes(a: np.ndarray, b: np.ndarray, mask: int) -> int:
+    """Slots in which two windows differ: how many tokens one window has that the context computed beside the
+    other never saw."""
+    a, b = padded(a, b, mask)
+    return int((a != b).sum())
 
 
 def typed_on(a: np.ndarray, b: np.ndarray, mask: int) -> bool:
@@ -85,10 +90,9 @@ def typed_on(a: np.ndarray, b: np.ndarray, mask: int) -> bool:
     slot where they differ one of them is still masked. Typing and deleting at the cursor do that; replacing a
     word earlier in the line does not, and a context computed beside the old word kept answering for it (a user's
     probe: `raise ValueError(` → `raise KeyError(` got ValueError's message, one token changed)."""
-    n = max(len(a), len(b))
-    pad = lambda w: np.concatenate([w, np.full(n - len(w), mask, w.dtype)])
-    differ = np.flatnonzero(pad(a) != pad(b))
-    return not len(differ) or mask in (pad(a)[differ[0]], pad(b)[differ[0]])
+    a, b = padded(a, b, mask)
+    differ = np.flatnonzero(a != b)
+    return not len(differ) or mask in (a[differ[0]], b[differ[0]])
 
 
 class KeptContexts:

@@ -11,7 +11,7 @@ import numpy as np
 from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import STALE_TOKENS, ContextCache, KeptContexts
-from runtime.postprocess import SURE_REPEAT, clean_completion, heal, line_end, unheal_end
+from runtime.postprocess import SURE_REPEAT, clean_completion, drop_unwritten_indent, heal, line_end, unheal_end
 from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, Frame, Result, SamplerOptions
 from runtime.session import LoadedModel
 from runtime.syntax import end_guard, error_count, infer_language, keep_valid, trim_to_scope, wants_block
@@ -180,11 +180,8 @@ def postprocess(req: Request, text: str, stop_reason: str, confidence: float = 0
     suffix = req.suffix if req.mode != "completion" else ""
     if suffix and stop_reason == "eom":
         text = unheal_end(text, suffix)
-    elif stop_reason != "eom" and not suffix.split("\n", 1)[0] and len(last := text.rsplit("\n", 1)) == 2 and \
-            not last[1].strip():
-        # cut short (deadline, window) before a line break: the next line's indentation alone is not code (where
-        # the suffix starts mid-line it is the start of that line's indentation, and stays)
-        text = last[0] + "\n"
+    elif stop_reason != "eom":   # cut short (deadline, window)
+        text = drop_unwritten_indent(text, suffix)
     return shape(req, clean_completion(text, req.prefix, suffix, single_line=req.single_line,
                                        sure=confidence >= SURE_REPEAT))
 

@@ -50,6 +50,15 @@ def unheal_end(text: str, suffix: str) -> str:
     return text
 
 
+def drop_unwritten_indent(text: str, suffix: str) -> str:
+    """A middle cut short before a line break ends at its last line: the next line's indentation alone is not
+    code. Where the suffix starts mid-line that indentation is the start of the suffix's line, and stays."""
+    head, newline, last = text.rpartition("\n")
+    if newline and not last.strip() and not suffix.split("\n", 1)[0]:
+        return head + newline
+    return text
+
+
 def drop_suffix_overlap(text: str, suffix: str) -> str:
     """Remove trailing lines of `text` that repeat the first lines of `suffix` (the model re-wrote what follows)."""
     after = [l.strip() for l in suffix.splitlines() if l.strip()]
