@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from evals.tasks import load_problems
+from runtime.answers import KeptAnswers
 from runtime.contexts import STALE_TOKENS
-from runtime.engine import Engine, Request
+from runtime.engine import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Engine, Request
 from runtime.scheduler import Scheduler
 from runtime.session import load
 
@@ -227,16 +228,24 @@ def typing_replay(url: str, lines: list[dict], configure=None, modes=("now",), u
                 r.raise_for_status()
                 q = r.json()["choices"][0]["quicksilver"]
                 text = r.json()["choices"][0]["text"]
+                right = bool(text.strip()) and text.strip() == ln["line"][k:].strip()
+                shown = bool(text.strip()) and q.get("confidence", 0.0) >= (
+                    EDITOR_MIN_CONFIDENCE if q.get("calibrated") else UNCALIBRATED_MIN_CONFIDENCE)
                 rows.append({"mode": mode, "file": ln["file"], "typed": k, "ms": ms, "passes": q["forward_passes"],
-                             "tokens": q["tokens"], "reused": q.get("context_reused", False),
-                             "right": bool(text.strip()) and text.strip() == ln["line"][k:].strip(),
+                             "tokens": q["tokens"], "reused": q.get("context_reused", False), "right": right,
+                             "through": q.get("typed_through", False), "shown": shown, "shown_right": shown and right,
                              **{t: q.get(t, 0.0) for t in TIMINGS}})
     out = {"lines": len(lines), "modes": {}, "rows": rows}
     for mode in modes:
         these = [r for r in rows if r["mode"] == mode]
         col = lambda key: np.array([r[key] for r in these], float)
+        decoded = [r for r in these if not r["through"]]
         out["modes"][mode] = {**keystroke_summary(these), "tokens_p50": float(np.median(col("tokens"))),
                               "context_reused": float(col("reused").mean()),
+                              "typed_through": float(col("through").mean()),
+                              "decoded_p50_ms": float(np.percentile([r["ms"] for r in decoded], 50)) if decoded else 0.0,
+                              "decoded_p95_ms": float(np.percentile([r["ms"] for r in decoded], 95)) if decoded else 0.0,
+                              "shown": int(col("shown").sum()), "shown_right": int(col("shown_right").sum()),
                               "server_ms_p50": {t: float(np.median(col(t))) for t in TIMINGS}}
     return out
 
@@ -304,11 +313,15 @@ def add_arguments(p) -> None:
     p.add_argument("--json", type=Path, help="write the results here")
 
 
-# what the replay compares, in one run: the engine as shipped, and with the typed line decoded token by token and
-# only identical contexts reused (the engine before decoding revision 5, but for parallel ends and line counts)
-TYPING_MODES = {"now": {"prefill": True, "stale_tokens": STALE_TOKENS, "narrow_given": True},
-                "typed pieces in every pass": {"prefill": True, "stale_tokens": STALE_TOKENS, "narrow_given": False},
-                "token-by-token": {"prefill": False, "stale_tokens": -1, "narrow_given": True}}
+# what the replay compares, in one run: the engine as shipped; the same decoding every keystroke (no answer typed
+# through: runtime/answers.py); and with the typed line decoded token by token and only identical contexts reused
+# (the engine before decoding revision 5, but for parallel ends and line counts)
+TYPING_MODES = {"now": {"prefill": True, "stale_tokens": STALE_TOKENS, "narrow_given": True, "type_through": True},
+                "decoded every keystroke": {"prefill": True, "stale_tokens": STALE_TOKENS, "narrow_given": True,
+                                            "type_through": False},
+                "typed pieces in every pass": {"prefill": True, "stale_tokens": STALE_TOKENS, "narrow_given": False,
+                                               "type_through": False},
+                "token-by-token": {"prefill": False, "stale_tokens": -1, "narrow_given": True, "type_through": False}}
 
 
 def run_typing(args) -> dict:
@@ -327,6 +340,7 @@ def run_typing(args) -> dict:
         engine.prefill = settings["prefill"]
         engine.kept.stale_tokens = settings["stale_tokens"]
         engine.narrow_given = settings["narrow_given"]
+        engine.answers = KeptAnswers() if settings["type_through"] else None
     try:
         out = typing_replay(servers["now"][1], typing_lines(args.lines), configure, modes,
                             {mode: url for mode, (_, url) in servers.items()})
@@ -339,7 +353,9 @@ def run_typing(args) -> dict:
         print(f"typing replay, {mode}: {m['keystrokes']} keystrokes on {out['lines']} lines: p50 {m['p50_ms']:.0f} ms, "
               f"p95 {m['p95_ms']:.0f} ms, {m['passes_p50']:.0f} passes and {m['tokens_p50']:.0f} tokens (median), "
               f"{m['tokens_per_pass']:.2f} tokens/pass, context reused {m['context_reused']:.0%}, suggestion = the "
-              f"rest of the line {m['right_rest_of_line']:.0%}; server p50 "
+              f"rest of the line {m['right_rest_of_line']:.0%}, shown {m['shown']} (right {m['shown_right']}); typed "
+              f"through {m['typed_through']:.0%}, the decoded keystrokes p50 {m['decoded_p50_ms']:.0f} ms, p95 "
+              f"{m['decoded_p95_ms']:.0f} ms; server p50 "
               + ", ".join(f"{k} {v:.1f}" for k, v in m["server_ms_p50"].items()))
     return out
 

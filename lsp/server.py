@@ -24,6 +24,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
+from runtime.answers import rest_after
 from runtime.engine import (EDITOR_MIN_CONFIDENCE, EDITOR_TOKENS, UNCALIBRATED_MIN_CONFIDENCE, Completion, Request,
                             editor_min_confidence, editor_request, withheld)
 from runtime.syntax import enclosing_block, language_of, wants_block
@@ -71,10 +72,8 @@ class CompletionCache:
 
     def get(self, uri: str, prefix: str, suffix: str) -> tuple[str, str] | None:
         for (u, p, s), (cid, text) in reversed(self.items.items()):
-            if u == uri and s == suffix and prefix.startswith(p):
-                typed = prefix[len(p):]
-                if len(text) > len(typed) and text.startswith(typed) and text[len(typed):].strip():
-                    return cid, text[len(typed):]
+            if u == uri and s == suffix and (rest := rest_after(p, text, prefix)) is not None:
+                return cid, rest
         return None
 
 

@@ -8,6 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
+from runtime.answers import Answered, KeptAnswers
 from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import STALE_TOKENS, ContextCache, KeptContexts
@@ -47,6 +48,10 @@ EDIT_MIN_KEPT = 0.5               # a rewrite keeping less than this share of it
 EXTRA_MIN_CONTEXT = 1024          # other files (Request.extra) enter only a context at least this long: a model
                                   # given room (an imported one, --context-tokens). The shipped model's 384 tokens
                                   # are for the file itself; it was never evaluated with other files beside it
+# A request answered from a kept answer (runtime/answers.py) ran no pass and generated no token: its stats say so
+TYPED_THROUGH = {"steps": 0, "forward_passes": 0, "tokens": 0, "tokens_per_forward": 0.0, "tokenize_ms": 0.0,
+                 "pass_ms": 0.0, "sample_ms": 0.0, "post_ms": 0.0, "context_reused": False, "grown": 0,
+                 "typed_through": True}
 REFRESH_EVERY = 0                 # context cache: recompute the whole sequence every N steps (0: only the first)
 
 
@@ -229,7 +234,7 @@ class Engine:
     def __init__(self, model: LoadedModel, context_tokens: int = DEFAULT_CONTEXT_TOKENS, kv_cache: bool = True,
                  refresh_every: int = REFRESH_EVERY, prefill: bool = True,
                  stale_tokens: int = STALE_TOKENS, windows: dict | None = None, grow: dict | None = None,
-                 narrow_given: bool = True):
+                 narrow_given: bool = True, type_through: bool = True):
         self.model, self.tok = model, model.tokenizer
         self.special = SpecialIds.from_tokenizer(self.tok, model.vocab)
         self.shift = model.conventions.shift   # 1: the logits at position i predict slot i + 1 (runtime/conventions.py)
@@ -242,14 +247,19 @@ class Engine:
         self.windows, self.grow = windows or WINDOWS, grow or GROW   # the unknown-length policy (evals compare others)
         self.kept = KeptContexts(self.special.mask, model.conventions.rope_theta, stale_tokens,
                                  rope_pairs=model.conventions.rope_pairs)
+        self.answers = KeptAnswers() if type_through else None   # runtime/answers.py; None: decode every request
         self.calibrator = Calibrator.load(model.model_dir, model.card.get("files", {}).get(model.model_file, ""))
         self._stacked: tuple[list[ContextCache], np.ndarray, np.ndarray] | None = None
 
-    def denoiser(self, req: Request) -> Denoiser:
-        """Tokenize and window a request into the sampler's state."""
+    def denoiser(self, req: Request) -> Denoiser | Answered:
+        """Tokenize and window a request into the sampler's state; or, where the user typed a start of a kept
+        answer, the rest of it (finished already)."""
         t0 = time.perf_counter()
         if req.language is None:   # OpenAI and llama.cpp clients send none: the code itself may say
             req.language = infer_language(req.prefix, req.suffix)
+        if self.answers is not None and (kept := self.answers.typed_through(req)) is not None:
+            text, stats = kept
+            return Answered(Completion(req.id, text, text, {**stats, **TYPED_THROUGH}), t0)
         existing = self.tok.encode(req.existing) if req.mode == "edit" else None
         prefix, suffix = req.prefix, "" if req.mode == "completion" else req.suffix
         forced = ""
@@ -313,8 +323,11 @@ class Engine:
             ids = tokens + ids
         return ids
 
-    def finish(self, req: Request, d: Denoiser) -> Completion:
+    def finish(self, req: Request, d: Denoiser | Answered) -> Completion:
         t0 = time.perf_counter()
+        if isinstance(d, Answered):
+            d.completion.stats["ms"] = 1000 * (t0 - d.t0)
+            return d.completion
         res: Result = d.result()
         text = postprocess(req, res.text, res.stats.stop_reason, res.stats.confidence)
         why = harm(req, text)
@@ -327,7 +340,10 @@ class Engine:
                                                            res.stats.stop_reason))
         if why is not None:   # never offered: the front ends report why instead
             text, stats["refused"] = "", why
-        return Completion(req.id, text, res.text, stats)
+        c = Completion(req.id, text, res.text, stats)
+        if self.answers is not None:
+            self.answers.keep(req, text, stats, editor_min_confidence(c))
+        return c
 
     def stream(self, req: Request) -> Iterator[Frame | Completion]:
         """Frames, one per forward pass, then the Completion."""
@@ -342,8 +358,10 @@ class Engine:
         return item
 
     def clear_cache(self) -> None:
-        """Forget the contexts kept across requests."""
+        """Forget the contexts and answers kept across requests."""
         self.kept.clear()
+        if self.answers is not None:
+            self.answers.clear()
 
     # --- forward passes ----------------------------------------------------------------------------------
     def forward_batch(self, denoisers: list[Denoiser]) -> list[np.ndarray]:

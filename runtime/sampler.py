@@ -149,6 +149,7 @@ class Stats:
     extra_tokens: int = 0          # tokens of other files placed before this one (Request.extra)
     grown: int = 0                 # slots the window grew by (SamplerOptions.grow)
     stop_word: str = ""            # the stop sequence the result was cut at ('' if none)
+    typed_through: bool = False    # answered from an earlier answer the user typed a start of (runtime/answers.py)
 
 
 @dataclass

@@ -354,14 +354,16 @@ def test_bench_typing_replay_types_each_line_against_a_second_model(tiny_model_d
                       "--against-mode", against_mode, "--json", str(out_path)]))
     out = json.loads(out_path.read_text())
     t = out["typing"]
-    modes = ["now", "typed pieces in every pass", "token-by-token", f"{against_mode}, {tiny_model_dir.name}"]
+    modes = ["now", "decoded every keystroke", "typed pieces in every pass", "token-by-token",
+             f"{against_mode}, {tiny_model_dir.name}"]
     assert list(t["modes"]) == modes and t["lines"] == 1
+    assert all(t["modes"][m]["typed_through"] == 0 for m in modes[1:4])   # only the engine as shipped types through
     counts = {m: t["modes"][m]["keystrokes"] for m in modes}
     assert len(set(counts.values())) == 1 and counts["now"] >= 3   # every mode typed the same line
-    assert t["models"][modes[3]] == str(tiny_model_dir) and "--against" in out["command"]
+    assert t["models"][modes[4]] == str(tiny_model_dir) and "--against" in out["command"]
     # the same model and decoding on its own server: the same passes at every keystroke
     rows = {m: [r["passes"] for r in t["rows"] if r["mode"] == m] for m in modes}
-    assert rows[against_mode] == rows[modes[3]]
+    assert rows[against_mode] == rows[modes[4]]
 
 
 def test_bench_thresholds_asks_the_typing_keystrokes_at_each_threshold(tiny_model_dir, tmp_path):

@@ -98,6 +98,7 @@ def test_a_stream_gets_exactly_what_the_same_request_without_stream_gets(tmp_pat
     strings, repeats of nearby lines, the suffix's echo, the confidence floor) until its last pass, so a stream
     must not send them before; it sends the final answer, with its statistics and whether it was withheld."""
     srv, thread, base = start_server(SHIPPED, tmp_path / "stream.sqlite")
+    srv.config.app.state.engine.answers = None   # both requests decode (none is typed through the other's answer)
     try:
         for prefix, suffix in STREAM_CASES:
             body = {"prompt": prefix, "suffix": suffix, "max_tokens": 32, "stop": "\n"}

@@ -1,0 +1,49 @@
+"""Probe behind `runtime.answers` (typing through a kept answer): on held-out lines typed character by character
+(the typing replay's way: the rest of the line is gone, a single-line request after every keystroke, as
+/v1/completions builds it), one engine answers every keystroke by decoding and another types through the answers
+it keeps, keystroke by keystroke in turn.
+
+    python -m evals.probes.through 40 2      # 40 held-out lines of seed 2 (chosen on); seed 1 checks; the typing
+                                             # replay reports seed 0
+
+It prints, per engine: keystrokes, how many were answered from a kept answer, how many answers were the rest of the
+line, how many an editor shows (confidence at its threshold) and how many of those were right, and the in-process
+latency p50 / p95.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def main(lines: int, seed: int) -> None:
+    import numpy as np
+
+    from evals.bench import typing_lines
+    from runtime.engine import Engine, editor_min_confidence
+    from runtime.session import load
+    from server.routes.completions import CompletionBody, to_requests
+
+    model = load(None)
+    engines = {"decoded every keystroke": Engine(model, type_through=False), "typed through": Engine(model)}
+    rows = {name: [] for name in engines}
+    for ln in typing_lines(lines, seed):
+        for k in range(len(ln["line"]) + 1):
+            for name, engine in engines.items():
+                req = to_requests(CompletionBody(prompt=ln["before"] + ln["line"][:k], suffix=ln["after"],
+                                                 max_tokens=32, stop="\n"))[0]
+                t0 = time.perf_counter()
+                c = engine.complete(req)
+                right = bool(c.text.strip()) and c.text.strip() == ln["line"][k:].strip()
+                rows[name].append({"ms": 1000 * (time.perf_counter() - t0), "right": right,
+                                   "through": c.stats["typed_through"],
+                                   "shown": bool(c.text.strip()) and c.stats["confidence"] >= editor_min_confidence(c)})
+    for name, rs in rows.items():
+        ms, shown = np.array([r["ms"] for r in rs]), [r for r in rs if r["shown"]]
+        print(f"{name}: {len(rs)} keystrokes, {sum(r['through'] for r in rs)} typed through; the rest of the line "
+              f"{sum(r['right'] for r in rs)}; shown {len(shown)}, right {sum(r['right'] for r in shown)}; "
+              f"p50 {np.percentile(ms, 50):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 2)

@@ -1,0 +1,104 @@
+"""Answers kept across keystrokes: a user typing what the last suggestion said gets the rest of it at once, with no
+forward pass (as editors keep ghost text while it is typed through: llama.vim's cache, VS Code's inline
+suggestions).
+
+An answer is kept when an editor would show it (its confidence reaches the editors' threshold,
+`runtime.engine.editor_min_confidence`) and it was decoded greedily to its own end (not cut by a deadline or a
+cancellation). A later request with the same suffix and settings whose prefix is the kept prefix plus a start of
+the kept text (what the user typed since, possibly nothing: a retry, or a backspace back to it) gets the rest of
+the text, the same confidence, and stats that say so (`typed_through`, no passes, no tokens generated). Once the
+user types something else, or has typed the whole answer, the next request is decoded.
+
+Chosen on held-out typed lines (`python -m evals.probes.through 40 2`, seed 1 to check): keeping only answers an
+editor shows, because a withheld answer typed through stays withheld where a fresh decoding, knowing the typed
+characters, often becomes sure enough to show.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+KEPT_ANSWERS = 64          # answers kept (a few lines' worth of keystrokes for several editors)
+KEPT_REASONS = ("eom", "stop", "window")   # answers decoded to their own end; a deadline's or a cancellation's are cut
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What besides the prefix decides an answer: two requests that differ here never share one."""
+    mode: str
+    suffix: str
+    max_new_tokens: int
+    stop: tuple
+    threshold: float
+    eom_bias: float
+    single_line: bool
+    language: str | None
+    window: int | None
+    block: int | None
+    editor: bool
+    extra: tuple
+    window_multiple: int
+
+    @classmethod
+    def of(cls, req) -> "Settings":
+        return cls(req.mode, req.suffix, req.max_new_tokens, tuple(req.stop), req.threshold, req.eom_bias,
+                   req.single_line, req.language, req.window, req.block, req.editor, tuple(req.extra),
+                   req.window_multiple)
+
+
+@dataclass
+class Answered:
+    """A request answered from a kept answer: finished before any pass (the scheduler hands it straight to
+    `Engine.finish`, which returns `completion`)."""
+    completion: object            # runtime.engine.Completion
+    t0: float = field(default_factory=time.perf_counter)
+    done: bool = True
+    cache: None = None
+
+    def finish(self, reason: str) -> None:   # a cancelled request that was answered already keeps its answer
+        pass
+
+
+def rest_after(kept_prefix: str, text: str, prefix: str) -> str | None:
+    """The rest of `text` (an answer at `kept_prefix`) at `prefix`, when what was typed since is a start of it and
+    something other than blanks is left; else None. (The language server's cache of shown completions uses it too.)"""
+    if not prefix.startswith(kept_prefix):
+        return None
+    typed = prefix[len(kept_prefix):]
+    return text[len(typed):] if text.startswith(typed) and text[len(typed):].strip() else None
+
+
+class KeptAnswers:
+    def __init__(self, entries: int = KEPT_ANSWERS):
+        self.entries = entries
+        self._kept: OrderedDict[tuple, tuple[str, object]] = OrderedDict()   # (settings, prefix) → (text, stats)
+
+    def clear(self) -> None:
+        self._kept.clear()
+
+    def keep(self, req, text: str, stats: dict, min_confidence: float) -> None:
+        """Keep a finished answer for the keystrokes that type it, if an editor would show it."""
+        if req.mode == "edit" or req.temperature != 0 or stats.get("stop_reason") not in KEPT_REASONS or \
+                not text.strip() or stats.get("confidence", 0.0) < min_confidence:
+            return
+        key = (Settings.of(req), req.prefix)
+        self._kept[key] = (text, stats)
+        self._kept.move_to_end(key)
+        while len(self._kept) > self.entries:
+            self._kept.popitem(last=False)
+
+    def typed_through(self, req) -> tuple[str, dict] | None:
+        """(the rest of a kept answer, its stats) for a request whose prefix typed a start of it; the one kept at
+        the longest prefix if several match. None if none does, or if only blank text would be left."""
+        if req.mode == "edit" or req.temperature != 0:
+            return None
+        settings, best = Settings.of(req), None
+        for (s, prefix), (text, stats) in self._kept.items():
+            if s == settings and (not best or len(prefix) > len(best[0])) and \
+                    (rest := rest_after(prefix, text, req.prefix)) is not None:
+                best = (prefix, rest, stats)
+        if best is None:
+            return None
+        self._kept.move_to_end((settings, best[0]))
+        return best[1], best[2]
