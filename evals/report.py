@@ -226,15 +226,20 @@ def report(results: Path, model_dir: Path | None = None) -> str:
         lines += [f"## Typing replay through the server (`{replay['command']}`)", "",
                   f"{t['lines']} lines of held-out files typed one character at a time mid-file, a single-line "
                   "`/v1/completions` request after each keystroke (max_tokens 32, stop \"\\n\"), one stream; the "
-                  "modes run line by line in turn.", "",
-                  "| engine | keystrokes | p50 ms | p95 ms | passes (median) | tokens (median) | tokens / pass | "
-                  "context reused | suggestion = rest of line | server p50: tokenize / passes / sampler / post ms |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "modes run line by line in turn. Typed through: answered from a kept answer the keystroke typed the "
+                  "start of (runtime/answers.py), no pass; shown: at the editors' confidence threshold.", "",
+                  "| engine | keystrokes | p50 ms | p95 ms | typed through | decoded keystrokes p50 / p95 ms | "
+                  "passes (median) | tokens (median) | tokens / pass | context reused | suggestion = rest of line | "
+                  "shown (right) | server p50: tokenize / passes / sampler / post ms |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for mode, m in t["modes"].items():
             split = " / ".join(f"{v:.1f}" for v in m["server_ms_p50"].values())
+            decoded = f"{num(m['decoded_p50_ms'])} / {num(m['decoded_p95_ms'])}" if "decoded_p50_ms" in m else "–"
+            shown = f"{m['shown']} ({m['shown_right']})" if "shown" in m else "–"
             lines.append(f"| {mode} | {m['keystrokes']} | {num(m['p50_ms'])} | {num(m['p95_ms'])} | "
+                         f"{pct(m.get('typed_through', 0))} | {decoded} | "
                          f"{m['passes_p50']:.0f} | {m['tokens_p50']:.0f} | {m['tokens_per_pass']:.2f} | "
-                         f"{pct(m['context_reused'])} | {pct(m['right_rest_of_line'])} | {split} |")
+                         f"{pct(m['context_reused'])} | {pct(m['right_rest_of_line'])} | {shown} | {split} |")
         lines.append("")
     for name, r in data.items():
         if name.startswith("parallel") and isinstance(r, dict) and r.get("models"):

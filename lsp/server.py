@@ -402,7 +402,8 @@ def add_arguments(p) -> None:
     p.add_argument("--server", help="use a running `quicksilver serve` at this ws:// URL instead of a local model")
     p.add_argument("--api-key", help="the server's API key (with --server)")
     p.add_argument("--no-completion-cache", dest="completion_cache", action="store_false",
-                   help="always ask the model (no serving of typed-ahead completions from the cache)")
+                   help="always ask the model (no serving of typed-ahead completions from the cache, nor from the "
+                        "engine's kept answers)")
     p.add_argument("--min-confidence", type=float, default=None, metavar="P",
                    help=f"show no completion less confident than P in [0, 1] (default {EDITOR_MIN_CONFIDENCE} with the "
                         f"model's calibrator, {UNCALIBRATED_MIN_CONFIDENCE} without; 0 shows all)")
@@ -428,7 +429,9 @@ def run(args) -> None:
         from runtime.session import ModelError, load
         try:
             model = load(args.model)
-            engine = Engine(model, args.context_tokens) if args.context_tokens else Engine(model)
+            # without the completion cache the engine decodes every request too (no answer typed through)
+            engine = Engine(model, **({"context_tokens": args.context_tokens} if args.context_tokens else {}),
+                            type_through=args.completion_cache)
             backend = LocalBackend(Scheduler(engine))
         except ModelError as e:
             raise SystemExit(f"error: {e}")

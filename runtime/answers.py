@@ -9,9 +9,9 @@ the kept text (what the user typed since, possibly nothing: a retry, or a backsp
 the text, the same confidence, and stats that say so (`typed_through`, no passes, no tokens generated). Once the
 user types something else, or has typed the whole answer, the next request is decoded.
 
-Chosen on held-out typed lines (`python -m evals.probes.through 40 2`, seed 1 to check): keeping only answers an
-editor shows, because a withheld answer typed through stays withheld where a fresh decoding, knowing the typed
-characters, often becomes sure enough to show.
+Chosen on held-out typed lines (`python -m evals.probes.through 40 2 --bars 0,0.2,0.3,0.5`, seed 1 to check;
+docs/speed.md): keeping only answers an editor shows, because a withheld answer typed through stays withheld where
+a fresh decoding, knowing the typed characters, often becomes sure enough to show.
 """
 from __future__ import annotations
 
@@ -70,8 +70,9 @@ def rest_after(kept_prefix: str, text: str, prefix: str) -> str | None:
 
 
 class KeptAnswers:
-    def __init__(self, entries: int = KEPT_ANSWERS):
+    def __init__(self, entries: int = KEPT_ANSWERS, bar: float | None = None):
         self.entries = entries
+        self.bar = bar   # the confidence an answer needs to be kept; None: the editors' threshold (the engine's)
         self._kept: OrderedDict[tuple, tuple[str, object]] = OrderedDict()   # (settings, prefix) → (text, stats)
 
     def clear(self) -> None:
@@ -80,7 +81,7 @@ class KeptAnswers:
     def keep(self, req, text: str, stats: dict, min_confidence: float) -> None:
         """Keep a finished answer for the keystrokes that type it, if an editor would show it."""
         if req.mode == "edit" or req.temperature != 0 or stats.get("stop_reason") not in KEPT_REASONS or \
-                not text.strip() or stats.get("confidence", 0.0) < min_confidence:
+                not text.strip() or stats.get("confidence", 0.0) < (min_confidence if self.bar is None else self.bar):
             return
         key = (Settings.of(req), req.prefix)
         self._kept[key] = (text, stats)

@@ -124,5 +124,8 @@ def test_both_routes_answer_a_keystroke_that_types_the_suggestion_from_the_kept_
         two = fim(cursor_line + one["content"][0])
         assert two["content"] == one["content"][1:] and two["tokens_predicted"] == 0
         assert two["timings"]["forward_passes"] == 0 and two["withheld"] is False
+        # the metrics count them apart: they ran no denoising step
+        metrics = httpx.get(base + "/metrics", headers=auth).text
+        assert "quicksilver_typed_through_total 2.0" in metrics
     finally:
         stop_server(srv, thread)

@@ -3,8 +3,9 @@
 /v1/completions builds it), one engine answers every keystroke by decoding and another types through the answers
 it keeps, keystroke by keystroke in turn.
 
-    python -m evals.probes.through 40 2      # 40 held-out lines of seed 2 (chosen on); seed 1 checks; the typing
-                                             # replay reports seed 0
+    python -m evals.probes.through 40 2                       # 40 held-out lines of seed 2 (chosen on); seed 1
+                                                              # checks; the typing replay reports seed 0
+    python -m evals.probes.through 40 2 --bars 0,0.2,0.3,0.5  # also engines keeping answers at these confidences
 
 It prints, per engine: keystrokes, how many were answered from a kept answer, how many answers were the rest of the
 line, how many an editor shows (confidence at its threshold) and how many of those were right, and the in-process
@@ -12,20 +13,24 @@ latency p50 / p95.
 """
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 
-def main(lines: int, seed: int) -> None:
+def main(lines: int, seed: int, bars: list[float]) -> None:
     import numpy as np
 
     from evals.bench import typing_lines
+    from runtime.answers import KeptAnswers
     from runtime.engine import Engine, editor_min_confidence
     from runtime.session import load
     from server.routes.completions import CompletionBody, to_requests
 
     model = load(None)
     engines = {"decoded every keystroke": Engine(model, type_through=False), "typed through": Engine(model)}
+    for bar in bars:
+        engines[f"typed through, answers kept at confidence >= {bar:g}"] = engine = Engine(model)
+        engine.answers = KeptAnswers(bar=bar)
     rows = {name: [] for name in engines}
     for ln in typing_lines(lines, seed):
         for k in range(len(ln["line"]) + 1):
@@ -46,4 +51,9 @@ def main(lines: int, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 2)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("lines", type=int)
+    p.add_argument("seed", type=int, nargs="?", default=2)
+    p.add_argument("--bars", type=lambda s: [float(x) for x in s.split(",")], default=[])
+    a = p.parse_args()
+    main(a.lines, a.seed, a.bars)
