@@ -15,7 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import connect
 
-from runtime.engine import Completion, Request, shape
+from runtime.engine import Completion, Request
+from runtime.showing import shape
 
 log = logging.getLogger("quicksilver.lsp.remote")
 

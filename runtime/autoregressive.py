@@ -14,7 +14,8 @@ from typing import Iterator
 import numpy as np
 
 from runtime.context import fit
-from runtime.engine import DEFAULT_CONTEXT_TOKENS, Completion, Engine, Request, postprocess, stops_of
+from runtime.engine import DEFAULT_CONTEXT_TOKENS, Completion, Engine, Request, stops_of
+from runtime.showing import postprocess
 from runtime.postprocess import heal
 from runtime.policies import guard_end
 from runtime.sampler import Frame, SamplerOptions, Stats, choose

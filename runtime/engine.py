@@ -12,10 +12,11 @@ from runtime.answers import Answered, KeptAnswers
 from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import STALE_TOKENS, ContextCache, KeptContexts
-from runtime.postprocess import SURE_REPEAT, clean_completion, drop_unwritten_indent, heal, line_end, unheal_end
+from runtime.postprocess import heal
 from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, Frame, Result, SamplerOptions
 from runtime.session import LoadedModel
-from runtime.syntax import end_guard, error_count, infer_language, keep_valid, trim_to_scope, wants_block
+from runtime.showing import harm, postprocess
+from runtime.syntax import end_guard, infer_language, wants_block
 from runtime.vocab import SpecialIds
 
 MODES = ("completion", "infill", "edit")
@@ -44,7 +45,6 @@ UNCALIBRATED_MIN_CONFIDENCE = 0.45   # the same for a model without a calibrator
 MAX_HEALED_CHARS = 400            # a cursor line longer than this is not moved into the window (not healed)
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
 EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
-EDIT_MIN_KEPT = 0.5               # a rewrite keeping less than this share of its block's text is not offered
 EXTRA_MIN_CONTEXT = 1024          # other files (Request.extra) enter only a context at least this long: a model
                                   # given room (an imported one, --context-tokens). The shipped model's 384 tokens
                                   # are for the file itself; it was never evaluated with other files beside it
@@ -177,48 +177,6 @@ def stops_of(req: Request) -> tuple[str, ...]:
     """A request's stop sequences: the caller's, and for a multi-line infill the suffix's echo."""
     echo = suffix_echo(req.suffix) if req.mode == "infill" and not req.single_line else ""
     return tuple(req.stop) + ((echo,) if echo else ())
-
-
-def postprocess(req: Request, text: str, stop_reason: str, confidence: float = 0.0) -> str:
-    """Generated text → what the front ends show: healing undone, suffix repeats dropped, one line when asked; with
-    a language, cut at the end of the cursor's scope and never breaking the syntax of a file that was valid."""
-    suffix = req.suffix if req.mode != "completion" else ""
-    if suffix and stop_reason == "eom":
-        text = unheal_end(text, suffix)
-    elif stop_reason != "eom":   # cut short (deadline, window)
-        text = drop_unwritten_indent(text, suffix)
-    return shape(req, clean_completion(text, req.prefix, suffix, single_line=req.single_line,
-                                       sure=confidence >= SURE_REPEAT))
-
-
-def harm(req: Request, text: str) -> str | None:
-    """Why an edit's result must not be offered: it deletes most of its block, or breaks a file that parsed.
-    None for every other result (and for an edit that does neither)."""
-    if req.mode != "edit":
-        return None
-    old, new = req.existing.strip(), text.strip()
-    if len(new) < EDIT_MIN_KEPT * len(old):
-        return (f"the model's rewrite would delete most of the block ({len(old)} → {len(new)} characters): "
-                "not offered")
-    if req.language and error_count(req.language, req.prefix + req.existing + req.suffix) == 0 and \
-            error_count(req.language, req.prefix + text + req.suffix) > 0:
-        return "the model's rewrite would break a file that parses: not offered"
-    return None
-
-
-def shape(req: Request, text: str) -> str:
-    """The editor-facing part of post-processing: one line when asked; with a language, the cursor's scope and
-    never a completion that breaks the syntax of a file that was valid (also applied to a remote server's text)."""
-    if req.single_line:
-        text = text.split("\n", 1)[0]
-    if req.language and req.mode != "edit":
-        suffix = req.suffix if req.mode != "completion" else ""
-        if not req.single_line:
-            text = trim_to_scope(text, req.prefix)
-        end = line_end(req.prefix, suffix) if req.single_line and text else ""
-        text = keep_valid(req.prefix, text + end, suffix, req.language)
-        text = text[:len(text) - len(end)]
-    return text
 
 
 class Engine:

@@ -3,7 +3,8 @@ re-writing answer is cut, the code says which language it is, and an unsure answ
 import httpx
 import pytest
 
-from runtime.engine import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, WINDOWS, Request, postprocess
+from runtime.engine import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, WINDOWS, Request
+from runtime.showing import postprocess
 from runtime.postprocess import clean_completion, cut_repeats, heal, invents_a_name
 from runtime.syntax import infer_language
 from tests.conftest import API_KEY as KEY
@@ -131,7 +132,7 @@ BODY = "    return a + b\n"
     ("    total = a + b\n    return total\n", None),
 ])
 def test_an_edit_that_would_do_harm_is_not_offered(text, refused):
-    from runtime.engine import harm
+    from runtime.showing import harm
     req = Request(prefix=DOC[:DOC.index(BODY)], suffix=DOC[DOC.index(BODY) + len(BODY):], mode="edit",
                   existing=BODY, language="python")
     why = harm(req, text)

@@ -1,0 +1,57 @@
+"""Generated text → what the front ends show: `postprocess` (healing undone, repeats and suffix echoes dropped, one
+line when asked, the cursor's scope, never a completion that breaks a valid file), `shape` (its editor-facing
+part, also applied to a remote server's text) and `harm` (why an edit's rewrite must not be offered). The text
+rules themselves are runtime/postprocess.py's; the syntax ones runtime/syntax.py's."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from runtime.postprocess import SURE_REPEAT, clean_completion, drop_unwritten_indent, line_end, unheal_end
+from runtime.syntax import error_count, keep_valid, trim_to_scope
+
+if TYPE_CHECKING:
+    from runtime.engine import Request
+
+EDIT_MIN_KEPT = 0.5               # a rewrite keeping less than this share of its block's text is not offered
+
+
+def postprocess(req: Request, text: str, stop_reason: str, confidence: float = 0.0) -> str:
+    """Generated text → what the front ends show: healing undone, suffix repeats dropped, one line when asked; with
+    a language, cut at the end of the cursor's scope and never breaking the syntax of a file that was valid."""
+    suffix = req.suffix if req.mode != "completion" else ""
+    if suffix and stop_reason == "eom":
+        text = unheal_end(text, suffix)
+    elif stop_reason != "eom":   # cut short (deadline, window)
+        text = drop_unwritten_indent(text, suffix)
+    return shape(req, clean_completion(text, req.prefix, suffix, single_line=req.single_line,
+                                       sure=confidence >= SURE_REPEAT))
+
+
+def harm(req: Request, text: str) -> str | None:
+    """Why an edit's result must not be offered: it deletes most of its block, or breaks a file that parsed.
+    None for every other result (and for an edit that does neither)."""
+    if req.mode != "edit":
+        return None
+    old, new = req.existing.strip(), text.strip()
+    if len(new) < EDIT_MIN_KEPT * len(old):
+        return (f"the model's rewrite would delete most of the block ({len(old)} → {len(new)} characters): "
+                "not offered")
+    if req.language and error_count(req.language, req.prefix + req.existing + req.suffix) == 0 and \
+            error_count(req.language, req.prefix + text + req.suffix) > 0:
+        return "the model's rewrite would break a file that parses: not offered"
+    return None
+
+
+def shape(req: Request, text: str) -> str:
+    """The editor-facing part of post-processing: one line when asked; with a language, the cursor's scope and
+    never a completion that breaks the syntax of a file that was valid (also applied to a remote server's text)."""
+    if req.single_line:
+        text = text.split("\n", 1)[0]
+    if req.language and req.mode != "edit":
+        suffix = req.suffix if req.mode != "completion" else ""
+        if not req.single_line:
+            text = trim_to_scope(text, req.prefix)
+        end = line_end(req.prefix, suffix) if req.single_line and text else ""
+        text = keep_valid(req.prefix, text + end, suffix, req.language)
+        text = text[:len(text) - len(end)]
+    return text
