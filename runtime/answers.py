@@ -84,7 +84,7 @@ class KeptAnswers:
                 not text.strip() or stats.get("confidence", 0.0) < (min_confidence if self.bar is None else self.bar):
             return
         key = (Settings.of(req), req.prefix)
-        self._kept[key] = (text, stats)
+        self._kept[key] = (text, dict(stats))   # a copy: the first answer's stats may still be changed by its caller
         self._kept.move_to_end(key)
         while len(self._kept) > self.entries:
             self._kept.popitem(last=False)

@@ -93,6 +93,8 @@ def test_the_twin_gets_the_same_syntax_guidance(twin, monkeypatch):
     assert "\n" not in plain.raw
     req = Request(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=12, stop=("\n",), single_line=True, language="python")
     res = twin.complete(req)                                              # a guard that never lets it end
-    assert res.stats["stop_reason"] == "window" and res.stats["tokens"] == 12 and len(asked) >= 12
+    # to the end of its budget (12 tokens past the typed text's own tokens; a twin that spells the typed text in one
+    # token more than the tokenizer does has one fewer left: the tiny twins of two trainings differed so)
+    assert res.stats["stop_reason"] == "window" and res.stats["tokens"] in (11, 12) and len(asked) >= 11
     assert "\n" not in res.raw
 
