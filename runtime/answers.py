@@ -3,8 +3,9 @@ forward pass (as editors keep ghost text while it is typed through: llama.vim's 
 suggestions).
 
 An answer is kept when an editor would show it (its confidence reaches the editors' threshold,
-`runtime.engine.editor_min_confidence`) and it was decoded greedily to its own end (not cut by a deadline or a
-cancellation). A later request with the same suffix and settings whose prefix is the kept prefix plus a start of
+`runtime.engine.editor_min_confidence`), it was decoded greedily to its own end (not cut by a deadline or a
+cancellation), and it holds no U+FFFD (a character cut between byte tokens, which the next keystroke decodes
+right). A later request with the same suffix and settings whose prefix is the kept prefix plus a start of
 the kept text (what the user typed since, possibly nothing: a retry, or a backspace back to it) gets the rest of
 the text, the same confidence, and stats that say so (`typed_through`, no passes, no tokens generated). Once the
 user types something else, or has typed the whole answer, the next request is decoded.
@@ -32,7 +33,7 @@ class Settings:
     stop: tuple
     threshold: float
     eom_bias: float
-    single_line: bool
+    single_line: bool | None
     language: str | None
     window: int | None
     block: int | None
@@ -42,9 +43,14 @@ class Settings:
 
     @classmethod
     def of(cls, req) -> "Settings":
-        return cls(req.mode, req.suffix, req.max_new_tokens, tuple(req.stop), req.threshold, req.eom_bias,
-                   req.single_line, req.language, req.window, req.block, req.editor, tuple(req.extra),
-                   req.window_multiple)
+        """An editor's request (`runtime.engine.editor_request`) is shaped by its cursor: a block on a blank line, the
+        rest of a line once the line has text (its cap, its newline stop). Those are left out, so that typing the
+        first characters of a block that was shown keeps it (a user's probe: it vanished at the first letter)."""
+        shaped = req.editor
+        return cls(req.mode, req.suffix, 0 if shaped else req.max_new_tokens,
+                   tuple(s for s in req.stop if not (shaped and s == "\n")), req.threshold, req.eom_bias,
+                   None if shaped else req.single_line, req.language, req.window, req.block, req.editor,
+                   tuple(req.extra), req.window_multiple)
 
 
 @dataclass
@@ -81,7 +87,8 @@ class KeptAnswers:
     def keep(self, req, text: str, stats: dict, min_confidence: float) -> None:
         """Keep a finished answer for the keystrokes that type it, if an editor would show it."""
         if req.mode == "edit" or req.temperature != 0 or stats.get("stop_reason") not in KEPT_REASONS or \
-                not text.strip() or stats.get("confidence", 0.0) < (min_confidence if self.bar is None else self.bar):
+                not text.strip() or "\ufffd" in text or \
+                stats.get("confidence", 0.0) < (min_confidence if self.bar is None else self.bar):
             return
         key = (Settings.of(req), req.prefix)
         self._kept[key] = (text, dict(stats))   # a copy: the first answer's stats may still be changed by its caller

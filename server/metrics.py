@@ -17,8 +17,8 @@ class Metrics:
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.tokens_per_forward = Histogram("quicksilver_tokens_per_forward", "Generated tokens per forward pass",
                                             buckets=(0.5, 1, 1.5, 2, 3, 4, 6, 8, 16), registry=r)
-        self.typed_through = Counter("quicksilver_typed_through", "Requests answered from a kept answer the user "
-                                     "typed the start of (no forward pass)", registry=r)
+        self.typed_through = Counter("quicksilver_typed_through", "Completions answered from a kept answer the "
+                                     "user typed the start of (no forward pass)", registry=r)
         self.queue_depth = Gauge("quicksilver_queue_depth", "Requests waiting for the batch", registry=r)
         self.active_sessions = Gauge("quicksilver_active_sessions", "Open websocket sessions", registry=r)
 

@@ -69,12 +69,29 @@ def test_only_answers_an_editor_would_show_and_decoded_to_their_end_are_kept():
     kept.keep(req, "foo(2)", {**SURE, "stop_reason": "deadline"}, 0.2)   # cut short by the time limit
     kept.keep(req, "   ", SURE, 0.2)                                      # nothing to show
     kept.keep(line("x = ", temperature=0.5), "foo(3)", SURE, 0.2)         # a sample
+    kept.keep(req, "\"中\ufffd\"", SURE, 0.2)                              # a character cut between byte tokens
     assert kept.typed_through(line("x = f")) is None
     kept.keep(req, "foo(4)", SURE, 0.2)
     assert kept.typed_through(line("x = f")) == ("oo(4)", SURE)
     assert kept.typed_through(line("x = foo(4")) == (")", SURE)
     assert kept.typed_through(line("x = foo(4)")) is None                 # typed all of it: decode the next
     assert kept.typed_through(line("y = f")) is None
+
+
+def test_typing_the_first_letters_of_a_shown_block_keeps_it():
+    """An editor asks for a block on a blank line and for the rest of a line once the line has text: the block
+    shown stays while its first line is typed (a user's probe: it vanished at the first letter, decoded afresh
+    as a line). Settings a client chose still part answers."""
+    prefix, suffix = "class A:\n    def __init__(self, module, file):\n        self.module = module\n        ", "\n"
+    block = editor_request(prefix, suffix, language="python")
+    assert not block.single_line and "\n" not in block.stop
+    kept = KeptAnswers()
+    kept.keep(block, "self.file = file\n        self.name = module", SURE, 0.2)
+    typed = editor_request(prefix + "se", suffix, language="python")
+    assert typed.single_line and "\n" in typed.stop
+    assert kept.typed_through(typed) == ("lf.file = file\n        self.name = module", SURE)
+    assert kept.typed_through(editor_request(prefix + "se", suffix, language="python", stop=(";",))) is None
+    assert kept.typed_through(Request(prefix=prefix + "se", suffix=suffix, language="python")) is None  # not an editor
 
 
 def test_the_answer_kept_at_the_longest_prefix_serves_and_the_oldest_leave_first():
@@ -114,6 +131,9 @@ def test_both_routes_answer_a_keystroke_that_types_the_suggestion_from_the_kept_
         typed = ask(PREFIX + first["text"][0])
         assert typed["text"] == first["text"][1:] and typed["quicksilver"]["typed_through"]
         assert typed["quicksilver"]["forward_passes"] == 0 and typed["finish_reason"] == first["finish_reason"]
+        usage = httpx.post(base + "/v1/completions", headers=auth, timeout=60, json={
+            "prompt": PREFIX + first["text"][0], "suffix": SUFFIX, "max_tokens": 32, "stop": "\n"}).json()["usage"]
+        assert usage["completion_tokens"] > 0   # the tokens the client got, though none were generated now
 
         fim = lambda prompt: httpx.post(base + "/infill", headers=auth, timeout=60, json={
             "input_prefix": PREFIX.rsplit("\n", 1)[0] + "\n", "prompt": prompt, "input_suffix": SUFFIX,
@@ -123,9 +143,10 @@ def test_both_routes_answer_a_keystroke_that_types_the_suggestion_from_the_kept_
         assert one["content"], one
         two = fim(cursor_line + one["content"][0])
         assert two["content"] == one["content"][1:] and two["tokens_predicted"] == 0
-        assert two["timings"]["forward_passes"] == 0 and two["withheld"] is False
+        assert two["timings"]["forward_passes"] == 0 and two["withheld"] is False and two["typed_through"] is True
+        assert one["typed_through"] is False
         # the metrics count them apart: they ran no denoising step
         metrics = httpx.get(base + "/metrics", headers=auth).text
-        assert "quicksilver_typed_through_total 2.0" in metrics
+        assert "quicksilver_typed_through_total 3.0" in metrics
     finally:
         stop_server(srv, thread)

@@ -73,7 +73,8 @@ def finish_reason(c: Completion) -> str:
 def _usage(state, reqs: list[Request], results: list[Completion]) -> dict:
     tok = state.engine.tok
     prompt = sum(len(tok.encode(r.prefix + r.suffix)) for r in reqs)
-    done = sum(c.stats["tokens"] for c in results)
+    # a choice typed through a kept answer generated nothing now; what it returns is still its completion's tokens
+    done = sum(len(tok.encode(c.text)) if c.stats.get("typed_through") else c.stats["tokens"] for c in results)
     return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
 

@@ -76,6 +76,7 @@ def response(state, req: Request, c: Completion | None, min_confidence: float | 
     hide = c is not None and withheld(c, editor_min_confidence(c) if min_confidence is None else min_confidence)
     return {"content": c.text if c and not hide else "", "tokens": [], "id_slot": 0, "stop": True,
             "model": state.model_name, "confidence": stats.get("confidence", 0.0), "withheld": hide,
+            "typed_through": bool(stats.get("typed_through")),
             "calibrated": bool(stats.get("calibrated")),
             "tokens_predicted": stats["tokens"], "tokens_evaluated": prompt_n, "tokens_cached": 0,
             "truncated": prompt_n > state.engine.context_tokens, "has_new_line": bool(c and "\n" in c.text),
