@@ -6,9 +6,11 @@ it keeps, keystroke by keystroke in turn.
     python -m evals.probes.through 40 2                       # 40 held-out lines of seed 2 (chosen on); seed 1
                                                               # checks; the typing replay reports seed 0
     python -m evals.probes.through 40 2 --bars 0,0.2,0.3,0.5  # also engines keeping answers at these confidences
+    python -m evals.probes.through 40 2 --editor              # asked as editors ask (runtime.engine.editor_request):
+                                                              # a block at the blank line before the first keystroke
 
-It prints, per engine: keystrokes, how many were answered from a kept answer, how many answers were the rest of the
-line, how many an editor shows (confidence at its threshold) and how many of those were right, and the in-process
+It prints, per engine: keystrokes, how many were answered from a kept answer, how many answers' first lines were the
+rest of the line, how many an editor shows (confidence at its threshold) and how many of those were right, and the in-process
 latency p50 / p95.
 """
 from __future__ import annotations
@@ -17,12 +19,12 @@ import argparse
 import time
 
 
-def main(lines: int, seed: int, bars: list[float]) -> None:
+def main(lines: int, seed: int, bars: list[float], editor: bool = False) -> None:
     import numpy as np
 
     from evals.bench import typing_lines
     from runtime.answers import KeptAnswers
-    from runtime.engine import Engine, editor_min_confidence
+    from runtime.engine import Engine, editor_min_confidence, editor_request
     from runtime.session import load
     from server.routes.completions import CompletionBody, to_requests
 
@@ -35,11 +37,13 @@ def main(lines: int, seed: int, bars: list[float]) -> None:
     for ln in typing_lines(lines, seed):
         for k in range(len(ln["line"]) + 1):
             for name, engine in engines.items():
-                req = to_requests(CompletionBody(prompt=ln["before"] + ln["line"][:k], suffix=ln["after"],
-                                                 max_tokens=32, stop="\n"))[0]
+                prefix = ln["before"] + ln["line"][:k]
+                req = editor_request(prefix, ln["after"]) if editor else to_requests(CompletionBody(
+                    prompt=prefix, suffix=ln["after"], max_tokens=32, stop="\n"))[0]
                 t0 = time.perf_counter()
                 c = engine.complete(req)
-                right = bool(c.text.strip()) and c.text.strip() == ln["line"][k:].strip()
+                first = c.text.split("\n", 1)[0].strip()
+                right = bool(first) and first == ln["line"][k:].strip()
                 rows[name].append({"ms": 1000 * (time.perf_counter() - t0), "right": right,
                                    "through": c.stats["typed_through"],
                                    "shown": bool(c.text.strip()) and c.stats["confidence"] >= editor_min_confidence(c)})
@@ -55,5 +59,6 @@ if __name__ == "__main__":
     p.add_argument("lines", type=int)
     p.add_argument("seed", type=int, nargs="?", default=2)
     p.add_argument("--bars", type=lambda s: [float(x) for x in s.split(",")], default=[])
+    p.add_argument("--editor", action="store_true", help="ask as the editors ask (a block at a blank line)")
     a = p.parse_args()
-    main(a.lines, a.seed, a.bars)
+    main(a.lines, a.seed, a.bars, a.editor)
