@@ -16,4 +16,6 @@
 # 8: a completion that glues letters onto a name the file has, making one it has not, is dropped
 #    (`invents_a_name`); a result cut short (deadline, window) ends at its last line, not at the next one's
 #    indentation; a kept context serves the next keystroke only if its typed pieces were typed on (`typed_on`).
-DECODING_REVISION = 8
+# 9: a one-line completion that breaks the file's syntax keeps its longest start that does not, cut between tokens
+#    (before `, ; : ) ] }`, after a closing bracket: `runtime.syntax.keep_valid`), instead of nothing.
+DECODING_REVISION = 9

@@ -125,9 +125,15 @@ def trim_to_scope(text: str, prefix: str) -> str:
     return text
 
 
+LINE_CUTS = ",;:)]}"     # a single line that breaks the file may end before one of these, or after a closing bracket
+
+
 def keep_valid(prefix: str, text: str, suffix: str, language: str | None) -> str:
-    """The completion, or the longest whole-line part of it that adds no syntax error to the file; '' if every
-    part breaks a file that parses cleanly without it. Without a grammar, the completion unchanged."""
+    """The completion, or the longest part of it that adds no syntax error to the file: whole lines, and for a
+    completion of one line, the line up to a boundary between tokens (before one of `LINE_CUTS`, after a closing
+    bracket), so that an overfilled window's `Mapping[Any, _T], _T] | None = None` keeps `Mapping[Any,
+    _T]`; '' if every part breaks a file that parses cleanly without it. Without a grammar, the completion
+    unchanged."""
     if parser_for(language) is None or not text:
         return text
     base = error_count(language, prefix + suffix)
@@ -138,7 +144,17 @@ def keep_valid(prefix: str, text: str, suffix: str, language: str | None) -> str
         part = "\n".join(lines[:n]) + "\n"
         if part.strip() and error_count(language, prefix + part + suffix) <= base:
             return part
-    return "" if base == 0 else text
+    if base:
+        return text
+    line = text.rstrip("\n")
+    if "\n" not in line:
+        end = text[len(line):]
+        for i in range(len(line) - 1, 0, -1):
+            if line[i] in LINE_CUTS or line[i - 1] in ")]}":
+                part = line[:i].rstrip()
+                if part.strip() and error_count(language, prefix + part + end + suffix) <= base:
+                    return part + end
+    return ""
 
 
 GUARD_CHARS = 6000  # the document the end guard parses: about this much on each side of the cursor, cut at top-level lines

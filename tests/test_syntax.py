@@ -37,6 +37,20 @@ def test_trim_to_scope_and_keep_valid():
     assert keep_valid("x = (", "1 +", ")\n", None) == "1 +"                             # no grammar: unchanged
 
 
+def test_keep_valid_cuts_an_overfilled_line_between_tokens():
+    """A window the model overfills writes past the line's end: the longest start of the line that parses is
+    kept, cut between tokens (not inside a name), rather than nothing."""
+    prefix, suffix = "class A:\n    sequence: Sequence[_T] | Map", "\n\n    def f(self):\n        pass\n"
+    assert keep_valid(prefix, "ping[Any, _T], _T] | None = None", suffix, "python") == "ping[Any, _T]"
+    assert keep_valid(prefix, "ping[Any, _T]", suffix, "python") == "ping[Any, _T]"        # valid: unchanged
+    # a line replacing a whole line keeps its line break; nothing that parses between tokens: nothing
+    assert keep_valid("def f(x):\n", "    return x) + 1\n", "    pass\n", "python") == "    return x\n"
+    assert keep_valid("def f(x):\n    return ", "x)(", "\n", "python") == "x"
+    assert keep_valid("def f(x):\n    return x\n", "y = (((", "\n", "python") == ""
+    # a cut inside a name is never made (`retu` would parse, as a name), nor before a space (`y` of `y = (((`)
+    assert keep_valid("def f(x):\n    ", "retur(", "\n", "python") == ""
+
+
 def test_end_guard_refuses_a_line_that_breaks_python_where_the_middle_is_to_blame():
     from runtime.syntax import end_guard
 
