@@ -128,12 +128,12 @@ def trim_to_scope(text: str, prefix: str) -> str:
 LINE_CUTS = ",;:)]}"     # a single line that breaks the file may end before one of these, or after a closing bracket
 
 
-def keep_valid(prefix: str, text: str, suffix: str, language: str | None) -> str:
+def keep_valid(prefix: str, text: str, suffix: str, language: str | None, cut_line: bool = True) -> str:
     """The completion, or the longest part of it that adds no syntax error to the file: whole lines, and for a
     completion of one line, the line up to a boundary between tokens (before one of `LINE_CUTS`, after a closing
     bracket), so that an overfilled window's `Mapping[Any, _T], _T] | None = None` keeps `Mapping[Any,
     _T]`; '' if every part breaks a file that parses cleanly without it. Without a grammar, the completion
-    unchanged."""
+    unchanged. `cut_line` False: whole lines only (decoding revision 8; `python -m evals.probes.line_cut`)."""
     if parser_for(language) is None or not text:
         return text
     base = error_count(language, prefix + suffix)
@@ -147,7 +147,7 @@ def keep_valid(prefix: str, text: str, suffix: str, language: str | None) -> str
     if base:
         return text
     line = text.rstrip("\n")
-    if "\n" not in line:
+    if cut_line and "\n" not in line:
         end = text[len(line):]
         for i in range(len(line) - 1, 0, -1):
             if line[i] in LINE_CUTS or line[i - 1] in ")]}":
