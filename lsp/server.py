@@ -424,14 +424,13 @@ def run(args) -> None:
         from lsp.remote import RemoteBackend
         backend = RemoteBackend(args.server, args.api_key)
     else:
-        from runtime.engine import Engine
+        from runtime.engine import DEFAULT_CONTEXT_TOKENS, Engine
         from runtime.scheduler import Scheduler
         from runtime.session import ModelError, load
         try:
             model = load(args.model)
             # without the completion cache the engine decodes every request too (no answer typed through)
-            engine = Engine(model, **({"context_tokens": args.context_tokens} if args.context_tokens else {}),
-                            type_through=args.completion_cache)
+            engine = Engine(model, args.context_tokens or DEFAULT_CONTEXT_TOKENS, type_through=args.completion_cache)
             backend = LocalBackend(Scheduler(engine))
         except ModelError as e:
             raise SystemExit(f"error: {e}")

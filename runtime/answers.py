@@ -20,6 +20,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from runtime.sampler import Stats
+
 KEPT_ANSWERS = 64          # answers kept (a few lines' worth of keystrokes for several editors)
 KEPT_REASONS = ("eom", "stop", "window")   # answers decoded to their own end; a deadline's or a cancellation's are cut
 
@@ -64,6 +66,14 @@ class Answered:
 
     def finish(self, reason: str) -> None:   # a cancelled request that was answered already keeps its answer
         pass
+
+
+def answered_stats(kept: dict) -> dict:
+    """The stats of a request answered from a kept answer: no step, pass or generated token (a fresh `Stats`), the
+    kept answer's ending and confidence, and `typed_through`."""
+    fresh = Stats(stop_reason=kept.get("stop_reason", ""), confidence=kept.get("confidence", 0.0),
+                  stop_word=kept.get("stop_word", ""), typed_through=True)
+    return {**vars(fresh), "calibrated": kept.get("calibrated", False)}
 
 
 def rest_after(kept_prefix: str, text: str, prefix: str) -> str | None:

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
-from runtime.answers import Answered, KeptAnswers
+from runtime.answers import Answered, KeptAnswers, answered_stats
 from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import STALE_TOKENS, ContextCache, KeptContexts
@@ -48,10 +48,6 @@ EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code
 EXTRA_MIN_CONTEXT = 1024          # other files (Request.extra) enter only a context at least this long: a model
                                   # given room (an imported one, --context-tokens). The shipped model's 384 tokens
                                   # are for the file itself; it was never evaluated with other files beside it
-# A request answered from a kept answer (runtime/answers.py) ran no pass and generated no token: its stats say so
-TYPED_THROUGH = {"steps": 0, "forward_passes": 0, "tokens": 0, "tokens_per_forward": 0.0, "tokenize_ms": 0.0,
-                 "pass_ms": 0.0, "sample_ms": 0.0, "post_ms": 0.0, "context_reused": False, "grown": 0,
-                 "typed_through": True}
 REFRESH_EVERY = 0                 # context cache: recompute the whole sequence every N steps (0: only the first)
 
 
@@ -217,7 +213,7 @@ class Engine:
             req.language = infer_language(req.prefix, req.suffix)
         if self.answers is not None and (kept := self.answers.typed_through(req)) is not None:
             text, stats = kept
-            return Answered(Completion(req.id, text, text, {**stats, **TYPED_THROUGH}), t0)
+            return Answered(Completion(req.id, text, text, answered_stats(stats)), t0)
         existing = self.tok.encode(req.existing) if req.mode == "edit" else None
         prefix, suffix = req.prefix, "" if req.mode == "completion" else req.suffix
         forced = ""
