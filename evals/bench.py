@@ -340,7 +340,7 @@ def run_typing(args) -> dict:
         engine.prefill = settings["prefill"]
         engine.kept.stale_tokens = settings["stale_tokens"]
         engine.narrow_given = settings["narrow_given"]
-        engine.answers = KeptAnswers() if settings["type_through"] else None
+        engine.answers = KeptAnswers(engine.count_tokens) if settings["type_through"] else None
     try:
         out = typing_replay(servers["now"][1], typing_lines(args.lines), configure, modes,
                             {mode: url for mode, (_, url) in servers.items()})

@@ -17,7 +17,7 @@ import numpy as np
 
 from evals.editor import cursors, heldout_files, judge
 from runtime.confidence import CALIBRATOR_FILE, FEATURES, Calibrator, features
-from runtime.engine import Engine, Request
+from runtime.engine import Engine, Request, editor_request
 from runtime.session import load
 
 SEEDS = (2, 3, 4, 5, 6)
@@ -27,22 +27,29 @@ L2 = 1e-2
 EVAL_SEEDS, EVAL_PER_KIND = (0, 1), 40   # the editor eval's cursors: never fitted on
 
 
-def collect(engine: Engine, seeds, per_kind: int, skip: set | None = None) -> list[dict]:
-    """(features, exact) for every shown answer at these cursors, leaving out the (file, line)s in `skip`."""
+# How a cursor is asked: as /v1/completions asks (an infill, max_tokens 64, no language), and as the editors ask
+# (/infill and the language server: runtime.engine.editor_request, a line or a block by the cursor, Python).
+ASKED = {"api": lambda c: Request(prefix=c["prefix"], suffix=c["suffix"], mode="infill", max_new_tokens=64),
+         "editor": lambda c: editor_request(c["prefix"], c["suffix"])}
+
+
+def collect(engine: Engine, seeds, per_kind: int, skip: set | None = None, asked=("api",)) -> list[dict]:
+    """(features, exact) for every shown answer at these cursors, asked each way in `asked`, leaving out the
+    (file, line)s in `skip`."""
     rows, files = [], heldout_files()
-    for seed in seeds:
-        for c in cursors(files, per_kind, seed):
-            if skip and (c["file"], c["line"]) in skip:
-                continue
-            req = Request(prefix=c["prefix"], suffix=c["suffix"], mode="infill", max_new_tokens=64)
-            d = engine.denoiser(req)
-            while not d.done:
-                d.advance(engine.forward_batch([d])[0])
-            out = engine.finish(req, d)
-            if out.text.strip():
-                rows.append({"features": features(d.generated_probs, out.text, out.raw, req.prefix, req.suffix,
-                                                  out.stats["stop_reason"]),
-                             "exact": judge(c, out.text)["exact"], "seed": seed, "kind": c["kind"]})
+    for seed, c, how in ((s, c, how) for s in seeds for c in cursors(files, per_kind, s) for how in asked):
+        if skip and (c["file"], c["line"]) in skip:
+            continue
+        req = ASKED[how](c)
+        d = engine.denoiser(req)
+        while not d.done:
+            d.advance(engine.forward_batch([d])[0])
+        out = engine.finish(req, d)
+        if out.text.strip():
+            rows.append({"features": features(d.generated_probs, out.text, out.raw, req.prefix, req.suffix,
+                                              out.stats["stop_reason"]),
+                         "exact": judge(c, out.text)["exact"], "seed": seed, "kind": c["kind"], "asked": how,
+                         "text": out.text, "raw": out.raw})
     return rows
 
 
@@ -95,7 +102,7 @@ def run(args) -> None:
     if args.check_seed in seeds:
         raise SystemExit(f"the check seed {args.check_seed} is one of the seeds fitted on")
     model = load(args.model)
-    engine = Engine(model)
+    engine = Engine(model, type_through=False)   # every cursor decoded
     engine.calibrator = None   # the features do not depend on it; the comparison below must not either
     files = heldout_files()   # another seed may draw a line the editor eval asks about: left out
     skip = {(c["file"], c["line"]) for s in EVAL_SEEDS for c in cursors(files, EVAL_PER_KIND, s)}

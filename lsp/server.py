@@ -227,7 +227,7 @@ async def block_edit(ls: QuicksilverServer, uri: str, rng: lsp.Range | None, pos
         indent = block[:len(block) - len(block.lstrip(" \t"))]
         prefix += f"{indent}# {instruction.strip()}\n"
     if mode == "complete":  # keep the block, fill what should follow it inside the same scope
-        req = Request(prefix=prefix + block, suffix=suffix, max_new_tokens=EDITOR_TOKENS["block"], language=language)
+        req = Request(prefix=prefix + block, suffix=suffix, max_new_tokens=EDITOR_TOKENS, language=language)
         start = end
     else:
         if not block.strip():

@@ -7,8 +7,9 @@ An answer is kept when an editor would show it (its confidence reaches the edito
 cancellation), and it holds no U+FFFD (a character cut between byte tokens, which the next keystroke decodes
 right). A later request with the same suffix and settings whose prefix is the kept prefix plus a start of
 the kept text (what the user typed since, possibly nothing: a retry, or a backspace back to it) gets the rest of
-the text, the same confidence, and stats that say so (`typed_through`, no passes, no tokens generated). Once the
-user types something else, or has typed the whole answer, the next request is decoded.
+the text, the same confidence, and stats that say so (`typed_through`, no passes, no tokens generated) — if the
+rest fits the request's own cap (an editor that lowers its n_predict below a kept block's length gets a decoded
+answer). Once the user types something else, or has typed the whole answer, the next request is decoded.
 
 Chosen on held-out typed lines (`python -m evals.probes.through 40 2 --bars 0,0.2,0.3,0.5`, seed 1 to check;
 docs/speed.md): keeping only answers an editor shows, because a withheld answer typed through stays withheld where
@@ -19,6 +20,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from runtime.sampler import Stats
 
@@ -86,8 +88,8 @@ def rest_after(kept_prefix: str, text: str, prefix: str) -> str | None:
 
 
 class KeptAnswers:
-    def __init__(self, entries: int = KEPT_ANSWERS, bar: float | None = None):
-        self.entries = entries
+    def __init__(self, count: Callable[[str], int], entries: int = KEPT_ANSWERS, bar: float | None = None):
+        self.count, self.entries = count, entries   # count: a text's tokens (the request's cap is in tokens)
         self.bar = bar   # the confidence an answer needs to be kept; None: the editors' threshold (the engine's)
         self._kept: OrderedDict[tuple, tuple[str, object]] = OrderedDict()   # (settings, prefix) → (text, stats)
 
@@ -116,7 +118,7 @@ class KeptAnswers:
             if s == settings and (not best or len(prefix) > len(best[0])) and \
                     (rest := rest_after(prefix, text, req.prefix)) is not None:
                 best = (prefix, rest, stats)
-        if best is None:
+        if best is None or self.count(best[1]) > req.max_new_tokens:
             return None
         self._kept.move_to_end((settings, best[0]))
         return best[1], best[2]

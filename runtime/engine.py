@@ -126,9 +126,11 @@ def editor_min_confidence(c: Completion) -> float:
 
 # Editors (the language server; /infill as llama.vim and llama.vscode send it) ask with one request shape, so a
 # cursor shows the same text on every editor path: a line where the cursor asks for a line (it ends at the
-# newline), a block on a blank line in a block (runtime/syntax.py wants_block), at most these many tokens, the
-# window rounded up to a multiple of EDITOR_WINDOW_MULTIPLE so that typing a line keeps the cached context.
-EDITOR_TOKENS = {"line": 12, "block": 96}
+# newline), a block on a blank line in a block (runtime/syntax.py wants_block), at most EDITOR_TOKENS tokens (fewer
+# if the client asks: its n_predict), the window rounded up to a multiple of EDITOR_WINDOW_MULTIPLE so that typing a
+# line keeps the cached context. The window (WINDOWS) sizes a line or a block; the cap is one for both, so that a
+# block shown at a blank line stays answerable while its first line is typed (runtime/answers.py).
+EDITOR_TOKENS = 96
 EDITOR_WINDOW_MULTIPLE = 8
 
 
@@ -139,9 +141,8 @@ def editor_request(prefix: str, suffix: str, language: str | None = None, single
     language = language or infer_language(prefix, suffix)
     if single_line is None:
         single_line = not wants_block(prefix, suffix, language)
-    cap = EDITOR_TOKENS["line" if single_line else "block"]
     return Request(prefix=prefix, suffix=suffix, single_line=single_line, language=language,
-                   max_new_tokens=min(cap, max_new_tokens or cap),
+                   max_new_tokens=min(EDITOR_TOKENS, max_new_tokens or EDITOR_TOKENS),
                    stop=tuple(dict.fromkeys((*stop, *(("\n",) if single_line else ())))),
                    window_multiple=EDITOR_WINDOW_MULTIPLE, editor=True, **fields)
 
@@ -201,7 +202,8 @@ class Engine:
         self.windows, self.grow = windows or WINDOWS, grow or GROW   # the unknown-length policy (evals compare others)
         self.kept = KeptContexts(self.special.mask, model.conventions.rope_theta, stale_tokens,
                                  rope_pairs=model.conventions.rope_pairs)
-        self.answers = KeptAnswers() if type_through else None   # runtime/answers.py; None: decode every request
+        # runtime/answers.py; None: decode every request
+        self.answers = KeptAnswers(self.count_tokens) if type_through else None
         self.calibrator = Calibrator.load(model.model_dir, model.card.get("files", {}).get(model.model_file, ""))
         self._stacked: tuple[list[ContextCache], np.ndarray, np.ndarray] | None = None
 
@@ -245,7 +247,7 @@ class Engine:
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
             top_p=req.top_p, seed=req.seed, stop=stops_of(req), edit=req.edit if existing is not None else "all",
             forced=forced, eom_bias=req.eom_bias, grow=grow if most > window else 0, max_window=most,
-            max_len=self.context_tokens,
+            max_len=self.context_tokens, max_tokens=req.max_new_tokens if existing is None else None,
             fill_line=existing is None and not (prefix + forced).rsplit("\n", 1)[-1].strip(),
             may_end=None if existing is not None else end_guard(
                 req.language, req.prefix, "" if req.mode == "completion" else req.suffix, req.single_line),
@@ -264,6 +266,9 @@ class Engine:
         d.stats.tokenize_ms = 1000 * (time.perf_counter() - t0)
         d.stats.extra_tokens = len(extra)
         return d
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok.encode(text))
 
     def extra_context(self, chunks: tuple[str, ...], room: int) -> list[int]:
         """Other files before this one, as files follow each other in training (each starts with the file-start

@@ -125,7 +125,17 @@ def invents_a_name(text: str, prefix: str, suffix: str) -> bool:
     return typed.group() in words and typed.group() + more.group() not in words
 
 
+def cut_broken_character(text: str, prefix: str, suffix: str) -> str:
+    """The text before its first U+FFFD, unless the file has one too: the model wrote byte tokens that are not a
+    whole character (a user's probe saw '"中\ufffd"' shown), and a replacement character is never what the user
+    meant to type."""
+    if "\ufffd" in text and "\ufffd" not in prefix and "\ufffd" not in suffix:
+        return text[:text.index("\ufffd")]
+    return text
+
+
 def clean_completion(text: str, prefix: str, suffix: str, single_line: bool = False, sure: bool = False) -> str:
+    text = cut_broken_character(text, prefix, suffix)
     if invents_a_name(text, prefix, suffix):
         return ""
     if single_line:

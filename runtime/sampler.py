@@ -28,6 +28,9 @@ Options (unknown ones raise):
                         would pass `max_len`)
     max_window   int    the most slots growing may reach (default: `window`)
     max_len      int    the longest sequence growing may make (default: no limit)
+    max_tokens   int    the most tokens of new text a result keeps (a client's max_tokens; default: no limit past the
+                        window's): a window rounded up, or a healed token that finishes the typed word and goes on
+                        (which counts as one), must not return more than the client asked for
     commit_with  callable  Step -> bool mask: which of a step's predicted slots to commit instead of
                         `commit_rule`'s choice (`Step.commit`): an eval's oracle (`quicksilver eval parallel
                         --oracle`) or a learned commit rule
@@ -84,6 +87,7 @@ class SamplerOptions:
     grow: int = 0
     max_window: int | None = None
     max_len: int | None = None
+    max_tokens: int | None = None
     may_end: Callable[[str], bool] | None = None
     commit_with: Callable[["Step"], np.ndarray] | None = None
 
@@ -92,6 +96,8 @@ class SamplerOptions:
             raise ValueError("window and block must be at least 1")
         if self.grow < 0 or (self.max_window is not None and self.max_window < self.window):
             raise ValueError("grow must be >= 0 and max_window at least the window")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
         if not 0 < self.threshold <= 1:
             raise ValueError("threshold must be in (0, 1]")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -453,6 +459,11 @@ class Denoiser:
                 healed += 1
         # a healed token that spells past the forced text ("retur" → "return") wrote text the user sees: it counts
         spills = healed > 0 and len(self.decode(tokens[:healed])) > len(self.opts.forced)
+        if self.opts.max_tokens is not None and len(tokens) - healed + spills > self.opts.max_tokens:
+            tokens = tokens[:healed - spills + self.opts.max_tokens]   # the client's cap, not the window's
+            if reason in ("eom", "stop"):
+                self.stats.stop_reason = "window"
+        self.final = tokens
         self.stats.tokens = len(tokens) - healed + spills
         win = self.ids[self.start:self.end]
         ended = len(tokens) < len(win) and not self.masked[len(tokens)] and int(win[len(tokens)]) in \
@@ -484,7 +495,7 @@ class Denoiser:
         return Frame(self.stats.steps, text, int((~self.masked).sum()), int(self.masked.sum()))
 
     def result(self) -> Result:
-        tokens = self._tokens()
+        tokens = self.final if self.done else self._tokens()
         text = self._past_forced(self.decode(tokens)) or ""   # healing unfinished: nothing stable past the cursor
         cut, self.stats.stop_word = min(((text.find(s), s) for s in self.opts.stop if s in text), default=(-1, ""))
         return Result(text[:cut] if cut >= 0 else text, tokens, self.stats)

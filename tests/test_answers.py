@@ -63,7 +63,7 @@ def test_a_request_the_kept_answer_does_not_answer_is_decoded(first, change):
 
 
 def test_only_answers_an_editor_would_show_and_decoded_to_their_end_are_kept():
-    kept = KeptAnswers()
+    kept = KeptAnswers(len)   # characters for tokens: the texts here are short
     req = line("x = ")
     kept.keep(req, "foo(1)", {**SURE, "confidence": 0.1}, 0.2)           # withheld: a fresh decoding may do better
     kept.keep(req, "foo(2)", {**SURE, "stop_reason": "deadline"}, 0.2)   # cut short by the time limit
@@ -85,17 +85,20 @@ def test_typing_the_first_letters_of_a_shown_block_keeps_it():
     prefix, suffix = "class A:\n    def __init__(self, module, file):\n        self.module = module\n        ", "\n"
     block = editor_request(prefix, suffix, language="python")
     assert not block.single_line and "\n" not in block.stop
-    kept = KeptAnswers()
+    kept = KeptAnswers(len)   # characters for tokens: the texts here are short
     kept.keep(block, "self.file = file\n        self.name = module", SURE, 0.2)
     typed = editor_request(prefix + "se", suffix, language="python")
     assert typed.single_line and "\n" in typed.stop
     assert kept.typed_through(typed) == ("lf.file = file\n        self.name = module", SURE)
     assert kept.typed_through(editor_request(prefix + "se", suffix, language="python", stop=(";",))) is None
     assert kept.typed_through(Request(prefix=prefix + "se", suffix=suffix, language="python")) is None  # not an editor
+    # an editor's n_predict caps the rest too: a client asking for fewer tokens than the rest holds gets a decoding
+    assert kept.typed_through(editor_request(prefix + "se", suffix, language="python", max_new_tokens=60)) is not None
+    assert kept.typed_through(editor_request(prefix + "se", suffix, language="python", max_new_tokens=5)) is None
 
 
 def test_the_answer_kept_at_the_longest_prefix_serves_and_the_oldest_leave_first():
-    kept = KeptAnswers()
+    kept = KeptAnswers(len)   # characters for tokens: the texts here are short
     kept.keep(line("x = "), "foo(1) + bar", SURE, 0.2)
     kept.keep(line("x = foo(1) + "), "baz", SURE, 0.2)    # the user typed on; the model changed its mind
     assert kept.typed_through(line("x = foo(1) + b")) == ("az", SURE)

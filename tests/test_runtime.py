@@ -241,6 +241,23 @@ def test_a_healed_token_that_writes_past_the_typed_text_counts():
         assert c.stats["tokens"] >= 1 or not c.text, (typed, c.text)
 
 
+@pytest.mark.parametrize("cap", [1, 2, 3])
+def test_a_result_never_holds_more_tokens_than_the_client_asked_for(cap):
+    """max_tokens is the client's: a healed token that finishes the typed word and goes on counts as one, and the
+    window's extra slots (rounded up for editors, or the healed ones) never add to it (a user's probe: max_tokens 2
+    returned 4 tokens)."""
+    from runtime.engine import Engine
+    from runtime.session import load
+    from tests.conftest import SHIPPED
+    engine = Engine(load(SHIPPED, threads=1), type_through=False)
+    for typed in ("def add(a, b):\n    ret", "import os\nimport sy", "for i in ran", "def f(x):\n    return x.spl"):
+        for multiple in (1, 8):
+            req = Request(prefix=typed, suffix="\n", max_new_tokens=cap, window_multiple=multiple)
+            c = engine.complete(req)
+            assert c.stats["tokens"] <= cap, (typed, multiple, c.text)
+            assert len(engine.tok.encode(c.text)) <= cap + 1, (typed, c.text)   # the rest of the typed word, re-spelt
+
+
 def writer(d, target: list[int], vocab: int, end: int):
     """A scripted model that writes `target` into the window, then ends it (wherever the window is now)."""
     def forward(ids, mask, logits_from):

@@ -5,7 +5,7 @@ import pytest
 
 from runtime.engine import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, WINDOWS, Request
 from runtime.showing import postprocess
-from runtime.postprocess import clean_completion, cut_repeats, heal, invents_a_name
+from runtime.postprocess import clean_completion, cut_broken_character, cut_repeats, heal, invents_a_name
 from runtime.syntax import infer_language
 from tests.conftest import API_KEY as KEY
 from tests.conftest import start_server, stop_server
@@ -158,3 +158,12 @@ def test_a_session_never_offers_a_harmful_edit(url):
                 assert len(msg["text"].strip()) >= 0.5 * len(BODY.strip())
             else:
                 assert "not offered" in msg["message"]
+
+
+def test_a_character_cut_between_byte_tokens_is_never_shown():
+    """U+FFFD is what decoding writes for byte tokens that are not a whole character (a user's probe saw
+    '"中\ufffd"' offered): the text before it is kept, unless the file itself holds one."""
+    assert clean_completion('"中\ufffd"', "s = ", "\n", single_line=True) == '"中'
+    assert clean_completion("\ufffd\ufffd", "s = ", "\n") == ""
+    assert cut_broken_character('x = "\ufffd"', 'bad = "\ufffd"\n', "") == 'x = "\ufffd"'   # the file has one
+    assert cut_broken_character("print('中文')", "", "") == "print('中文')"

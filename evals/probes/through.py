@@ -32,7 +32,7 @@ def main(lines: int, seed: int, bars: list[float], editor: bool = False) -> None
     engines = {"decoded every keystroke": Engine(model, type_through=False), "typed through": Engine(model)}
     for bar in bars:
         engines[f"typed through, answers kept at confidence >= {bar:g}"] = engine = Engine(model)
-        engine.answers = KeptAnswers(bar=bar)
+        engine.answers = KeptAnswers(engine.count_tokens, bar=bar)
     rows = {name: [] for name in engines}
     for ln in typing_lines(lines, seed):
         for k in range(len(ln["line"]) + 1):
