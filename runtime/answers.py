@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from runtime.sampler import Stats
+from runtime.frames import Stats
 
 KEPT_ANSWERS = 64          # answers kept (a few lines' worth of keystrokes for several editors)
 KEPT_REASONS = ("eom", "stop", "window")   # answers decoded to their own end; a deadline's or a cancellation's are cut

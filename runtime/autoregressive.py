@@ -18,7 +18,8 @@ from runtime.engine import DEFAULT_CONTEXT_TOKENS, Completion, Engine, Request, 
 from runtime.showing import postprocess
 from runtime.postprocess import heal
 from runtime.policies import guard_end
-from runtime.sampler import Frame, SamplerOptions, Stats, choose
+from runtime.frames import Frame, Stats
+from runtime.sampler import SamplerOptions, choose
 from runtime.syntax import end_guard
 from runtime.session import LoadedModel, ModelError
 from runtime.vocab import SpecialIds

@@ -13,7 +13,8 @@ from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import STALE_TOKENS, ContextCache, KeptContexts
 from runtime.postprocess import heal
-from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, Frame, Result, SamplerOptions
+from runtime.frames import Frame, Result
+from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, SamplerOptions
 from runtime.session import LoadedModel
 from runtime.showing import harm, postprocess
 from runtime.syntax import end_guard, infer_language, wants_block

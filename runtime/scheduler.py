@@ -13,7 +13,8 @@ from collections import deque
 from typing import AsyncIterator, Iterator
 
 from runtime.engine import Completion, Engine, Request
-from runtime.sampler import Denoiser, Frame
+from runtime.frames import Frame
+from runtime.sampler import Denoiser
 
 log = logging.getLogger("quicksilver.scheduler")
 

@@ -7,7 +7,7 @@ from contextlib import aclosing
 from typing import AsyncIterator
 
 from runtime.engine import Completion, Request
-from runtime.sampler import Frame
+from runtime.frames import Frame
 from runtime.scheduler import Handle
 
 
