@@ -1,10 +1,10 @@
 """quicksilver eval calibrate: fit the confidence calibrator (runtime/confidence.py) of a model.
 
 Cursors of the editor eval's kinds are drawn from its held-out files with seeds the editor eval does not report
-(seed 0 chooses the editors' threshold, seed 1 is the reported run; the calibrator is fitted on 2–6 by default,
-leaving out any cursor at a line those two seeds ask about),
-asked as /v1/completions asks (an infill with max_tokens 64, no language), and labelled with whether the first
-line shown is the file's line. A logistic regression of that label on the decoding's features (torch's L-BFGS,
+(seed 0 chooses the editors' threshold, seed 1 is the reported run; the calibrator is fitted on 2–9 by default,
+leaving out any cursor at a line those two seeds ask about), each asked as /v1/completions asks (an infill with
+max_tokens 64, no language) and as the editors ask (a line or a block by the cursor, Python's rules), and labelled
+with whether the first line shown is the file's line. A logistic regression of that label on the decoding's features (torch's L-BFGS,
 a little L2) is written beside the model as calibrator.json, with the model file's hash, so the engine uses it
 only for that model.
 """
@@ -20,7 +20,8 @@ from runtime.confidence import CALIBRATOR_FILE, FEATURES, Calibrator, features
 from runtime.engine import Engine, Request, editor_request
 from runtime.session import load
 
-SEEDS = (2, 3, 4, 5, 6)
+SEEDS = (2, 3, 4, 5, 6, 7, 8, 9)   # leaving one out at a time, 7 seeds fitted as both ways of asking beat 5 as
+                                   # the API asks (python -m evals.probes.calibration 2,3,4,5,6,7,8,9 40)
 L2 = 1e-2
 
 
@@ -92,6 +93,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="cursor seeds to fit on (not 0 or 1)")
     p.add_argument("--per-kind", type=int, default=40, help="cursors of each kind per seed")
     p.add_argument("--check-seed", type=int, default=0, help="cursors to compare the calibrator on (not fitted)")
+    p.add_argument("--asked", default=",".join(ASKED), help=f"how each cursor is asked, of {', '.join(ASKED)} "
+                                                            "(both: the editors' path and the API's)")
 
 
 def run(args) -> None:
@@ -106,7 +109,10 @@ def run(args) -> None:
     engine.calibrator = None   # the features do not depend on it; the comparison below must not either
     files = heldout_files()   # another seed may draw a line the editor eval asks about: left out
     skip = {(c["file"], c["line"]) for s in EVAL_SEEDS for c in cursors(files, EVAL_PER_KIND, s)}
-    rows = collect(engine, seeds, args.per_kind, skip)
+    asked = tuple(args.asked.split(","))
+    if unknown := set(asked) - set(ASKED):
+        raise SystemExit(f"--asked: unknown {sorted(unknown)}; choose of {', '.join(ASKED)}")
+    rows = collect(engine, seeds, args.per_kind, skip, asked)
     weights, bias, logloss = fit(rows)
     sha = model.card["files"][model.model_file]
     cal = Calibrator(weights, bias, {
@@ -114,13 +120,17 @@ def run(args) -> None:
         "answers": len(rows), "right": sum(r["exact"] for r in rows), "train_logloss": logloss,
         "left_out": "cursors at a (file, line) of the editor eval's seeds 0 and 1 (per kind 40)",
         "decoding_revision": DECODING_REVISION,
-        "command": f"quicksilver eval calibrate --seeds {args.seeds} --per-kind {args.per_kind}"
+        "asked": list(asked),
+        "command": f"quicksilver eval calibrate --seeds {args.seeds} --per-kind {args.per_kind} --asked {args.asked}"
                    + (f" --model {args.model}" if args.model else "")})
-    check = collect(engine, [args.check_seed], args.per_kind)
-    labels = [r["exact"] for r in check]
-    cal.info["check"] = {"seed": args.check_seed, "answers": len(check),
-                         "auc_calibrated": auc([cal(r["features"]) for r in check], labels),
-                         "auc_least_probability": auc([r["features"]["min_logp"] for r in check], labels)}
+    check = collect(engine, [args.check_seed], args.per_kind, asked=asked)
+    cal.info["check"] = {"seed": args.check_seed}
+    for how in asked:
+        these = [r for r in check if r["asked"] == how]
+        labels = [r["exact"] for r in these]
+        cal.info["check"][how] = {"answers": len(these),
+                                  "auc_calibrated": auc([cal(r["features"]) for r in these], labels),
+                                  "auc_least_probability": auc([r["features"]["min_logp"] for r in these], labels)}
     cal.save(model.model_dir / CALIBRATOR_FILE)
     print(json.dumps({k: v for k, v in cal.info.items()}, indent=1))
     print("weights:", {k: round(v, 3) for k, v in weights.items()}, "bias", round(bias, 3))

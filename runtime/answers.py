@@ -8,8 +8,9 @@ cancellation), and it holds no U+FFFD (a character cut between byte tokens, whic
 right). A later request with the same suffix and settings whose prefix is the kept prefix plus a start of
 the kept text (what the user typed since, possibly nothing: a retry, or a backspace back to it) gets the rest of
 the text, the same confidence, and stats that say so (`typed_through`, no passes, no tokens generated) — if the
-rest fits the request's own cap (an editor that lowers its n_predict below a kept block's length gets a decoded
-answer). Once the user types something else, or has typed the whole answer, the next request is decoded.
+request asks for no more tokens than the kept answer's did (an answer a small cap cut, or sized, never serves a
+larger one) and the rest fits its cap. Once the user types something else, or has typed the whole answer, the
+next request is decoded.
 
 Chosen on held-out typed lines (`python -m evals.probes.through 40 2 --bars 0,0.2,0.3,0.5`, seed 1 to check;
 docs/speed.md): keeping only answers an editor shows, because a withheld answer typed through stays withheld where
@@ -30,10 +31,10 @@ KEPT_REASONS = ("eom", "stop", "window")   # answers decoded to their own end; a
 
 @dataclass(frozen=True)
 class Settings:
-    """What besides the prefix decides an answer: two requests that differ here never share one."""
+    """What besides the prefix decides an answer: two requests that differ here never share one. (The cap is not
+    here: an answer serves a request that asks for no more tokens than its own did, if the rest fits.)"""
     mode: str
     suffix: str
-    max_new_tokens: int
     stop: tuple
     threshold: float
     eom_bias: float
@@ -51,8 +52,7 @@ class Settings:
         rest of a line once the line has text (its cap, its newline stop). Those are left out, so that typing the
         first characters of a block that was shown keeps it (a user's probe: it vanished at the first letter)."""
         shaped = req.editor
-        return cls(req.mode, req.suffix, 0 if shaped else req.max_new_tokens,
-                   tuple(s for s in req.stop if not (shaped and s == "\n")), req.threshold, req.eom_bias,
+        return cls(req.mode, req.suffix, tuple(s for s in req.stop if not (shaped and s == "\n")), req.threshold, req.eom_bias,
                    None if shaped else req.single_line, req.language, req.window, req.block, req.editor,
                    tuple(req.extra), req.window_multiple)
 
@@ -91,7 +91,7 @@ class KeptAnswers:
     def __init__(self, count: Callable[[str], int], entries: int = KEPT_ANSWERS, bar: float | None = None):
         self.count, self.entries = count, entries   # count: a text's tokens (the request's cap is in tokens)
         self.bar = bar   # the confidence an answer needs to be kept; None: the editors' threshold (the engine's)
-        self._kept: OrderedDict[tuple, tuple[str, object]] = OrderedDict()   # (settings, prefix) → (text, stats)
+        self._kept: OrderedDict[tuple, tuple] = OrderedDict()   # (settings, prefix) → (text, stats, cap)
 
     def clear(self) -> None:
         self._kept.clear()
@@ -103,7 +103,8 @@ class KeptAnswers:
                 stats.get("confidence", 0.0) < (min_confidence if self.bar is None else self.bar):
             return
         key = (Settings.of(req), req.prefix)
-        self._kept[key] = (text, dict(stats))   # a copy: the first answer's stats may still be changed by its caller
+        # a copy (the first answer's stats may still be changed by its caller), with the cap it was decoded under
+        self._kept[key] = (text, dict(stats), req.max_new_tokens)
         self._kept.move_to_end(key)
         while len(self._kept) > self.entries:
             self._kept.popitem(last=False)
@@ -114,8 +115,8 @@ class KeptAnswers:
         if req.mode == "edit" or req.temperature != 0:
             return None
         settings, best = Settings.of(req), None
-        for (s, prefix), (text, stats) in self._kept.items():
-            if s == settings and (not best or len(prefix) > len(best[0])) and \
+        for (s, prefix), (text, stats, cap) in self._kept.items():
+            if s == settings and req.max_new_tokens <= cap and (not best or len(prefix) > len(best[0])) and \
                     (rest := rest_after(prefix, text, req.prefix)) is not None:
                 best = (prefix, rest, stats)
         if best is None or self.count(best[1]) > req.max_new_tokens:

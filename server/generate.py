@@ -15,6 +15,12 @@ LIVE_QUEUE = 256          # frames a slow dashboard may lag behind before it mis
 CANCELLED_STATUS = 499    # how a cancelled request is recorded (kept out of the latency history)
 
 
+def returned_tokens(state, c: Completion) -> int:
+    """The tokens a completion reports to a client (usage.completion_tokens, tokens_predicted): those it generated;
+    for one typed through a kept answer, which generated nothing now, those of the text it returns."""
+    return state.engine.count_tokens(c.text) if c.stats.get("typed_through") else c.stats["tokens"]
+
+
 def publish(state, event: dict) -> None:
     """Hand a frame to every live dashboard; a full queue drops it rather than slow a request down."""
     for q in list(state.live):

@@ -97,6 +97,19 @@ def test_typing_the_first_letters_of_a_shown_block_keeps_it():
     assert kept.typed_through(editor_request(prefix + "se", suffix, language="python", max_new_tokens=5)) is None
 
 
+def test_an_answer_serves_only_requests_that_ask_for_no_more_tokens_than_it_did():
+    """A small cap sizes and cuts an answer: it must not serve a request that asked for more (a user's probe got
+    the 1-token answer 'pro' back at n_predict 128); one decoded under a larger cap serves a smaller one whose cap
+    its rest fits."""
+    kept = KeptAnswers(len)
+    kept.keep(Request(prefix="x = ", suffix=SUFFIX, max_new_tokens=1, stop=("\n",)), "pro", SURE, 0.2)
+    assert kept.typed_through(line("x = p")) is None                      # asks for 32
+    kept.keep(line("y = "), "foo(4)", SURE, 0.2)                          # decoded under 32
+    small = lambda prefix, cap: Request(prefix=prefix, suffix=SUFFIX, max_new_tokens=cap, stop=("\n",))
+    assert kept.typed_through(small("y = f", 5)) == ("oo(4)", SURE)       # 5 characters: fits a cap of 5
+    assert kept.typed_through(small("y = f", 4)) is None                  # does not fit 4
+
+
 def test_the_answer_kept_at_the_longest_prefix_serves_and_the_oldest_leave_first():
     kept = KeptAnswers(len)   # characters for tokens: the texts here are short
     kept.keep(line("x = "), "foo(1) + bar", SURE, 0.2)
@@ -145,9 +158,18 @@ def test_both_routes_answer_a_keystroke_that_types_the_suggestion_from_the_kept_
         one = fim(cursor_line)
         assert one["content"], one
         two = fim(cursor_line + one["content"][0])
-        assert two["content"] == one["content"][1:] and two["tokens_predicted"] == 0
+        assert two["content"] == one["content"][1:] and two["tokens_predicted"] > 0   # what it returns, as usage
         assert two["timings"]["forward_passes"] == 0 and two["withheld"] is False and two["typed_through"] is True
         assert one["typed_through"] is False
+        # an answer a small n_predict cut never serves a larger one (a user's probe: 'pro', stop_type limit, at 128)
+        small = httpx.post(base + "/infill", headers=auth, timeout=60, json={
+            "input_prefix": "# another\n" + PREFIX.rsplit("\n", 1)[0] + "\n", "prompt": cursor_line,
+            "input_suffix": SUFFIX, "n_predict": 1}).json()
+        assert small["tokens_predicted"] <= 1
+        large = httpx.post(base + "/infill", headers=auth, timeout=60, json={
+            "input_prefix": "# another\n" + PREFIX.rsplit("\n", 1)[0] + "\n", "prompt": cursor_line,
+            "input_suffix": SUFFIX, "n_predict": 128}).json()
+        assert large["typed_through"] is False and large["timings"]["forward_passes"] > 0
         # the metrics count them apart: they ran no denoising step
         metrics = httpx.get(base + "/metrics", headers=auth).text
         assert "quicksilver_typed_through_total 3.0" in metrics

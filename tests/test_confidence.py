@@ -55,11 +55,14 @@ def test_the_calibrator_is_used_for_its_own_model_only(model_copy):
 def test_eval_calibrate_fits_and_writes_a_calibrator(model_copy):
     from evals.calibrate import run
     with pytest.raises(SystemExit, match="seeds 0 and 1"):
-        run(argparse.Namespace(model=model_copy, seeds="1,2", per_kind=2, check_seed=0))
-    run(argparse.Namespace(model=model_copy, seeds="2,3", per_kind=3, check_seed=0))
+        run(argparse.Namespace(model=model_copy, seeds="1,2", per_kind=2, check_seed=0, asked="api"))
+    with pytest.raises(SystemExit, match="unknown"):
+        run(argparse.Namespace(model=model_copy, seeds="2", per_kind=2, check_seed=0, asked="api,vim"))
+    run(argparse.Namespace(model=model_copy, seeds="2,3", per_kind=3, check_seed=0, asked="api,editor"))
     d = json.loads((model_copy / CALIBRATOR_FILE).read_text())
     assert d["features"] == list(FEATURES) and len(d["weights"]) == len(FEATURES)
-    assert d["seeds"] == [2, 3] and d["answers"] > 0 and "auc_calibrated" in d["check"]
+    assert d["seeds"] == [2, 3] and d["answers"] > 0 and d["asked"] == ["api", "editor"]
+    assert "auc_calibrated" in d["check"]["api"] and "auc_calibrated" in d["check"]["editor"]
     model = load(model_copy, threads=1)          # the file eval calibrate served (int8 first)
     assert d["model_sha256"] == model.card["files"][model.model_file] and Engine(model).calibrator is not None
     assert Engine(load(model_copy, prefer="fp32", threads=1)).calibrator is None   # the other file: not its own

@@ -69,7 +69,7 @@ def main(seeds: list[int], per_kind: int) -> None:
         r["features"]["line_cut"] = line_cut(r["text"], r["raw"])
     shipped = Calibrator.load(Path("model/default"), json.loads(Path("model/default/card.json").read_text())
                               ["files"]["model.int8.onnx"])
-    scorers = {"shipped calibrator (no refit)": lambda train, names: shipped}
+    scorers = {"shipped calibrator (no refit)": lambda train: shipped}
     for name, (names, asked) in variants().items():
         def refit(train, names=names, asked=asked):
             w, b, _ = fit([r for r in train if r["asked"] in asked], names)
@@ -81,7 +81,7 @@ def main(seeds: list[int], per_kind: int) -> None:
         for how in ("api", "editor"):
             scores, labels, shown, right = [], [], 0, 0
             for s in seeds:
-                cal = make([r for r in rows if r["seed"] != s], None)
+                cal = make([r for r in rows if r["seed"] != s])
                 test = [r for r in rows if r["seed"] == s and r["asked"] == how]
                 sc = [cal(r["features"]) for r in test]
                 scores += sc

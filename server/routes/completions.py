@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from runtime.engine import Completion, Request, withheld
 from server.fields import JsonFloat, JsonInt, OnlyFalse, OptionalJsonFloat, OptionalJsonInt
-from server.generate import ModelFailure, complete, final, submit
+from server.generate import ModelFailure, complete, final, returned_tokens, submit
 
 router = APIRouter()
 MAX_PROMPT_CHARS = 200_000
@@ -71,10 +71,8 @@ def finish_reason(c: Completion) -> str:
 
 
 def _usage(state, reqs: list[Request], results: list[Completion]) -> dict:
-    tok = state.engine.tok
-    prompt = sum(len(tok.encode(r.prefix + r.suffix)) for r in reqs)
-    # a choice typed through a kept answer generated nothing now; what it returns is still its completion's tokens
-    done = sum(len(tok.encode(c.text)) if c.stats.get("typed_through") else c.stats["tokens"] for c in results)
+    prompt = sum(state.engine.count_tokens(r.prefix + r.suffix) for r in reqs)
+    done = sum(returned_tokens(state, c) for c in results)
     return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
 

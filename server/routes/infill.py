@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from runtime.engine import (EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Completion, Request,
                             editor_min_confidence, editor_request, withheld)
 from server.fields import JsonFloat, JsonInt, OptionalJsonFloat
-from server.generate import ModelFailure, complete, final, submit
+from server.generate import ModelFailure, complete, final, returned_tokens, submit
 from server.routes.completions import MAX_PROMPT_CHARS
 
 router = APIRouter()
@@ -69,7 +69,8 @@ def response(state, req: Request, c: Completion | None, min_confidence: float | 
     """llama.cpp's final response for a completion (None: nothing decoded, as for n_predict 0), with its
     confidence; empty content when it is below `min_confidence` (None: the editors' default; 0: never)."""
     stats = c.stats if c else {"tokens": 0, "ms": 0.0, "stop_reason": "limit", "steps": 0, "forward_passes": 0}
-    prompt_n = len(state.engine.tok.encode(req.prefix + req.suffix)) + (c.stats.get("extra_tokens", 0) if c else 0)
+    predicted = returned_tokens(state, c) if c else 0
+    prompt_n = state.engine.count_tokens(req.prefix + req.suffix) + (c.stats.get("extra_tokens", 0) if c else 0)
     kind = STOP_TYPES.get(stats["stop_reason"], "none")
     word = stats.get("stop_word", "") if kind == "word" and stats.get("stop_word") in req.stop else ""
     predicted_ms = max(stats["ms"], 1e-6)
@@ -78,14 +79,14 @@ def response(state, req: Request, c: Completion | None, min_confidence: float | 
             "model": state.model_name, "confidence": stats.get("confidence", 0.0), "withheld": hide,
             "typed_through": bool(stats.get("typed_through")),
             "calibrated": bool(stats.get("calibrated")),
-            "tokens_predicted": stats["tokens"], "tokens_evaluated": prompt_n, "tokens_cached": 0,
+            "tokens_predicted": predicted, "tokens_evaluated": prompt_n, "tokens_cached": 0,
             "truncated": prompt_n > state.engine.context_tokens, "has_new_line": bool(c and "\n" in c.text),
             "stop_type": kind, "stopping_word": word, "stopped_eos": kind == "eos", "stopped_limit": kind == "limit",
             "stopped_word": kind == "word", "id": c.id if c else req.id,
             "timings": {"prompt_n": prompt_n, "prompt_ms": 0.0, "prompt_per_token_ms": 0.0, "prompt_per_second": 0.0,
-                        "predicted_n": stats["tokens"], "predicted_ms": stats["ms"],
-                        "predicted_per_token_ms": stats["ms"] / max(1, stats["tokens"]),
-                        "predicted_per_second": 1000 * stats["tokens"] / predicted_ms,
+                        "predicted_n": predicted, "predicted_ms": stats["ms"],
+                        "predicted_per_token_ms": stats["ms"] / max(1, predicted),
+                        "predicted_per_second": 1000 * predicted / predicted_ms,
                         "steps": stats["steps"], "forward_passes": stats["forward_passes"]}}
 
 
