@@ -49,6 +49,17 @@ def test_openai_client_streaming(client):
     assert chunks and chunks[-1].choices[0].finish_reason in ("stop", "length")
 
 
+def test_openai_client_streaming_with_usage(client):
+    """stream_options.include_usage: a last chunk with no choices carries the usage, as OpenAI sends it."""
+    chunks = list(client.completions.create(model="quicksilver", prompt=["import os\n", "x = "], max_tokens=6, n=2,
+                                            stream=True, stream_options={"include_usage": True}))
+    assert [len(c.choices) for c in chunks] == [1, 1, 1, 1, 0]
+    assert all(c.usage is None for c in chunks[:-1])
+    usage = chunks[-1].usage
+    assert usage.prompt_tokens > 0 and 0 <= usage.completion_tokens <= 4 * 6
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
 def test_stream_ends_with_done(server):
     with httpx.stream("POST", server["url"] + "/v1/completions", headers=auth(), timeout=60,
                       json={"prompt": "y = 1\n", "max_tokens": 6, "stream": True}) as r:

@@ -27,6 +27,11 @@ MAX_PROMPTS = 2           # prompts in one request; with n ≤ 8, at most 16 com
 Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: StrictBool = False
+
+
 class CompletionBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str = ""
@@ -41,6 +46,8 @@ class CompletionBody(BaseModel):
     n: JsonInt = Field(1, ge=1, le=8)
     seed: OptionalJsonInt = Field(None, ge=0, le=2**53)   # exact in every JSON parser
     stream: StrictBool = False
+    stream_options: StreamOptions | None = Field(None, description="with `stream`: include_usage sends a last chunk "
+                                                                   "with the usage and no choices, as OpenAI does")
     echo: OnlyFalse = Field(False, description="not supported: the prompt is never echoed")
     logprobs: None = Field(None, description="not supported")
     min_confidence: OptionalJsonFloat = Field(None, ge=0, le=1, description=(
@@ -86,7 +93,8 @@ async def completions(body: CompletionBody, http: HttpRequest):
     handles = await submit(state, reqs)   # queued before any answer starts: a full queue is still a 429
     floor = body.min_confidence if body.min_confidence is not None else state.min_confidence
     if body.stream:   # each choice is sent once it is final: see the module's docstring
-        return StreamingResponse(_stream(state, reqs, handles, cid, created, model, floor),
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_stream(state, reqs, handles, cid, created, model, floor, usage),
                                  media_type="text/event-stream")
     results = await complete(state, reqs, handles, "/v1/completions", http)
     if results is None:  # the client disconnected: nobody to answer
@@ -101,13 +109,16 @@ def choice(index: int, c: Completion, hide: bool) -> dict:
             "quicksilver": {"id": c.id, **c.stats, "withheld": hide}}
 
 
-async def _stream(state, reqs, handles, cid, created, model, floor):
+async def _stream(state, reqs, handles, cid, created, model, floor, usage: bool = False):
     def chunk(index, text, reason=None, stats=None):
         data = {"id": cid, "object": "text_completion", "created": created, "model": model,
-                "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": reason}]}
+                "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": reason}],
+                **({"usage": None} if usage else {})}
         if stats is not None:   # a choice's chunk carries its statistics
             data["choices"][0]["quicksilver"] = stats
         return f"data: {json.dumps(data)}\n\n"
+
+    results = []
 
     try:
         for index, (req, handle) in enumerate(zip(reqs, handles)):
@@ -117,7 +128,12 @@ async def _stream(state, reqs, handles, cid, created, model, floor):
                 yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'server_error'}})}\n\n"
                 break
             hide = withheld(c, floor)
+            results.append(c)
             yield chunk(index, "" if hide else c.text, finish_reason(c), {"id": c.id, **c.stats, "withheld": hide})
+        if usage and len(results) == len(reqs):   # stream_options.include_usage: the usage, with no choices
+            last = {"id": cid, "object": "text_completion", "created": created, "model": model, "choices": [],
+                    "usage": _usage(state, reqs, results)}
+            yield f"data: {json.dumps(last)}\n\n"
         yield "data: [DONE]\n\n"
     finally:   # a client that leaves cancels every choice, not only the one being streamed
         for h in handles:
