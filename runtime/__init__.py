@@ -18,7 +18,7 @@
 #    indentation; a kept context serves the next keystroke only if its typed pieces were typed on (`typed_on`).
 # 9: a one-line completion that breaks the file's syntax keeps its longest start that does not, cut between tokens
 #    (before `, ; : ) ] }`, after a closing bracket: `runtime.syntax.keep_valid`), instead of nothing.
-# 10: a result keeps at most the client's max_tokens tokens of new text (a healed token that finishes the typed word
-#    and goes on counts as one; the window's extra slots no longer add to it); text from the first U+FFFD on is
-#    dropped unless the file has one (`cut_broken_character`).
+# 10: a result keeps at most the client's max_tokens tokens of new text where the engine sizes the window (a healed
+#    token that finishes the typed word and goes on counts as one; the window's extra slots no longer add to it);
+#    text from the first U+FFFD on is dropped unless the file has one (`cut_broken_character`).
 DECODING_REVISION = 10

@@ -239,6 +239,9 @@ class Engine:
         window = -(-window // req.window_multiple) * req.window_multiple  # stable while typing: see Request
         window = min(window, self.context_tokens - 2)
         most = max(window, min(req.max_new_tokens + len(healed), self.context_tokens - 2))
+        # the client's cap binds where the engine sized the window (a harness's exact window is its own contract:
+        # an oracle-length middle fills it, the suffix's healed pieces included)
+        cap = req.max_new_tokens if existing is None and req.window is None else None
         ctx = fit(self.tok, prefix, suffix, self.context_tokens - window)
         if req.mode == "completion":
             ctx.suffix = []
@@ -249,7 +252,7 @@ class Engine:
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
             top_p=req.top_p, seed=req.seed, stop=stops_of(req), edit=req.edit if existing is not None else "all",
             forced=forced, eom_bias=req.eom_bias, grow=grow if most > window else 0, max_window=most,
-            max_len=self.context_tokens, max_tokens=req.max_new_tokens if existing is None else None,
+            max_len=self.context_tokens, max_tokens=cap,
             fill_line=existing is None and not (prefix + forced).rsplit("\n", 1)[-1].strip(),
             may_end=None if existing is not None else end_guard(
                 req.language, req.prefix, "" if req.mode == "completion" else req.suffix, req.single_line),

@@ -256,6 +256,9 @@ def test_a_result_never_holds_more_tokens_than_the_client_asked_for(cap):
             c = engine.complete(req)
             assert c.stats["tokens"] <= cap, (typed, multiple, c.text)
             assert len(engine.tok.encode(c.text)) <= cap + 1, (typed, c.text)   # the rest of the typed word, re-spelt
+    # a harness's exact window is its own contract (an oracle length): the cap does not cut it
+    assert engine.denoiser(Request(prefix="x = fo", max_new_tokens=cap, window=cap)).opts.max_tokens is None
+    assert engine.denoiser(Request(prefix="x = fo", max_new_tokens=cap)).opts.max_tokens == cap
 
 
 def writer(d, target: list[int], vocab: int, end: int):
