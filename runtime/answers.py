@@ -52,8 +52,8 @@ class Settings:
         rest of a line once the line has text (its cap, its newline stop). Those are left out, so that typing the
         first characters of a block that was shown keeps it (a user's probe: it vanished at the first letter)."""
         shaped = req.editor
-        return cls(req.mode, req.suffix, tuple(s for s in req.stop if not (shaped and s == "\n")), req.threshold, req.eom_bias,
-                   None if shaped else req.single_line, req.language, req.window, req.block, req.editor,
+        return cls(req.mode, req.suffix, tuple(s for s in req.stop if not (shaped and s == "\n")), req.threshold,
+                   req.eom_bias, None if shaped else req.single_line, req.language, req.window, req.block, req.editor,
                    tuple(req.extra), req.window_multiple)
 
 
