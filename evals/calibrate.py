@@ -4,9 +4,9 @@ Cursors of the editor eval's kinds are drawn from its held-out files with seeds 
 (seed 0 chooses the editors' threshold, seed 1 is the reported run; the calibrator is fitted on 2–9 by default,
 leaving out any cursor at a line those two seeds ask about), each asked as /v1/completions asks (an infill with
 max_tokens 64, no language) and as the editors ask (a line or a block by the cursor, Python's rules), and labelled
-with whether the first line shown is the file's line. A logistic regression of that label on the decoding's features (torch's L-BFGS,
-a little L2) is written beside the model as calibrator.json, with the model file's hash, so the engine uses it
-only for that model.
+with whether the first line shown is the file's line. A logistic regression of that label on the decoding's
+features (torch's L-BFGS, a little L2) is written beside the model as calibrator.json, with the model file's hash,
+so the engine uses it only for that model.
 """
 from __future__ import annotations
 

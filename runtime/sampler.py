@@ -195,6 +195,7 @@ class Denoiser:
         self.done = False
         self.line_filled = not opts.fill_line
         self.cache = None   # the engine's keys/values for the fixed context (opaque here)
+        self.final: list[int] = []   # the result's tokens, set by `finish` (the client's cap applied)
         self.ids[self.start:self.end][self.masked] = special.mask
         self.step_of[self.masked] = -1
         # leading slots given before decoding (healing's typed pieces): fixed, so no step needs their outputs
