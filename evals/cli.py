@@ -18,6 +18,7 @@ EVALS = {
     "commit-rule": ("evals.commit_rule", "a learned commit rule on top of the shipped one, on held-out editor cursors"),
     "length": ("evals.length", "unknown-length policies on held-out middles (a line, a block, a random span) as the API asks"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
+    "edits": ("evals.edits", "planted bugs repaired through a websocket session as clients ask: fixed, harmed, refused"),
 }
 
 
