@@ -6,7 +6,7 @@ import importlib
 EVALS = {
     "humaneval": ("evals.humaneval", "HumanEval completion: pass@1 and pass@k"),
     "infill": ("evals.infill", "HumanEval infilling: single-line, multi-line, random-span"),
-    "compare": ("evals.compare", "diffusion against the autoregressive twin on the same tasks, with a plot"),
+    "compare": ("evals.studies.compare", "diffusion against the autoregressive twin on the same tasks, with a plot"),
     "typing": ("evals.typing", "replay an editing session against the language server: keystroke to ghost text"),
     "report": ("evals.report", "evals/results/*.json → REPORT.md and the learning-curve plot"),
     "load": ("evals.loadtest", "bounded load test of the real server on loopback"),
@@ -16,7 +16,7 @@ EVALS = {
     "imported": ("evals.imported", "an imported diffusion coder's import time, size and speed at a real model's shape (random weights)"),
     "parallel": ("evals.parallel", "tokens per pass on held-out editor cursors, one model against another"),
     "commit-rule": ("evals.commit_rule", "a learned commit rule on top of the shipped one, on held-out editor cursors"),
-    "length": ("evals.length", "unknown-length policies on held-out middles (a line, a block, a random span) as the API asks"),
+    "length": ("evals.studies.length", "unknown-length policies on held-out middles (a line, a block, a random span) as the API asks"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
     "edits": ("evals.edits", "planted bugs repaired through a websocket session as clients ask: fixed, harmed, refused"),
 }
