@@ -22,7 +22,6 @@ import numpy as np
 
 from evals.tasks import load_problems
 from runtime.answers import KeptAnswers
-from runtime.contexts import STALE_TOKENS
 from runtime.engine import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Engine, Request
 from runtime.scheduler import Scheduler
 from runtime.session import load
@@ -135,11 +134,11 @@ COLD_SEED, COLD_PER_KIND = 1, 20
 
 
 def cold_requests(model_dir: Path | None, per_kind: int = COLD_PER_KIND, contexts=COLD_CONTEXTS,
-                  against: Path | None = None, against_mode: str = "now") -> dict:
+                  against: Path | None = None) -> dict:
     """A cold editor request: held-out editor cursors (evals/editor.py, seed 1) asked as every editor path asks
     (runtime.engine.editor_request), each with nothing kept from an earlier request, so the first pass runs the
     whole context. The engine in process, at each context size; the cursors in turn for every size (and, with
-    `against`, of that model decoding as TYPING_MODES[against_mode] says, in turn with the rest)."""
+    `against`, of that model, in turn with the rest)."""
     from evals.editor import cursors, heldout_files
     from runtime.engine import editor_request
     model = load(model_dir)
@@ -147,9 +146,7 @@ def cold_requests(model_dir: Path | None, per_kind: int = COLD_PER_KIND, context
     engines = {("", n): Engine(model, context_tokens=n) for n in contexts}
     if against is not None:
         other = load(against)
-        engines.update({("against", n): Engine(other, context_tokens=n,
-                                               narrow_given=TYPING_MODES[against_mode]["narrow_given"])
-                        for n in contexts})
+        engines.update({("against", n): Engine(other, context_tokens=n) for n in contexts})
     rows = {key: [] for key in engines}
     for c in points:
         for key, engine in engines.items():
@@ -163,7 +160,7 @@ def cold_requests(model_dir: Path | None, per_kind: int = COLD_PER_KIND, context
     out = {"cursors": len(points), "seed": COLD_SEED, "model_sha256": model.card["files"].get(model.model_file, ""),
            "contexts": {}}
     if against is not None:
-        out["against"] = {"model": str(against), "mode": against_mode, "contexts": {},
+        out["against"] = {"model": str(against), "contexts": {},
                           "model_sha256": other.card["files"].get(other.model_file, "")}
     for (which, n), rs in rows.items():
         for shape, these in (("line", [r for r in rs if not r["block"]]), ("block", [r for r in rs if r["block"]])):
@@ -302,9 +299,6 @@ def add_arguments(p) -> None:
     p.add_argument("--against", type=Path,
                    help="typing replay: also type every line against this model directory (a server of its own); "
                         "--cold: also ask every cursor of it, in turn")
-    p.add_argument("--against-mode", default="now", choices=["now", "typed pieces in every pass"],
-                   help="typing replay: how the --against server decodes (a TYPING_MODES name; 'typed pieces in every "
-                        "pass' with the graph before model/graph.py's rewrite is decoding revision 6)")
     p.add_argument("--thresholds", type=lambda t: [float(x) for x in t.split(",")],
                    help="only the typing replay's keystrokes in process, at each of these commit thresholds (e.g. "
                         "0.9,0.7): an engine each, keystroke by keystroke in turn (ratios in one run)")
@@ -314,14 +308,8 @@ def add_arguments(p) -> None:
 
 
 # what the replay compares, in one run: the engine as shipped; the same decoding every keystroke (no answer typed
-# through: runtime/answers.py); and with the typed line decoded token by token and only identical contexts reused
-# (the engine before decoding revision 5, but for parallel ends and line counts)
-TYPING_MODES = {"now": {"prefill": True, "stale_tokens": STALE_TOKENS, "narrow_given": True, "type_through": True},
-                "decoded every keystroke": {"prefill": True, "stale_tokens": STALE_TOKENS, "narrow_given": True,
-                                            "type_through": False},
-                "typed pieces in every pass": {"prefill": True, "stale_tokens": STALE_TOKENS, "narrow_given": False,
-                                               "type_through": False},
-                "token-by-token": {"prefill": False, "stale_tokens": -1, "narrow_given": True, "type_through": False}}
+# through: runtime/answers.py)
+TYPING_MODES = {"now": {"type_through": True}, "decoded every keystroke": {"type_through": False}}
 
 
 def run_typing(args) -> dict:
@@ -329,17 +317,14 @@ def run_typing(args) -> dict:
     servers = {mode: local_server(args.model) for mode in ("now",)}
     modes = tuple(TYPING_MODES)
     if args.against:   # another model: its own server, its lines typed in turn with the rest
-        servers[f"{args.against_mode}, {args.against.name}"] = local_server(args.against)
-        modes += (f"{args.against_mode}, {args.against.name}",)
+        servers[f"now, {args.against.name}"] = local_server(args.against)
+        modes += (f"now, {args.against.name}",)
 
     def configure(mode: str) -> None:
         srv = servers.get(mode, servers["now"])[0]
         engine = srv.config.app.state.engine
         engine.clear_cache()
         settings = TYPING_MODES[mode if mode in TYPING_MODES else mode.rsplit(", ", 1)[0]]
-        engine.prefill = settings["prefill"]
-        engine.kept.stale_tokens = settings["stale_tokens"]
-        engine.narrow_given = settings["narrow_given"]
         engine.answers = KeptAnswers(engine.count_tokens) if settings["type_through"] else None
     try:
         out = typing_replay(servers["now"][1], typing_lines(args.lines), configure, modes,
@@ -361,8 +346,7 @@ def run_typing(args) -> dict:
 
 
 def against_flags(args) -> str:
-    return (f" --against {args.against}" if args.against else "") + \
-        (f" --against-mode '{args.against_mode}'" if args.against and args.against_mode != "now" else "")
+    return f" --against {args.against}" if args.against else ""
 
 
 def write(args, out: dict) -> None:
@@ -374,10 +358,10 @@ def write(args, out: dict) -> None:
 def run(args) -> None:
     json_flag = f" --json {args.json}" if args.json else ""
     if args.cold:
-        out = {"cold": cold_requests(args.model, against=args.against, against_mode=args.against_mode),
+        out = {"cold": cold_requests(args.model, against=args.against),
                "command": "quicksilver bench --cold" + (f" --model {args.model}" if args.model else "")
                + against_flags(args) + json_flag}
-        for which, res in (("", out["cold"]), (f" ({args.against}, {args.against_mode})", out["cold"].get("against"))):
+        for which, res in (("", out["cold"]), (f" ({args.against})", out["cold"].get("against"))):
             for n, shapes in (res or {"contexts": {}})["contexts"].items():
                 for shape, m in shapes.items():
                     print(f"cold editor {shape} at {n} context{which}: {m['requests']} requests, p50 {m['p50_ms']:.0f} "

@@ -69,7 +69,10 @@ class RemoteBackend:
                     fut.set_result(msg)
                 elif msg["type"] == "cancelled":
                     fut.set_result(None)
-                elif msg["type"] == "error":   # the server refused this request (a bad value, a harmful edit)
+                elif msg["type"] == "error" and msg.get("refused"):   # an edit runtime/verify.py did not pass
+                    fut.set_result({"text": "", "stats": {"refused": msg.get("message", ""), "tokens": 0, "ms": 0.0,
+                                                          "stop_reason": "refused"}})
+                elif msg["type"] == "error":   # the server refused this request (a bad value)
                     fut.set_exception(ValueError(msg.get("message", "the server refused the request")))
         except Exception as e:  # the connection is gone: fail what waits, reconnect on the next request
             log.warning("connection to %s lost: %s", self.url, e)

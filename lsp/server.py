@@ -36,7 +36,8 @@ OTHER_FILE_CHARS = 8000  # engine keeps them only while its context has room (an
 CACHE_ENTRIES = 64
 ACCEPT, REJECT, EDIT_BLOCK = "quicksilver/accept", "quicksilver/reject", "quicksilver/editBlock"
 EDIT_COMMAND = "quicksilver.editBlock"
-ACTIONS = {"complete": "Complete block", "rewrite": "Rewrite block", "repair": "Repair block"}
+ACTIONS = {"complete": "Complete block", "rewrite": "Rewrite block", "repair": "Repair block"}   # editBlock's modes
+OFFERED = ("complete", "repair")   # the code actions: a rewrite was refused nearly always (evals/results/edits.json)
 SHOWN, ACCEPTED, DISMISSED = "shown", "accepted", "dismissed"   # the event names the server's store accepts
 SHUTDOWN_DRAIN_S = 5   # how long shutdown waits for telemetry still on its way
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can carry half a UTF-16 pair; it is not Unicode text
@@ -113,6 +114,10 @@ class DocumentError(ValueError):
     """A request names a document the server will not read: not opened by the client, or not valid Unicode."""
 
 
+class Refused(Exception):
+    """The model's edit did not pass runtime/verify.py: nothing is offered, and the message says why."""
+
+
 def document(ls: LanguageServer, uri: str):
     """A document the client opened (didOpen, kept current by didChange). Never pygls' get_text_document, which
     reads the file at an unopened URI from disk: with --tcp any peer could read any file that way."""
@@ -172,9 +177,12 @@ async def run_request(ls: QuicksilverServer, uri: str, req: Request) -> Completi
             del ls.running[uri]
 
 
-async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position) -> tuple[str, str] | None:
-    """(completion id, text) at the cursor: from the cache when the user is typing into a shown completion. The
-    caller returns it to the client, so it counts as shown."""
+async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position,
+                      explicit: bool = False) -> tuple[str, str, float | None] | None:
+    """(completion id, text, confidence) at the cursor: from the cache when the user is typing into a shown
+    completion. An automatic request shows nothing below the confidence floor; an explicit one (the user asked)
+    shows the model's best answer whatever its confidence. The caller returns it to the client, so it counts as
+    shown."""
     try:
         prefix, suffix, single, language = cursor_context(ls, uri, position)
     except DocumentError as e:
@@ -182,6 +190,7 @@ async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position) -
         return None
     if (hit := ls.cache.get(uri, prefix, suffix)) is not None:
         log.info("completion %s served from the cache", hit[0])
+        hit = (*hit, None)
     else:
         try:
             result = await run_request(ls, uri, build_request(prefix, suffix, single, language,
@@ -192,13 +201,22 @@ async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position) -
         if result is None or not result.text.strip():
             return None
         floor = editor_min_confidence(result) if ls.min_confidence is None else ls.min_confidence
-        if withheld(result, floor):   # nothing rather than noise
-            log.info("completion %s withheld: confidence %.2f < %.2f", result.id, result.stats["confidence"], floor)
-            return None
-        ls.cache.put(uri, prefix, suffix, result.id, result.text)
-        hit = result.id, result.text
+        if withheld(result, floor):   # nothing rather than noise, unless the user asked
+            log.info("completion %s %s: confidence %.2f < %.2f", result.id, "shown as asked" if explicit else
+                     "withheld", result.stats["confidence"], floor)
+            if not explicit:
+                return None
+        else:
+            ls.cache.put(uri, prefix, suffix, result.id, result.text)
+        hit = result.id, result.text, result.stats["confidence"]
     send_event(ls, SHOWN, hit[0])
     return hit
+
+
+def invoked(context: lsp.CompletionContext | None) -> bool:
+    """Whether the user asked for a completion (Neovim's omnifunc sends no context: <C-x><C-o> is asking) rather
+    than a trigger character or a re-filter while typing."""
+    return context is None or context.trigger_kind == lsp.CompletionTriggerKind.Invoked
 
 
 def send_event(ls: QuicksilverServer, event: str, cid: str) -> None:
@@ -237,13 +255,13 @@ async def block_edit(ls: QuicksilverServer, uri: str, rng: lsp.Range | None, pos
     result = await run_request(ls, uri, req)
     if result is None:
         return None
-    if result.stats.get("refused"):   # it would delete most of the block or break the file: say so, change nothing
-        raise ValueError(result.stats["refused"])
+    if result.stats.get("refused"):   # runtime/verify.py's verdict: say why, change nothing
+        raise Refused(result.stats["refused"])
     new = result.text
     if mode != "complete" and block.endswith("\n") and not new.endswith("\n"):
         new += "\n"
     edit_range = lsp.Range(start=doc.client_position_at_offset(start), end=doc.client_position_at_offset(end))
-    return result.id, lsp.TextEdit(range=edit_range, new_text=new), version
+    return result.id, lsp.TextEdit(range=edit_range, new_text=new), version, result.stats.get("change", "")
 
 
 CONFIRM = "quicksilver"   # the change annotation a model's edit carries
@@ -270,35 +288,43 @@ def create_server(backend, cache: bool = True, min_confidence: float | None = No
 
     @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions())
     async def inline_completion(ls: QuicksilverServer, params: lsp.InlineCompletionParams):
-        got = await complete_at(ls, params.text_document.uri, params.position)
+        explicit = params.context.trigger_kind == lsp.InlineCompletionTriggerKind.Invoked
+        got = await complete_at(ls, params.text_document.uri, params.position, explicit)
         if got is None:
             return lsp.InlineCompletionList(items=[])
-        cid, text = got
+        cid, text, _ = got
         here = lsp.Range(start=params.position, end=params.position)
         return lsp.InlineCompletionList(items=[lsp.InlineCompletionItem(
             insert_text=text, range=here, command=lsp.Command(title="accepted", command=ACCEPT, arguments=[cid]))])
 
     @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(trigger_characters=[".", "(", " "]))
     async def completion(ls: QuicksilverServer, params: lsp.CompletionParams):
-        got = await complete_at(ls, params.text_document.uri, params.position)
+        got = await complete_at(ls, params.text_document.uri, params.position, invoked(params.context))
         if got is None:
             return lsp.CompletionList(is_incomplete=True, items=[])
-        cid, text = got
+        cid, text, confidence = got
         here = lsp.Range(start=params.position, end=params.position)
         label = text.strip().split("\n", 1)[0][:60]
+        detail = "quicksilver" + (f" · confidence {confidence:.2f}" if confidence is not None else "")
         return lsp.CompletionList(is_incomplete=True, items=[lsp.CompletionItem(
-            label=label, kind=lsp.CompletionItemKind.Snippet, detail="quicksilver", data={"id": cid},
+            label=label, kind=lsp.CompletionItemKind.Snippet, detail=detail, data={"id": cid},
             filter_text=text, insert_text_format=lsp.InsertTextFormat.PlainText,
             text_edit=lsp.TextEdit(range=here, new_text=text),
             command=lsp.Command(title="accepted", command=ACCEPT, arguments=[cid]))])
 
     @server.feature(lsp.TEXT_DOCUMENT_CODE_ACTION, lsp.CodeActionOptions(
-        code_action_kinds=[lsp.CodeActionKind.RefactorRewrite]))
-    def code_actions(ls: QuicksilverServer, params: lsp.CodeActionParams):
+        code_action_kinds=[lsp.CodeActionKind.RefactorRewrite, lsp.CodeActionKind.QuickFix]))
+    async def code_actions(ls: QuicksilverServer, params: lsp.CodeActionParams):
+        """Complete block, as a command; asked for (not a light bulb's automatic request), a verified repair of
+        the block with its change in the title, or none."""
         uri, rng = params.text_document.uri, ls.protocol._converter.unstructure(params.range)
-        return [lsp.CodeAction(title=f"quicksilver: {title}", kind=lsp.CodeActionKind.RefactorRewrite,
-                               command=lsp.Command(title=title, command=EDIT_COMMAND, arguments=[uri, rng, mode]))
-                for mode, title in ACTIONS.items()]
+        actions = [lsp.CodeAction(title=f"quicksilver: {ACTIONS[mode]}", kind=lsp.CodeActionKind.RefactorRewrite,
+                                  command=lsp.Command(title=ACTIONS[mode], command=EDIT_COMMAND,
+                                                      arguments=[uri, rng, mode])) for mode in OFFERED[:1]]
+        if params.context.trigger_kind != lsp.CodeActionTriggerKind.Automatic and \
+                (repair := await offered_repair(ls, uri, params.range)) is not None:
+            actions.append(repair)
+        return actions
 
     @server.command(EDIT_COMMAND)
     async def edit_command(ls: QuicksilverServer, *args):
@@ -309,16 +335,18 @@ def create_server(backend, cache: bool = True, min_confidence: float | None = No
         r = ls.protocol._converter.structure(vars_of(rng), lsp.Range)
         try:
             got = await block_edit(ls, uri, r, None, mode, instruction)
+        except Refused as e:
+            return refused(ls, mode, str(e), {"applied": False})
         except ValueError as e:
             raise JsonRpcInvalidParams(str(e))
         if got is None:
             return {"applied": False}
-        cid, edit, version = got
-        label = f"quicksilver: {ACTIONS[mode]}"
+        cid, edit, version, change = got
+        label = f"quicksilver: {ACTIONS[mode]}" + (f": {change}" if change else "")
         answer = await ls.workspace_apply_edit_async(lsp.ApplyWorkspaceEditParams(
             edit=offered_edit(ls, uri, edit, version, label), label=label))
         log.info("block edit %s (%s) applied: %s", cid, mode, answer.applied)
-        return {"applied": answer.applied, "id": cid}
+        return {"applied": answer.applied, "id": cid, "change": change}
 
     @server.feature(EDIT_BLOCK)
     async def edit_block(ls: QuicksilverServer, params):
@@ -339,12 +367,14 @@ def create_server(backend, cache: bool = True, min_confidence: float | None = No
             raise JsonRpcInvalidParams(f"{EDIT_BLOCK} needs a range or a position")
         try:
             got = await block_edit(ls, uri, rng, pos, mode, field(params, "instruction") or "")
+        except Refused as e:
+            return refused(ls, mode, str(e), {"refused": str(e)})
         except ValueError as e:
             raise JsonRpcInvalidParams(str(e))
         if got is None:
             return None
-        cid, edit, version = got
-        return {"id": cid, "edit": conv.unstructure(edit), "version": version}
+        cid, edit, version, change = got
+        return {"id": cid, "edit": conv.unstructure(edit), "version": version, "change": change}
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: QuicksilverServer, params: lsp.DidChangeTextDocumentParams):
@@ -368,6 +398,29 @@ def create_server(backend, cache: bool = True, min_confidence: float | None = No
             await asyncio.wait(ls.sending, timeout=SHUTDOWN_DRAIN_S)
 
     return server
+
+
+async def offered_repair(ls: QuicksilverServer, uri: str, rng: lsp.Range) -> lsp.CodeAction | None:
+    """The repair of the block at `rng` as a code action carrying its edit, titled with what it changes; None when
+    the model changes nothing or runtime/verify.py refuses what it changes (one line in the log)."""
+    try:
+        got = await block_edit(ls, uri, rng if rng.start != rng.end else None, rng.start, "repair")
+    except (Refused, ValueError) as e:
+        log.info("no repair offered at %s: %s", uri, e)
+        return None
+    if got is None:
+        return None
+    cid, edit, version, change = got
+    title = f"quicksilver: Repair: {change}"
+    return lsp.CodeAction(title=title, kind=lsp.CodeActionKind.QuickFix,
+                          edit=offered_edit(ls, uri, edit, version, title))
+
+
+def refused(ls: QuicksilverServer, mode: str, why: str, answer: dict) -> dict:
+    """A refused edit: one line in the log, the reason shown to the user, `answer` to the request."""
+    log.info("%s refused: %s", ACTIONS[mode], why)
+    ls.window_show_message(lsp.ShowMessageParams(type=lsp.MessageType.Info, message=f"quicksilver: {why}"))
+    return answer
 
 
 def field(obj, name: str):

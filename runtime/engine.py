@@ -11,7 +11,7 @@ import numpy as np
 from runtime.answers import Answered, KeptAnswers, answered_stats
 from runtime.confidence import Calibrator, features
 from runtime.context import fit
-from runtime.contexts import STALE_TOKENS, ContextCache, KeptContexts
+from runtime.contexts import ContextCache, KeptContexts, canonical_key, canonical_window
 from runtime.postprocess import heal
 from runtime.frames import Frame, Result
 from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, SamplerOptions
@@ -179,19 +179,15 @@ def stops_of(req: Request) -> tuple[str, ...]:
 
 
 class Engine:
-    """Requests → denoising → completions. With a cache-capable graph (`kv_cache`), a request's first pass runs
-    the whole sequence and keeps the keys/values of everything outside the block being decoded; later passes run
-    only that block against them (Fast-dLLM's approximate dual cache: the context does not see newly committed
-    tokens until a refresh — at each new block, and every `refresh_every` steps if set). Contexts are also kept
-    across requests: the same context and window (a retry, the next keystroke inside a token, another sample)
-    skips the full pass altogether, and the same prefix and suffix around a window changed in at most
-    `stale_tokens` slots (the next keystroke) reuses the kept context with its suffix keys rotated to their new
-    positions — the same approximation, across requests."""
+    """Requests → denoising → completions. With a cache-capable graph (`kv_cache`), a request's context (prefix and
+    suffix) is computed once, beside a window of mask slots, and kept across requests (runtime/contexts.py: the
+    same code around the cursor's line, the same keys/values, whatever was typed on it or asked before); each step
+    runs only the block being decoded against it (Fast-dLLM's approximate dual cache: the context does not see the
+    window's tokens). A new block, or `refresh_every` steps if set, recomputes the whole sequence."""
 
     def __init__(self, model: LoadedModel, context_tokens: int = DEFAULT_CONTEXT_TOKENS, kv_cache: bool = True,
-                 refresh_every: int = REFRESH_EVERY, prefill: bool = True,
-                 stale_tokens: int = STALE_TOKENS, windows: dict | None = None, grow: dict | None = None,
-                 narrow_given: bool = True, type_through: bool = True):
+                 refresh_every: int = REFRESH_EVERY, windows: dict | None = None,
+                 grow: dict | None = None, type_through: bool = True):
         self.model, self.tok = model, model.tokenizer
         self.special = SpecialIds.from_tokenizer(self.tok, model.vocab)
         self.shift = model.conventions.shift   # 1: the logits at position i predict slot i + 1 (runtime/conventions.py)
@@ -199,11 +195,8 @@ class Engine:
         self.context_tokens = min(context_tokens, self.max_len)
         self.kv_cache = kv_cache and model.cached
         self.refresh_every = refresh_every
-        self.prefill = prefill   # False: healed text is decoded token by token (the old way; kept to compare)
-        self.narrow_given = narrow_given   # False: the typed pieces run in every window pass (revision 6; to compare)
         self.windows, self.grow = windows or WINDOWS, grow or GROW   # the unknown-length policy (evals compare others)
-        self.kept = KeptContexts(self.special.mask, model.conventions.rope_theta, stale_tokens,
-                                 rope_pairs=model.conventions.rope_pairs)
+        self.kept = KeptContexts()   # canonical contexts (runtime/contexts.py): same request, same keys/values
         # runtime/answers.py; None: decode every request
         self.answers = KeptAnswers(self.count_tokens) if type_through else None
         self.calibrator = Calibrator.load(model.model_dir, model.card.get("files", {}).get(model.model_file, ""))
@@ -260,7 +253,7 @@ class Engine:
         init, masked = None, None
         if existing is not None:
             init = (existing + [self.special.eom] * window)[:window]
-        elif self.prefill and (cut := self.tok.last_word_start(forced)) > 0 and \
+        elif (cut := self.tok.last_word_start(forced)) > 0 and \
                 len(fixed := self.tok.encode(forced[:cut])) < window:
             # healing in one pass: the tokens the typed text already fixes (every pre-tokenizer piece but the
             # last, which typing may still extend) are written into the window as committed; only the last
@@ -268,6 +261,9 @@ class Engine:
             init = fixed + [self.special.mask] * (window - len(fixed))
             masked = np.arange(window) >= len(fixed)
         d = Denoiser(ctx.prefix, init, ctx.suffix, opts, self.special, self.tok.decode, masked)
+        if existing is None and opts.block >= window:   # a kept context serves it (an edit's window is its block)
+            d.context_window = canonical_window(window, self.max_len - len(ctx.prefix) - len(ctx.suffix))
+            d.context_key = canonical_key(d.ids[:d.start + d.given_lead], d.ids[d.end:], d.context_window)
         d.stats.tokenize_ms = 1000 * (time.perf_counter() - t0)
         d.stats.extra_tokens = len(extra)
         return d
@@ -294,7 +290,7 @@ class Engine:
             return d.completion
         res: Result = d.result()
         text = postprocess(req, res.text, res.stats.stop_reason, res.stats.confidence)
-        why = harm(req, text)
+        verdict = harm(req, text)
         d.stats.post_ms = 1000 * (time.perf_counter() - t0)
         stats = vars(res.stats).copy()
         stats["calibrated"] = self.calibrator is not None and req.mode != "edit"
@@ -302,8 +298,10 @@ class Engine:
             suffix = req.suffix if req.mode == "infill" else ""
             stats["confidence"] = self.calibrator(features(d.generated_probs, text, res.text, req.prefix, suffix,
                                                            res.stats.stop_reason))
-        if why is not None:   # never offered: the front ends report why instead
-            text, stats["refused"] = "", why
+        if verdict is not None:   # an edit: what it changes, or why it is never offered (the front ends say so)
+            stats["change"] = verdict.summary
+            if not verdict.ok:
+                text, stats["refused"] = "", verdict.why
         c = Completion(req.id, text, res.text, stats)
         if self.answers is not None:
             self.answers.keep(req, text, stats, editor_min_confidence(c))
@@ -339,19 +337,18 @@ class Engine:
 
     def region(self, d: Denoiser) -> tuple[int, int]:
         """The positions a window pass must run for `d`: its active block, less the slots given before decoding
-        (healing's typed pieces), whose keys/values join the cached context after the request's first pass —
-        the approximation the context cache makes for the prefix, for a few more tokens (`narrow_given`)."""
+        (healing's typed pieces), whose keys/values join the context after they first ran."""
         lo, hi = d.active()
-        return (max(lo, d.start + d.given_lead) if self.narrow_given else lo), hi
+        return max(lo, d.start + d.given_lead), hi
 
     def _forward(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
         if not self.kv_cache:
             return self._full(denoisers)
+        if not self.refresh_every:
+            self._contexts([d for d in denoisers if d.cache is None and d.context_key and d.stats.forward_passes == 0])
         out: dict[int, np.ndarray] = {}
         full, window = [], []
         for d in denoisers:
-            if d.cache is None and d.stats.forward_passes == 0:
-                d.cache = self.kept.find(d)
             (lo, hi), c = self.region(d), d.cache
             # a cache whose region starts earlier (a kept context: the whole window) serves, and is narrowed
             refresh = c is None or c.region[1] != hi or not d.active()[0] <= c.region[0] <= lo or (
@@ -363,8 +360,40 @@ class Engine:
             out.update(zip(map(id, window), self._window(window)))
         return [out[id(d)] for d in denoisers]
 
+    def _contexts(self, denoisers: list[Denoiser]) -> None:
+        """Each new request's canonical context (runtime/contexts.py), kept or computed now in one batched full
+        pass over prefix + mask slots + suffix, moved to the request's window: its first step is a window pass
+        either way, so what it gets never depends on what was asked before."""
+        made: dict[bytes, ContextCache] = {}
+        todo = [d for d in denoisers if self.kept.get(d.context_key) is None]
+        todo = list({d.context_key: d for d in todo}.values())
+        if todo:
+            s, mask = self.shift, self.special.mask
+            seqs = [np.concatenate([d.ids[:d.start + d.given_lead],
+                                    np.full(d.context_window - d.given_lead, mask, np.int64), d.ids[d.end:]])
+                    for d in todo]
+            T = max(len(q) for q in seqs)
+            ids = np.full((len(seqs), T), self.tok.pad_id, np.int64)
+            attend = np.zeros((len(seqs), T), bool)
+            for i, q in enumerate(seqs):
+                ids[i, :len(q)], attend[i, :len(q)] = q, True
+            positions = np.broadcast_to(np.arange(T, dtype=np.int64), ids.shape)
+            empty = self.model.empty_cache(len(seqs))
+            _, keys, values = self.model.forward_kv(ids, positions, attend, empty, empty, T - 1)
+            for i, (d, q) in enumerate(zip(todo, seqs)):
+                lo, hi = d.start + d.given_lead, d.start + d.context_window
+                keep = np.r_[0:lo - s, hi:len(q)]
+                made[d.context_key] = ContextCache(keys[:, i:i + 1, :, keep], values[:, i:i + 1, :, keep], (lo, hi), s)
+                self.kept.keep(d.context_key, made[d.context_key])
+                d.stats.forward_passes += 1   # its own pass, though no step
+        for d in denoisers:
+            if (c := made.get(d.context_key)) is None:
+                c, d.stats.context_reused = self.kept.get(d.context_key), True
+            d.cache = c.moved((c.region[0], d.end), self.model.conventions.rope_theta, self.model.conventions.rope_pairs)
+
     def _full(self, denoisers: list[Denoiser]) -> list[np.ndarray]:
-        """The whole sequences, right-padded; with a cache-capable graph, their contexts' keys/values are kept."""
+        """The whole sequences, right-padded; with a cache-capable graph, their contexts' keys/values are kept for
+        the request's next steps."""
         seqs = [d.inputs() for d in denoisers]
         T = max(len(s) for s in seqs)
         ids = np.full((len(seqs), T), self.tok.pad_id, np.int64)
@@ -381,10 +410,7 @@ class Engine:
             for i, (d, s) in enumerate(zip(denoisers, seqs)):
                 lo, hi = d.active()
                 keep = np.r_[0:lo - self.shift, hi:len(s)]
-                d.cache = ContextCache(keys[:, i:i + 1, :, keep], values[:, i:i + 1, :, keep], (lo, hi),
-                                       s[d.start:d.end].copy(), self.shift)
-                if d.stats.forward_passes == 0:
-                    self.kept.keep(d, d.cache)
+                d.cache = ContextCache(keys[:, i:i + 1, :, keep], values[:, i:i + 1, :, keep], (lo, hi), self.shift)
                 if (given := self.region(d)[0]) > lo:
                     part = np.s_[:, i:i + 1, :, lo - self.shift:given - self.shift]
                     d.cache = d.cache.narrowed(given, keys[part], values[part])

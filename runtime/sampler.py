@@ -195,6 +195,7 @@ class Denoiser:
         self.done = False
         self.line_filled = not opts.fill_line
         self.cache = None   # the engine's keys/values for the fixed context (opaque here)
+        self.context_key, self.context_window = b"", 0   # the engine's kept context for it (opaque here)
         self.final: list[int] = []   # the result's tokens, set by `finish` (the client's cap applied)
         self.ids[self.start:self.end][self.masked] = special.mask
         self.step_of[self.masked] = -1

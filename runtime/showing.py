@@ -1,19 +1,17 @@
 """Generated text → what the front ends show: `postprocess` (healing undone, repeats and suffix echoes dropped, one
 line when asked, the cursor's scope, never a completion that breaks a valid file), `shape` (its editor-facing
-part, also applied to a remote server's text) and `harm` (why an edit's rewrite must not be offered). The text
+part, also applied to a remote server's text) and `harm` (runtime/verify.py's verdict on an edit). The text
 rules themselves are runtime/postprocess.py's; the syntax ones runtime/syntax.py's."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from runtime.postprocess import SURE_REPEAT, clean_completion, drop_unwritten_indent, line_end, unheal_end
-from runtime.syntax import error_count, keep_valid, trim_to_scope
+from runtime.syntax import keep_valid, trim_to_scope
+from runtime.verify import Verdict, check_edit
 
 if TYPE_CHECKING:
     from runtime.engine import Request
-
-EDIT_MIN_KEPT = 0.5               # a rewrite keeping less than this share of its block's text is not offered
-
 
 def postprocess(req: Request, text: str, stop_reason: str, confidence: float = 0.0) -> str:
     """Generated text → what the front ends show: healing undone, suffix repeats dropped, one line when asked; with
@@ -27,19 +25,14 @@ def postprocess(req: Request, text: str, stop_reason: str, confidence: float = 0
                                        sure=confidence >= SURE_REPEAT))
 
 
-def harm(req: Request, text: str) -> str | None:
-    """Why an edit's result must not be offered: it deletes most of its block, or breaks a file that parsed.
-    None for every other result (and for an edit that does neither)."""
+def harm(req: Request, text: str) -> Verdict | None:
+    """For an edit, runtime/verify.py's verdict on its result: whether it may be offered (it parses where the file
+    did, adds no undefined name, renames nothing used elsewhere, and a repair changes a few tokens) and what it
+    changes. None for a completion."""
     if req.mode != "edit":
         return None
-    old, new = req.existing.strip(), text.strip()
-    if len(new) < EDIT_MIN_KEPT * len(old):
-        return (f"the model's rewrite would delete most of the block ({len(old)} → {len(new)} characters): "
-                "not offered")
-    if req.language and error_count(req.language, req.prefix + req.existing + req.suffix) == 0 and \
-            error_count(req.language, req.prefix + text + req.suffix) > 0:
-        return "the model's rewrite would break a file that parses: not offered"
-    return None
+    return check_edit(req.prefix, req.existing, text, req.suffix, req.language,
+                      "repair" if req.edit == "repair" else "rewrite")
 
 
 def shape(req: Request, text: str) -> str:

@@ -125,7 +125,7 @@ def parse(raw: str):
         if first["type"] == "json_invalid":
             try:
                 json.loads(raw)   # Python's parser takes what pydantic's refuses: lone surrogates
-            except ValueError:
+            except (ValueError, RecursionError):   # RecursionError: nested deeper than Python's parser goes
                 raise ProtocolError(f"not JSON: {first['ctx'].get('error', first['msg'])}") from None
             raise ProtocolError("the message holds a lone surrogate (half a UTF-16 pair): send valid Unicode") from None
         where = ".".join(str(x) for x in first["loc"][1:]) or "message"
@@ -249,9 +249,10 @@ class Session:
                         gone = self.closed or item.stats["stop_reason"] == "shutdown"
                         self.store.save_edit(self.id, req.id, start, end, old, "", "interrupted" if gone else "cancelled")
                         await self.send({"type": "cancelled", "request_id": req.id})
-                    elif item.stats.get("refused"):   # an edit that would delete most of its range or break the file
+                    elif item.stats.get("refused"):   # an edit runtime/verify.py does not let through: why
                         self.store.save_edit(self.id, req.id, start, end, old, "", "refused")
-                        await self.send({"type": "error", "request_id": req.id, "message": item.stats["refused"]})
+                        await self.send({"type": "error", "request_id": req.id, "message": item.stats["refused"],
+                                         "refused": True})
                     else:
                         self.store.save_edit(self.id, req.id, start, end, old, item.text, "proposed")
                         await self.send({"type": "result", "request_id": req.id, "text": item.text, "version": version,

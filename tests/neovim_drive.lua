@@ -2,7 +2,9 @@
 local out = os.getenv("QS_OUT")
 local root = os.getenv("QS_ROOT")
 vim.opt.rtp:append(root .. "/lsp/clients/neovim")
-require("quicksilver").setup({ cmd = { os.getenv("QS_PYTHON"), "-m", "runtime.cli", "lsp", "--log-file", out .. ".log", "--min-confidence", "0" } })
+local cmd = { os.getenv("QS_PYTHON"), "-m", "runtime.cli", "lsp", "--log-file", out .. ".log" }
+for arg in string.gmatch(os.getenv("QS_ARGS") or "", "%S+") do table.insert(cmd, arg) end
+require("quicksilver").setup({ cmd = cmd })
 vim.cmd("filetype on")
 vim.cmd("edit " .. os.getenv("QS_FILE"))
 local function client()
@@ -17,7 +19,9 @@ if not ok then
   vim.fn.writefile({ vim.fn.json_encode({ error = "the language server did not start" }) }, out)
   vim.cmd("qa!")
 end
-local params = { textDocument = { uri = vim.uri_from_bufnr(0) }, position = { line = 5, character = 4 } }
+-- what the omnifunc (<C-x><C-o>) sends: the position, no completion context
+local params = { textDocument = { uri = vim.uri_from_bufnr(0) },
+                 position = { line = tonumber(os.getenv("QS_LINE")), character = tonumber(os.getenv("QS_CHAR")) } }
 local results = vim.lsp.buf_request_sync(0, "textDocument/completion", params, 120000)
 local items = {}
 for _, r in pairs(results or {}) do

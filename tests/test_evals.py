@@ -89,13 +89,12 @@ def test_infill_command_on_the_tiny_model(tiny_model_dir, tmp_path):
 
 def test_bench_cold_editor_requests_on_the_tiny_model(tiny_model_dir):
     from evals.bench import cold_requests
-    out = cold_requests(tiny_model_dir, per_kind=2, contexts=(128, 256), against=tiny_model_dir,
-                        against_mode="typed pieces in every pass")
+    out = cold_requests(tiny_model_dir, per_kind=2, contexts=(128, 256), against=tiny_model_dir)
     assert out["cursors"] == 6 and set(out["contexts"]) == set(out["against"]["contexts"]) == {"128", "256"}
     for shapes in (*out["contexts"].values(), *out["against"]["contexts"].values()):
         assert sum(m["requests"] for m in shapes.values()) == 6
         assert all(m["p50_ms"] > 0 and m["passes_p50"] >= 1 for m in shapes.values())
-    assert out["against"]["mode"] == "typed pieces in every pass" and out["against"]["model"] == str(tiny_model_dir)
+    assert out["against"]["model"] == str(tiny_model_dir)
 
 
 def test_bench_on_the_tiny_model(tiny_model_dir):
@@ -343,27 +342,25 @@ def test_heldout_cursor_files_come_from_the_frozen_list(tmp_path, monkeypatch):
     assert editor.heldout_files() == ["scanned"]
 
 
-@pytest.mark.parametrize("against_mode", ["now", "typed pieces in every pass"])
-def test_bench_typing_replay_types_each_line_against_a_second_model(tiny_model_dir, tmp_path, against_mode):
+def test_bench_typing_replay_types_each_line_against_a_second_model(tiny_model_dir, tmp_path):
     import argparse
     from evals.bench import add_arguments, run
     p = argparse.ArgumentParser()
     add_arguments(p)
     out_path = tmp_path / "replay.json"
     run(p.parse_args(["--typing", "--model", str(tiny_model_dir), "--against", str(tiny_model_dir), "--lines", "1",
-                      "--against-mode", against_mode, "--json", str(out_path)]))
+                      "--json", str(out_path)]))
     out = json.loads(out_path.read_text())
     t = out["typing"]
-    modes = ["now", "decoded every keystroke", "typed pieces in every pass", "token-by-token",
-             f"{against_mode}, {tiny_model_dir.name}"]
+    modes = ["now", "decoded every keystroke", f"now, {tiny_model_dir.name}"]
     assert list(t["modes"]) == modes and t["lines"] == 1
-    assert all(t["modes"][m]["typed_through"] == 0 for m in modes[1:4])   # only the engine as shipped types through
+    assert t["modes"][modes[1]]["typed_through"] == 0   # only the engine as shipped types through
     counts = {m: t["modes"][m]["keystrokes"] for m in modes}
     assert len(set(counts.values())) == 1 and counts["now"] >= 3   # every mode typed the same line
-    assert t["models"][modes[4]] == str(tiny_model_dir) and "--against" in out["command"]
-    # the same model and decoding on its own server: the same passes at every keystroke
-    rows = {m: [r["passes"] for r in t["rows"] if r["mode"] == m] for m in modes}
-    assert rows[against_mode] == rows[modes[4]]
+    assert t["models"][modes[2]] == str(tiny_model_dir) and "--against" in out["command"]
+    # the same model and decoding on its own server: the same answers at every keystroke
+    rows = {m: [(r["passes"], r["right"]) for r in t["rows"] if r["mode"] == m] for m in modes}
+    assert rows["now"] == rows[modes[2]]
 
 
 def test_bench_thresholds_asks_the_typing_keystrokes_at_each_threshold(tiny_model_dir, tmp_path):

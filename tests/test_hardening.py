@@ -428,3 +428,12 @@ def test_a_too_long_prompt_is_told_only_what_is_wrong_with_it(server):
     assert r.status_code == 400 and "lone surrogate" in msg and "valid list" not in msg
     r = httpx.post(server["url"] + "/v1/completions", json={"prompt": 5, "max_tokens": 4}, headers=AUTH, timeout=60)
     assert r.status_code == 400 and "prompt" in r.json()["error"]["message"]   # no shape fits: both are said
+
+
+@pytest.mark.parametrize("raw", ["[" * 10000, '{"type": "open", "x": ' + "[" * 10000 + "]" * 10000 + "}"])
+def test_deeply_nested_json_on_a_websocket_gets_an_error_and_the_connection_stays(server, raw):
+    with session(server) as ws:
+        talk(ws, {"type": "open"})
+        err = talk(ws, raw)
+        assert err["type"] == "error" and "Traceback" not in err["message"]
+        assert talk(ws, {"type": "set_document", "text": "x = 1\n"})["type"] != "error"   # still open

@@ -154,17 +154,18 @@ async def test_code_action_applies_a_block_edit_through_apply_edit(session):
         text_document=lsp.TextDocumentIdentifier(uri=URI), range=lsp.Range(start=at(4, 8), end=at(4, 8)),
         context=lsp.CodeActionContext(diagnostics=[])))
     titles = [a.title for a in actions]
-    assert titles == ["quicksilver: Complete block", "quicksilver: Rewrite block", "quicksilver: Repair block"]
+    # asked for: Complete block, and a repair only where one passed runtime/verify.py, titled with its change
+    assert titles[0] == "quicksilver: Complete block" and len(titles) <= 2
+    assert all(t.startswith("quicksilver: Repair: ") and len(t) > len("quicksilver: Repair: ") for t in titles[1:])
     # lsprotocol's client-side hook reads any action carrying a command as a bare Command, so the command the
     # action holds is checked on the raw wire in test_malformed_params...; here the editor runs it
     rng = {"start": {"line": 4, "character": 8}, "end": {"line": 4, "character": 8}}
-    try:
-        answer = await client.workspace_execute_command_async(lsp.ExecuteCommandParams(
-            command="quicksilver.editBlock", arguments=[URI, rng, "rewrite"]))
-    except Exception as e:   # a rewrite that would delete most of the function or break the file is refused
-        assert "not offered" in str(e) and not client.edits
+    answer = await client.workspace_execute_command_async(lsp.ExecuteCommandParams(
+        command="quicksilver.editBlock", arguments=[URI, rng, "rewrite"]))
+    if not answer["applied"]:   # a rewrite runtime/verify.py refuses: nothing applied, no error, the reason shown
+        assert not client.edits
     else:
-        assert answer["applied"] is True and len(client.edits) == 1
+        assert len(client.edits) == 1
         edit = offered(client.edits[0].edit)
         assert edit.range.start == at(3, 0) and edit.range.end == at(5, 0)   # the whole function (tree-sitter)
         assert len(edit.new_text.strip()) >= 0.5 * len("".join(TEXT.splitlines(True)[3:5]).strip())
@@ -209,7 +210,7 @@ async def test_edit_block_request_and_bad_mode(session):
     answer = await client.protocol.send_request_async("quicksilver/editBlock", {
         "textDocument": {"uri": URI}, "position": {"line": 4, "character": 6}, "mode": "repair",
         "instruction": "read the file"})
-    assert answer is None or answer.edit.range.start.line == 3
+    assert answer is None or getattr(answer, "refused", None) or answer.edit.range.start.line == 3
     with pytest.raises(Exception, match="mode"):
         await client.protocol.send_request_async("quicksilver/editBlock", {
             "textDocument": {"uri": URI}, "position": {"line": 4, "character": 6}, "mode": "poem"})
@@ -318,10 +319,10 @@ def test_malformed_params_get_an_error_and_the_server_stays_up(tiny_model_dir):
               "params": {"textDocument": {"uri": URI}, "position": {"line": 0, "character": 3}}})
         assert "result" in reply(4)
         rng = {"start": {"line": 4, "character": 8}, "end": {"line": 4, "character": 8}}
-        send({"id": 6, "method": "textDocument/codeAction",
-              "params": {"textDocument": {"uri": URI}, "range": rng, "context": {"diagnostics": []}}})
+        send({"id": 6, "method": "textDocument/codeAction",   # a light bulb's request: no model run, a command
+              "params": {"textDocument": {"uri": URI}, "range": rng, "context": {"diagnostics": [], "triggerKind": 2}}})
         actions = reply(6)["result"]
-        assert [a["command"]["arguments"] for a in actions] == [[URI, rng, m] for m in ("complete", "rewrite", "repair")]
+        assert [a["command"]["arguments"] for a in actions] == [[URI, rng, "complete"]]
         assert {a["command"]["command"] for a in actions} == {"quicksilver.editBlock"}
         send({"id": 5, "method": "shutdown"})
         reply(5)

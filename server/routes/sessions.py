@@ -18,7 +18,7 @@ MAX_MESSAGE_CHARS = 1 << 20
 def request_id_of(raw: str):
     try:
         msg = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):   # RecursionError: JSON nested deeper than Python's parser goes
         return None
     rid = msg.get("request_id") if isinstance(msg, dict) else None
     return rid if isinstance(rid, str) else None
