@@ -17,6 +17,7 @@ import numpy as np
 
 from evals.editor import cursors, heldout_files, judge
 from runtime.confidence import CALIBRATOR_FILE, FEATURES, Calibrator, features
+from runtime.session import list_in_card
 from runtime.engine import Engine, Request, editor_request
 from runtime.session import load
 
@@ -132,5 +133,6 @@ def run(args) -> None:
                                   "auc_calibrated": auc([cal(r["features"]) for r in these], labels),
                                   "auc_least_probability": auc([r["features"]["min_logp"] for r in these], labels)}
     cal.save(model.model_dir / CALIBRATOR_FILE)
+    list_in_card(model.model_dir, CALIBRATOR_FILE)
     print(json.dumps({k: v for k, v in cal.info.items()}, indent=1))
     print("weights:", {k: round(v, 3) for k, v in weights.items()}, "bias", round(bias, 3))

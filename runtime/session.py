@@ -60,6 +60,14 @@ def read_card(model_dir: Path, verify: bool = True) -> dict:
     return card
 
 
+def list_in_card(model_dir: Path, name: str) -> None:
+    """Record a file written beside a model (its calibrator) in the card, so the loader checks it like the rest."""
+    card_path = Path(model_dir) / CARD_FILE
+    card = json.loads(card_path.read_text())
+    card.setdefault("files", {})[name] = _sha256(Path(model_dir) / name)
+    card_path.write_text(json.dumps(card, indent=1, ensure_ascii=False))
+
+
 @dataclass
 class LoadedModel:
     model_dir: Path

@@ -310,3 +310,18 @@ def test_only_an_unknown_length_grows_and_only_to_the_clients_cap(tiny_engine):
     assert tiny_engine.denoiser(Request(**infill, max_new_tokens=40)).opts.grow == GROW["line"]
     grown = engine.complete(Request(**infill, max_new_tokens=40))   # through the engine's passes (and its cache)
     assert grown.stats["tokens"] <= opts.max_window and grown.stats["grown"] <= opts.max_window - opts.window
+
+
+def test_the_card_lists_the_calibrator_and_a_changed_one_is_refused(tmp_path):
+    """Every file of the shipped model directory is in its card, the calibrator too (it changes what editors are
+    shown); a modified one fails the load with a clear error."""
+    import shutil
+    from runtime.session import ModelError, read_card
+    from tests.conftest import SHIPPED
+    card = read_card(SHIPPED)
+    assert set(card["files"]) == {p.name for p in SHIPPED.iterdir() if p.name != "card.json"}
+    copy = tmp_path / "model"
+    shutil.copytree(SHIPPED, copy)
+    (copy / "calibrator.json").write_text((copy / "calibrator.json").read_text().replace("0", "1", 1))
+    with pytest.raises(ModelError, match="calibrator.json does not match"):
+        read_card(copy)
