@@ -22,7 +22,8 @@ import numpy as np
 
 from evals.tasks import load_problems
 from runtime.answers import KeptAnswers
-from runtime.engine import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Engine, Request
+from runtime.engine import Engine
+from runtime.request import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Request
 from runtime.scheduler import Scheduler
 from runtime.session import load
 
@@ -140,7 +141,7 @@ def cold_requests(model_dir: Path | None, per_kind: int = COLD_PER_KIND, context
     whole context. The engine in process, at each context size; the cursors in turn for every size (and, with
     `against`, of that model, in turn with the rest)."""
     from evals.editor import cursors, heldout_files
-    from runtime.engine import editor_request
+    from runtime.request import editor_request
     model = load(model_dir)
     points = cursors(heldout_files(), per_kind, COLD_SEED)
     engines = {("", n): Engine(model, context_tokens=n) for n in contexts}

@@ -18,11 +18,12 @@ import numpy as np
 from evals.editor import cursors, heldout_files, judge
 from runtime.confidence import CALIBRATOR_FILE, FEATURES, Calibrator, features
 from runtime.session import list_in_card
-from runtime.engine import Engine, Request, editor_request
+from runtime.engine import Engine
+from runtime.request import Request, editor_request
 from runtime.session import load
 
 SEEDS = (2, 3, 4, 5, 6, 7, 8, 9)   # leaving one out at a time, 7 seeds fitted as both ways of asking beat 5 as
-                                   # the API asks (python -m evals.probes.calibration 2,3,4,5,6,7,8,9 40)
+                                   # the API asks (docs/history.md, "Probes behind single rules")
 L2 = 1e-2
 
 

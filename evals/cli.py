@@ -16,7 +16,6 @@ EVALS = {
     "imported": ("evals.imported", "an imported diffusion coder's import time, size and speed at a real model's shape (random weights)"),
     "parallel": ("evals.parallel", "tokens per pass on held-out editor cursors, one model against another"),
     "commit-rule": ("evals.commit_rule", "a learned commit rule on top of the shipped one, on held-out editor cursors"),
-    "length": ("evals.studies.length", "unknown-length policies on held-out middles (a line, a block, a random span) as the API asks"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
     "edits": ("evals.edits", "planted bugs repaired through a websocket session as clients ask: fixed, harmed, refused"),
 }

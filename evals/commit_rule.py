@@ -37,7 +37,7 @@ def step_features(step) -> np.ndarray:
 
 def collect(engine, seeds, per_kind: int) -> list[dict]:
     from evals.parallel import decode
-    from runtime.engine import editor_request
+    from runtime.request import editor_request
     rows = []
     for seed in seeds:
         for c in cursors(heldout_files(), per_kind, seed):
@@ -67,7 +67,8 @@ def evaluate(model: Path | None = None, train_seeds=TRAIN_SEEDS, seeds=SEEDS, ta
              per_kind: int = PER_KIND) -> dict:
     from evals.calibrate import fit
     from evals.parallel import decode
-    from runtime.engine import Engine, editor_request
+    from runtime.engine import Engine
+    from runtime.request import editor_request
     from runtime.session import load
     engine = Engine(load(model))
     rows = collect(engine, train_seeds, per_kind)

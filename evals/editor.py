@@ -293,7 +293,7 @@ def evaluate(model_dir: Path | None, per_kind: int, clients: list[str], url: str
     finally:
         if srv is not None:
             srv.should_exit = True
-    from runtime.engine import EDITOR_MIN_CONFIDENCE, WINDOWS
+    from runtime.request import EDITOR_MIN_CONFIDENCE, WINDOWS
     these = [r for r in rows if r["client"] == CURVE_CLIENT]
     default = [{**r, "shown": r["shown"] and r["confidence"] >= EDITOR_MIN_CONFIDENCE} for r in these]
     return {"set": "editor", "model": model, "seed": seed, "cursors": len(points),

@@ -17,7 +17,7 @@ from evals.metrics import pass_at_k
 from evals.sandbox import run_many
 from evals.tasks import load_problems
 from runtime.autoregressive import make_engine
-from runtime.engine import Request
+from runtime.request import Request
 from runtime import DECODING_REVISION
 from runtime.session import load
 

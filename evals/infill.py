@@ -13,7 +13,8 @@ from tqdm import tqdm
 from evals.sandbox import run_many
 from evals.tasks import SETS, Task, infill_tasks
 from runtime.autoregressive import make_engine
-from runtime.engine import REFRESH_EVERY, Engine, Request
+from runtime.engine import REFRESH_EVERY, Engine
+from runtime.request import Request
 from runtime.postprocess import heal, moved_from_suffix
 from runtime import DECODING_REVISION
 from runtime.session import load

@@ -22,7 +22,7 @@ REPORT_SEED, PER_KIND = 1, 40
 
 
 def ask(engine, c: dict, threshold: float | None = None) -> dict:
-    from runtime.engine import editor_min_confidence, editor_request, withheld
+    from runtime.request import editor_min_confidence, editor_request, withheld
     knobs = {"threshold": threshold} if threshold is not None else {}
     t0 = time.perf_counter()
     out = engine.complete(editor_request(c["prefix"], c["suffix"], **knobs))
@@ -87,7 +87,8 @@ def oracle(model: Path | None, per_kind: int = PER_KIND, seed: int = REPORT_SEED
     decoded as shipped, then again committing, at every step, each predicted slot whose argmax already is the token
     the shipped decoding ended with there (the shipped rule where none is). Counted over the cursors whose second
     answer is the first's (committing in another order can change what the model predicts next)."""
-    from runtime.engine import Engine, editor_request
+    from runtime.engine import Engine
+    from runtime.request import editor_request
     from runtime.session import load
     engine = Engine(load(model))
     rows = []

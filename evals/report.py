@@ -253,19 +253,6 @@ def report(results: Path, model_dir: Path | None = None) -> str:
                              f"{m['passes_median']:.0f} | {num(m['p50_ms'])} / {num(m['p95_ms'])} | "
                              f"{pct(m['exact_rate'])} | {pct(m['shown_rate'])} | {pct(m['shown_precision'])} |")
             lines.append("")
-        if name.startswith("length") and isinstance(r, dict) and r.get("policies"):
-            lines += [f"## Unknown-length policies on held-out middles (`{r['command']}`)", "",
-                      f"{r['cursors']} middles (seed {r['seed']}) asked as `/v1/completions` asks (max_tokens "
-                      f"{r['max_tokens']}, no language); a policy is a line's first window / growth, then a block's; "
-                      f"the engine's is {r['engine_policy']}.", "",
-                      "| policy | kind | exact | edit similarity | too short | too long | degenerate | grown | "
-                      "tokens / pass | p50 ms |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-            for policy, kinds in r["policies"].items():
-                for kind, m in kinds.items():
-                    lines.append(f"| {policy} | {kind} | {pct(m['exact_rate'])} | {m['similarity']:.3f} | "
-                                 f"{pct(m['short_rate'])} | {pct(m['long_rate'])} | {pct(m['degenerate_rate'])} | "
-                                 f"{pct(m['grown_rate'])} | {m['tokens_per_pass']:.2f} | {num(m['p50_ms'])} |")
-            lines.append("")
         if name.startswith("imported-") and isinstance(r, dict) and r.get("precisions"):
             lines += [f"## An imported model at {r['shape']}'s shape (`{r['command']}`)", "", *imported_table(r), ""]
     load_test = data.get("loadtest")

@@ -15,7 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import connect
 
-from runtime.engine import Completion, Request
+from runtime.frames import Completion
+
+from runtime.request import Request
 from runtime.showing import shape
 
 log = logging.getLogger("quicksilver.lsp.remote")

@@ -25,8 +25,9 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from runtime.answers import rest_after
-from runtime.engine import (EDITOR_MIN_CONFIDENCE, EDITOR_TOKENS, UNCALIBRATED_MIN_CONFIDENCE, Completion, Request,
-                            editor_min_confidence, editor_request, withheld)
+from runtime.frames import Completion
+from runtime.request import (EDITOR_MIN_CONFIDENCE, EDITOR_TOKENS, UNCALIBRATED_MIN_CONFIDENCE, Request,
+                             editor_min_confidence, editor_request, withheld)
 from runtime.syntax import enclosing_block, language_of, wants_block
 
 log = logging.getLogger("quicksilver.lsp")
@@ -477,7 +478,8 @@ def run(args) -> None:
         from lsp.remote import RemoteBackend
         backend = RemoteBackend(args.server, args.api_key)
     else:
-        from runtime.engine import DEFAULT_CONTEXT_TOKENS, Engine
+        from runtime.engine import Engine
+        from runtime.request import DEFAULT_CONTEXT_TOKENS
         from runtime.scheduler import Scheduler
         from runtime.session import ModelError, load
         try:

@@ -12,8 +12,7 @@ request asks for no more tokens than the kept answer's did (an answer a small ca
 larger one) and the rest fits its cap. Once the user types something else, or has typed the whole answer, the
 next request is decoded.
 
-Chosen on held-out typed lines (`python -m evals.probes.through 40 2 --bars 0,0.2,0.3,0.5`, seed 1 to check;
-docs/speed.md): keeping only answers an editor shows, because a withheld answer typed through stays withheld where
+Chosen on held-out typed lines (docs/history.md, "Probes behind single rules"): keeping only answers an editor shows, because a withheld answer typed through stays withheld where
 a fresh decoding, knowing the typed characters, often becomes sure enough to show.
 """
 from __future__ import annotations

@@ -14,12 +14,15 @@ from typing import Iterator
 import numpy as np
 
 from runtime.context import fit
-from runtime.engine import DEFAULT_CONTEXT_TOKENS, Completion, Engine, Request, stops_of
+from runtime.engine import Engine
+from runtime.frames import Completion
+from runtime.request import DEFAULT_CONTEXT_TOKENS, Request, stops_of
 from runtime.showing import postprocess
 from runtime.postprocess import heal
 from runtime.policies import guard_end
 from runtime.frames import Frame, Stats
-from runtime.sampler import SamplerOptions, choose
+from runtime.policies import choose
+from runtime.sampler import SamplerOptions
 from runtime.syntax import end_guard
 from runtime.session import LoadedModel, ModelError
 from runtime.vocab import SpecialIds

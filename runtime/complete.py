@@ -5,7 +5,9 @@ import json
 import sys
 from pathlib import Path
 
-from runtime.engine import DEFAULT_MAX_NEW_TOKENS, THRESHOLD, Engine, Request
+from runtime.engine import Engine
+
+from runtime.request import DEFAULT_MAX_NEW_TOKENS, THRESHOLD, Request
 from runtime.session import ModelError, load
 
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import time
-import uuid
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -13,169 +11,17 @@ from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import ContextCache, KeptContexts, canonical_key, canonical_window
 from runtime.postprocess import heal
-from runtime.frames import Frame, Result
-from runtime.sampler import EOM_BIAS, THRESHOLD, Denoiser, SamplerOptions
+from runtime.frames import Completion, Frame, Result
+from runtime.request import (EDIT_CONTEXT_TOKENS, EDIT_GROWTH, EXTRA_MIN_CONTEXT, MAX_HEALED_CHARS, WINDOWS,
+                             DEFAULT_CONTEXT_TOKENS, Request, editor_min_confidence, stops_of, window_of)
+from runtime.sampler import Denoiser, SamplerOptions
 from runtime.session import LoadedModel
 from runtime.showing import harm, postprocess
-from runtime.syntax import end_guard, infer_language, wants_block
+from runtime.syntax import end_guard, infer_language
 from runtime.vocab import SpecialIds
 
-MODES = ("completion", "infill", "edit")
-DEFAULT_MAX_NEW_TOKENS = 32
-DEFAULT_CONTEXT_TOKENS = 384      # prefix + window + suffix; smaller is faster on a CPU
-# The window is a length hint to the model (it tends to fill it), so the engine sizes it by what the cursor asks
-# for, and a client's max_tokens / n_predict only caps it: 12 slots for a line (held-out corpus lines: exact 8.3 /
-# 8.7 / 7.0 / 4.7 / 4.0 % at 8 / 12 / 16 / 24 / 32 slots, docs/history.md), WINDOWS["block"] for a block.
-WINDOWS = {"line": 12, "block": 32}
-# Growing (runtime/sampler.py `grow`): a window the model fills with content without ending the middle gets this
-# many more slots, up to the client's max_new_tokens. Off (0): on held-out middles asked as the API asks
-# (`quicksilver eval length --policy 12/0,32/0 --policy 12/12,32/32 --policy 12/24,32/32 --seed 0`, evals/results/
-# length-seed0.json) it changed no exact answer (2.5 % either way), left edit similarity where it was (0.332 /
-# 0.329 / 0.317) and raised p50 from 171 to 237-252 ms: this model does not know a long middle better given room.
-GROW = {"line": 0, "block": 0}
-# Editors (/infill, the language server) show nothing when a completion's confidence is below this. With the
-# model's calibrator (runtime/confidence.py) the confidence is the estimated chance that the first line is right;
-# chosen on held-out editor cursors of seed 0 (`quicksilver eval editor --seed 0 --clients completions-128`) as the
-# highest threshold that still shows a completion at 25 % of the cursors: at decoding revision 10, with the calibrator
-# fitted on cursors asked both ways (API and editors), 0.23: 25.8 % shown, 41.9 % of them exactly right (revisions 8
-# and 9: 0.20, 25.8 % at 35.5 %; revision 7: 0.19, 27.5 % at 36.4 %; revision 6: 0.20, 25.0 % at 43.3 %; the
-# calibrator refitted at each). /v1/completions withholds only when asked (a request's min_confidence, or serve
-# --min-confidence).
-EDITOR_MIN_CONFIDENCE = 0.23
-UNCALIBRATED_MIN_CONFIDENCE = 0.45   # the same for a model without a calibrator, whose confidence is the least token
-                                     # probability (chosen at seed 0 before calibration: 28 % shown, 38 % right)
-MAX_HEALED_CHARS = 400            # a cursor line longer than this is not moved into the window (not healed)
-EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
-EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
-EXTRA_MIN_CONTEXT = 1024          # other files (Request.extra) enter only a context at least this long: a model
-                                  # given room (an imported one, --context-tokens). The shipped model's 384 tokens
-                                  # are for the file itself; it was never evaluated with other files beside it
+
 REFRESH_EVERY = 0                 # context cache: recompute the whole sequence every N steps (0: only the first)
-
-
-@dataclass
-class Request:
-    prefix: str
-    suffix: str = ""
-    mode: str = "infill"
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-    stop: tuple[str, ...] = ()
-    deadline_ms: float | None = None
-    block: int | None = None          # default: the whole window in one block
-    threshold: float = THRESHOLD
-    eom_bias: float = EOM_BIAS
-    existing: str = ""                # edit mode: the block being rewritten (between prefix and suffix)
-    edit: str = "all"                 # edit mode: 'all', 'repair', or 'none'
-    single_line: bool = False         # end the result at the first newline
-    language: str | None = None       # 'python': syntax-guided ends while decoding (Python's parser) and syntax-aware
-                                      # post-processing (scope, validity) with tree-sitter
-    window: int | None = None         # exact slots (the harness's oracle length); None: the engine decides (WINDOWS),
-                                      # never more than max_new_tokens
-    editor: bool = False              # built by editor_request (a remote language server asks its server for the same)
-    extra: tuple[str, ...] = ()       # other files' text (llama.vim's input_extra, the editor's other open files),
-                                      # most relevant first: placed before this file while the context has room
-    window_multiple: int = 1          # round the window up to a multiple of this: while the user types a line, the
-                                      # healed cursor line grows token by token, and a window that does not change
-                                      # with it keeps the context (and its cached keys/values) identical
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
-        if not 1 <= self.max_new_tokens <= 1024:
-            raise ValueError("max_new_tokens must be between 1 and 1024")
-        if self.window is not None and not 1 <= self.window <= 1024:
-            raise ValueError("window must be between 1 and 1024 slots")
-        if not 1 <= self.window_multiple <= 64:
-            raise ValueError("window_multiple must be between 1 and 64")
-        if self.mode == "edit" and not self.existing:
-            raise ValueError("edit mode needs the existing block text")
-        for name in ("prefix", "suffix", "existing", "stop", "extra"):
-            check_text(name, getattr(self, name))
-
-
-def check_text(name: str, value) -> None:
-    """Text the tokenizer can take: a lone surrogate (half of a UTF-16 pair, e.g. from a broken JSON escape) is
-    a client's error, reported with where it is, not a crash in the tokenizer."""
-    for text in (value,) if isinstance(value, str) else value:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise ValueError(f"{name} contains a lone surrogate {text[e.start]!r} at character {e.start}: "
-                             "send valid Unicode (UTF-16 surrogates must come in pairs)") from None
-
-
-@dataclass
-class Completion:
-    id: str
-    text: str
-    raw: str
-    stats: dict
-
-
-def withheld(c: Completion, min_confidence: float | None) -> bool:
-    """True when a completion is too unsure to show (empty answers are never shown either)."""
-    return bool(min_confidence) and c.stats.get("confidence", 0.0) < min_confidence
-
-
-def editor_min_confidence(c: Completion) -> float:
-    """The editors' default threshold for this completion's confidence: calibrated, or the least probability."""
-    return EDITOR_MIN_CONFIDENCE if c.stats.get("calibrated") else UNCALIBRATED_MIN_CONFIDENCE
-
-
-# Editors (the language server; /infill as llama.vim and llama.vscode send it) ask with one request shape, so a
-# cursor shows the same text on every editor path: a line where the cursor asks for a line (it ends at the
-# newline), a block on a blank line in a block (runtime/syntax.py wants_block), at most EDITOR_TOKENS tokens (fewer
-# if the client asks: its n_predict), the window rounded up to a multiple of EDITOR_WINDOW_MULTIPLE so that typing a
-# line keeps the cached context. The window (WINDOWS) sizes a line or a block; the cap is one for both, so that a
-# block shown at a blank line stays answerable while its first line is typed (runtime/answers.py).
-EDITOR_TOKENS = 96
-EDITOR_WINDOW_MULTIPLE = 8
-
-
-def editor_request(prefix: str, suffix: str, language: str | None = None, single_line: bool | None = None,
-                   max_new_tokens: int | None = None, stop: tuple[str, ...] = (), **fields) -> Request:
-    """The request an editor path sends for a cursor; `max_new_tokens` (a client's n_predict) only lowers the
-    cap, `stop` adds to the line's newline, `fields` are Request's others (deadline, sampling, extra, id)."""
-    language = language or infer_language(prefix, suffix)
-    if single_line is None:
-        single_line = not wants_block(prefix, suffix, language)
-    return Request(prefix=prefix, suffix=suffix, single_line=single_line, language=language,
-                   max_new_tokens=min(EDITOR_TOKENS, max_new_tokens or EDITOR_TOKENS),
-                   stop=tuple(dict.fromkeys((*stop, *(("\n",) if single_line else ())))),
-                   window_multiple=EDITOR_WINDOW_MULTIPLE, editor=True, **fields)
-
-
-def window_of(req: Request, windows: dict = WINDOWS, grow: dict = GROW) -> tuple[int, int]:
-    """(first window, slots it grows by) for a completion or infill: the request's exact window (which never
-    grows), else the engine's choice for what the cursor asks for (a line, or a block on a blank line); growing
-    stops at the client's max_new_tokens."""
-    if req.window is not None:
-        return req.window, 0
-    kind = "line" if req.single_line or "\n" in req.stop or not wants_block(req.prefix, req.suffix, req.language) \
-        else "block"
-    return min(req.max_new_tokens, windows[kind]), grow[kind]
-
-
-def suffix_echo(suffix: str) -> str:
-    """The suffix from its start through its second non-blank line. A middle that writes this is re-writing the
-    code that follows the cursor (an unknown-length window the model overfills): decoding stops there and the
-    result ends before it. Empty when the suffix has fewer than two non-blank lines (too little to be sure)."""
-    lines, seen = suffix.split("\n"), 0
-    for i, line in enumerate(lines):
-        seen += bool(line.strip())
-        if seen == 2:
-            return "\n".join(lines[:i + 1])
-    return ""
-
-
-def stops_of(req: Request) -> tuple[str, ...]:
-    """A request's stop sequences: the caller's, and for a multi-line infill the suffix's echo."""
-    echo = suffix_echo(req.suffix) if req.mode == "infill" and not req.single_line else ""
-    return tuple(req.stop) + ((echo,) if echo else ())
 
 
 class Engine:
@@ -187,7 +33,7 @@ class Engine:
 
     def __init__(self, model: LoadedModel, context_tokens: int = DEFAULT_CONTEXT_TOKENS, kv_cache: bool = True,
                  refresh_every: int = REFRESH_EVERY, windows: dict | None = None,
-                 grow: dict | None = None, type_through: bool = True):
+                 type_through: bool = True):
         self.model, self.tok = model, model.tokenizer
         self.special = SpecialIds.from_tokenizer(self.tok, model.vocab)
         self.shift = model.conventions.shift   # 1: the logits at position i predict slot i + 1 (runtime/conventions.py)
@@ -195,7 +41,7 @@ class Engine:
         self.context_tokens = min(context_tokens, self.max_len)
         self.kv_cache = kv_cache and model.cached
         self.refresh_every = refresh_every
-        self.windows, self.grow = windows or WINDOWS, grow or GROW   # the unknown-length policy (evals compare others)
+        self.windows = windows or WINDOWS   # the unknown-length policy (tests and studies try others)
         self.kept = KeptContexts()   # canonical contexts (runtime/contexts.py): same request, same keys/values
         # runtime/answers.py; None: decode every request
         self.answers = KeptAnswers(self.count_tokens) if type_through else None
@@ -220,8 +66,7 @@ class Engine:
                 prefix, suffix = healed_prefix, healed_suffix
             else:   # a huge cursor line stays in the prefix: decoding it in the window would cost a pass a token
                 forced = ""
-        window, grow = (len(existing) + EDIT_GROWTH, 0) if existing is not None else \
-            window_of(req, self.windows, self.grow)
+        window = len(existing) + EDIT_GROWTH if existing is not None else window_of(req, self.windows)
         if existing is not None and window > self.context_tokens - EDIT_CONTEXT_TOKENS:
             # a rewrite cut at the window would drop the rest of the block: refuse rather than lose code
             raise ValueError(f"the range to rewrite is {len(existing)} tokens; at most "
@@ -231,7 +76,6 @@ class Engine:
         window += len(healed)
         window = -(-window // req.window_multiple) * req.window_multiple  # stable while typing: see Request
         window = min(window, self.context_tokens - 2)
-        most = max(window, min(req.max_new_tokens + len(healed), self.context_tokens - 2))
         # the client's cap binds where the engine sized the window (a harness's exact window is its own contract:
         # an oracle-length middle fills it, the suffix's healed pieces included)
         cap = req.max_new_tokens if existing is None and req.window is None else None
@@ -244,8 +88,7 @@ class Engine:
         opts = SamplerOptions(
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
             top_p=req.top_p, seed=req.seed, stop=stops_of(req), edit=req.edit if existing is not None else "all",
-            forced=forced, eom_bias=req.eom_bias, grow=grow if most > window else 0, max_window=most,
-            max_len=self.context_tokens, max_tokens=cap,
+            forced=forced, eom_bias=req.eom_bias, max_tokens=cap,
             fill_line=existing is None and not (prefix + forced).rsplit("\n", 1)[-1].strip(),
             may_end=None if existing is not None else end_guard(
                 req.language, req.prefix, "" if req.mode == "completion" else req.suffix, req.single_line),
@@ -266,6 +109,7 @@ class Engine:
             d.context_key = canonical_key(d.ids[:d.start + d.given_lead], d.ids[d.end:], d.context_window)
         d.stats.tokenize_ms = 1000 * (time.perf_counter() - t0)
         d.stats.extra_tokens = len(extra)
+        d.stats.context_tokens, d.stats.truncated = len(ctx.prefix) + len(ctx.suffix), ctx.prefix_cut or ctx.suffix_cut
         return d
 
     def count_tokens(self, text: str) -> int:

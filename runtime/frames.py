@@ -4,6 +4,11 @@ sampler (runtime/sampler.py) fills them; the engine, the scheduler and the front
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+PLACEHOLDER = "\u2591"       # shown for a masked slot in partial frames
 
 
 @dataclass
@@ -30,7 +35,9 @@ class Stats:
     context_reused: bool = False   # the first pass used a context kept from an earlier request (the same, or the
                                    # last keystroke's: engine)
     extra_tokens: int = 0          # tokens of other files placed before this one (Request.extra)
-    grown: int = 0                 # slots the window grew by (SamplerOptions.grow)
+    context_tokens: int = 0        # tokens the model read around the window (the file's and other files'): the
+                                   # routes report them (usage.prompt_tokens, tokens_evaluated) without tokenizing
+    truncated: bool = False        # the file did not fit whole: its farthest lines were left out
     stop_word: str = ""            # the stop sequence the result was cut at ('' if none)
     typed_through: bool = False    # answered from an earlier answer the user typed a start of (runtime/answers.py)
 
@@ -40,3 +47,42 @@ class Result:
     text: str
     token_ids: list[int]
     stats: Stats = field(default_factory=Stats)
+
+
+@dataclass
+class Completion:
+    id: str
+    text: str
+    raw: str
+    stats: dict
+
+
+def frame_text(window, masked, ends: set, decode: Callable[[list[int]], str]) -> str:
+    """A window's text so far: committed tokens decoded in runs, PLACEHOLDER for each masked slot, end markers
+    and the padding after them left out."""
+    pieces, run = [], []
+    for t, m in zip(window.tolist(), masked.tolist()):
+        if m:
+            if run:
+                pieces.append(decode(run))
+                run = []
+            pieces.append(PLACEHOLDER)
+        elif t not in ends:
+            run.append(t)
+    pieces.append(decode(run))
+    return "".join(pieces)
+
+
+@dataclass
+class Step:
+    """What a step predicted, for a `commit_with` rule (runtime/sampler.py): the candidate slots (window indices), their argmax (or
+    sampled) tokens, confidences, which are end markers, their (constrained) logits, `commit_rule`'s choice, the
+    window's masked slots before the step, and the step's number (1: the first)."""
+    slots: np.ndarray
+    tokens: np.ndarray
+    conf: np.ndarray
+    is_end: np.ndarray
+    logits: np.ndarray
+    commit: np.ndarray
+    masked: np.ndarray
+    number: int

@@ -2,6 +2,7 @@
 function on one step's data; runtime/sampler.py's Denoiser decides when each applies, and tests/test_policies.py
 tests each alone.
 
+- `choose`: logits → tokens and confidences (greedy, or nucleus sampling).
 - `heal`: while typed text is being healed, the leftmost slot takes only tokens that agree with the text it
   has not covered yet.
 - `fill_line`: while the cursor's line is blank, the leftmost slot may not end the result or break the line.
@@ -10,6 +11,9 @@ tests each alone.
 - `refused_break`: a stop-writing token committed ahead of the leftmost masked slot is handed back (re-masked)
   once the slots before it are filled, if `may_end` refuses the text it ends.
 - `pad_after_end`: everything after the first committed end marker is padding.
+- `writes_stop`, `through_stop`: whether text writes a stop sequence; the tokens a result keeps when one does.
+- `striped`, `stripe_of`, `token_probs`: a repair's scoring passes, each masking every REPAIR_STRIPES-th token
+  of the block to read the model's probability of the token that is there.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import numpy as np
 
 from runtime.vocab import SpecialIds
 
+REPAIR_STRIPES = 3           # scoring passes for 'repair': each masks every third token of the block
 GUARD_TRIES = 8              # ending tokens may_end refuses at one slot before every ending token is barred there
 
 
@@ -97,3 +102,62 @@ def pad_after_end(win: np.ndarray, masked: np.ndarray, special: SpecialIds) -> i
     win[ends[0]:] = special.eom
     masked[ends[0]:] = False
     return int(ends[0])
+
+
+def writes_stop(text: str, stop: tuple[str, ...]) -> bool:
+    return any(s in text for s in stop)
+
+
+def through_stop(tokens: list[int], stop: tuple[str, ...], text_of: Callable[[list[int]], str]) -> list[int]:
+    """The leading tokens through the one that completes a stop sequence: what a result keeps (tokens a step
+    committed past it are cut with the text, and are not counted as generated). Bisection: texts only grow."""
+    lo, hi = 0, len(tokens)
+    if not writes_stop(text_of(tokens), stop):
+        return tokens
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if writes_stop(text_of(tokens[:mid]), stop) else (mid, hi)
+    return tokens[:hi]
+
+
+def stripe_of(n: int, stripe: int) -> np.ndarray:
+    """The slots of a window of n that scoring pass `stripe` masks."""
+    return np.arange(n) % REPAIR_STRIPES == stripe
+
+
+def striped(ids: np.ndarray, start: int, end: int, stripe: int, mask: int) -> np.ndarray:
+    """The sequence for scoring pass `stripe`: the window's `stripe_of` slots masked."""
+    out = ids.copy()
+    out[start:end][stripe_of(end - start, stripe)] = mask
+    return out
+
+
+def token_probs(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """(N, V) logits, N tokens → each token's probability."""
+    x = logits - logits.max(-1, keepdims=True)
+    logp = x - np.log(np.exp(x).sum(-1, keepdims=True))
+    return np.exp(np.take_along_axis(logp, tokens[:, None], -1)[:, 0])
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def choose(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(N, V) logits → (tokens, confidences): greedy at temperature 0, else nucleus sampling.
+    Confidence is the chosen token's probability under the untempered distribution."""
+    logp = log_softmax(logits.astype(np.float32))
+    if temperature == 0:
+        tokens = logp.argmax(-1)
+    else:
+        p = np.exp(log_softmax(logits / temperature))
+        order = np.argsort(-p, axis=-1)
+        sorted_p = np.take_along_axis(p, order, -1)
+        keep = np.cumsum(sorted_p, -1) - sorted_p < top_p  # always keeps the top token
+        sorted_p = np.where(keep, sorted_p, 0)
+        sorted_p /= sorted_p.sum(-1, keepdims=True)
+        u = rng.random((len(p), 1))
+        idx = np.minimum((np.cumsum(sorted_p, -1) < u).sum(-1), p.shape[-1] - 1)
+        tokens = np.take_along_axis(order, idx[:, None], -1)[:, 0]
+    return tokens, np.exp(np.take_along_axis(logp, tokens[:, None], -1)[:, 0])

@@ -117,7 +117,7 @@ def invents_a_name(text: str, prefix: str, suffix: str) -> bool:
     """Whether the completion glues letters onto a name the user finished: the cursor follows a name the file
     already has (elsewhere, as a whole word), and the completion makes it one the file does not have
     (`item.price` + "rs", `quantity` + "kkkk": a user's probe found them shown). Held-out typed lines: see
-    evals/probes/names.py."""
+    docs/history.md, "Probes behind single rules"."""
     typed, more = NAME_END.search(prefix), NAME_START.match(text)
     if typed is None or more is None:
         return False

@@ -8,36 +8,21 @@ Options (unknown ones raise):
     top_p        float  in (0, 1]: nucleus sampling when temperature > 0
     seed         int    sampling seed (same request and seed → same output)
     stop         list   strings; the result ends before the first one
-    deadline     float  time.monotonic() after which decoding stops: the result is the text committed before the
-                        first masked slot (never a window filled in one pass)
+    deadline     float  time.monotonic() after which decoding stops with the text before the first masked slot
     edit         str    for a window that starts from existing tokens: 'all' re-masks every token,
                         'repair' re-masks only the tokens the model finds unlikely, 'none' keeps `masked` as given
     eom_bias     float  added to the <|eom|> logit: > 0 ends middles earlier (the model tends to overfill a window)
-    forced       str    text the window must begin with (token healing: the engine moves the cursor's partial
-                        line out of the prefix so the model sees the tokenization it was trained on); it is
-                        decoded left to right under a constraint, then removed from the result
-    fill_line    bool   the cursor's line is blank: it must get a non-blank character before the result may end or
-                        break the line (a window that starts with the healed newline token looks, to the model, like
-                        a middle that already ended with one, so it tends to close it at once: an empty answer)
+    forced       str    text the window must begin with (token healing: the cursor's partial line, moved out of the
+                        prefix), decoded under a constraint, then removed from the result
+    fill_line    bool   the cursor's line is blank: it gets a non-blank character before the result may end or break
+                        the line (else the model tends to close a middle that starts with a newline at once)
     parallel_ends bool  True: an end marker right after the slots this step fills is committed with them (once
                         confident); False: only at the leftmost masked slot, a pass of its own
-    grow         int    0: a window filled with content ends the result there; n > 0: it gets n more masked slots
-                        (the committed ones stay) until it holds `max_window` slots: the model, which reads a window's
-                        size as a hint of the middle's length, is asked short first and only continues a middle it
-                        has not ended (the suffix moves right; the prefix loses its oldest tokens if the sequence
-                        would pass `max_len`)
-    max_window   int    the most slots growing may reach (default: `window`)
-    max_len      int    the longest sequence growing may make (default: no limit)
-    max_tokens   int    the most tokens of new text a result keeps (a client's max_tokens; default: no limit past the
-                        window's): a window rounded up, or a healed token that finishes the typed word and goes on
-                        (which counts as one), must not return more than the client asked for
-    commit_with  callable  Step -> bool mask: which of a step's predicted slots to commit instead of
-                        `commit_rule`'s choice (`Step.commit`): an eval's oracle (`quicksilver eval parallel
-                        --oracle`) or a learned commit rule
-    may_end      callable  text -> bool: whether the result may end as `text` (syntax guidance, e.g.
-                        `runtime.syntax.end_guard`): where it says no, an end marker or a token that writes a stop
-                        sequence is not taken at the leftmost masked slot (the model's next choice is), and such a
-                        token committed further right is re-masked once the slots before it are filled
+    max_tokens   int    the most tokens of new text a result keeps (a client's max_tokens; a healed token that
+                        finishes the typed word and goes on counts as one); default: the window's
+    commit_with  callable  Step -> bool mask: the slots to commit instead of `commit_rule`'s (an eval's oracle)
+    may_end      callable  text -> bool: whether the result may end as `text` (syntax guidance: runtime/syntax.py
+                        end_guard); where it says no, no end marker or stop-writing token ends it there
 
 A Denoiser is a state machine: `inputs()` gives the sequence for the next forward pass and `advance(logits)`
 consumes that pass's logits for the window. The scheduler batches the passes of many Denoisers; `denoise()` is
@@ -53,21 +38,17 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from runtime.frames import Frame, Result, Stats
-from runtime.policies import fill_line, guard_end, heal, pad_after_end, refused_break
+from runtime.frames import Frame, Result, Stats, Step, frame_text
+from runtime.policies import (REPAIR_STRIPES, choose, fill_line, guard_end, heal, pad_after_end, refused_break,
+                              stripe_of, striped, through_stop, token_probs, writes_stop)
+from runtime.request import EOM_BIAS, THRESHOLD
 from runtime.vocab import SpecialIds
 
-PLACEHOLDER = "\u2591"       # shown for a masked slot in partial frames
 MIN_PROB = 1e-6              # floor for a committed slot's probability (a forced commit may have none)
-REPAIR_STRIPES = 3           # scoring passes for 'repair': each masks every third token of the block
 REPAIR_THRESHOLD = 0.1       # a token whose probability is below this is re-masked by 'repair'
 END_THRESHOLD = 0.97         # an end marker committed in the same step as the content before it needs this confidence
                              # (held-out editor cursors: at 0.9 one answer in 90 ended shorter than one at a time)
 EDIT_MODES = ("all", "repair", "none")
-THRESHOLD = 0.7              # the default commit threshold (a request's, a sampler's): the one place it is set;
-                             # chosen on held-out editor cursors, accepted on the reported sets (docs/speed.md)
-EOM_BIAS = 2.0               # the default <|eom|> bias: unknown-length infill overfills its window without it (see
-                             # `quicksilver eval heldout`)
 
 
 @dataclass
@@ -85,18 +66,13 @@ class SamplerOptions:
     forced: str = ""
     fill_line: bool = False
     parallel_ends: bool = True
-    grow: int = 0
-    max_window: int | None = None
-    max_len: int | None = None
     max_tokens: int | None = None
     may_end: Callable[[str], bool] | None = None
-    commit_with: Callable[["Step"], np.ndarray] | None = None
+    commit_with: Callable[[Step], np.ndarray] | None = None
 
     def __post_init__(self):
         if self.window < 1 or self.block < 1:
             raise ValueError("window and block must be at least 1")
-        if self.grow < 0 or (self.max_window is not None and self.max_window < self.window):
-            raise ValueError("grow must be >= 0 and max_window at least the window")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
         if not 0 < self.threshold <= 1:
@@ -113,45 +89,6 @@ class SamplerOptions:
         if unknown:
             raise ValueError(f"unknown sampler options {sorted(unknown)}")
         return cls(**d)
-
-
-@dataclass
-class Step:
-    """What a step predicted, for a `commit_with` rule: the candidate slots (window indices), their argmax (or
-    sampled) tokens, confidences, which are end markers, their (constrained) logits, `commit_rule`'s choice, the
-    window's masked slots before the step, and the step's number (1: the first)."""
-    slots: np.ndarray
-    tokens: np.ndarray
-    conf: np.ndarray
-    is_end: np.ndarray
-    logits: np.ndarray
-    commit: np.ndarray
-    masked: np.ndarray
-    number: int
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
-def choose(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(N, V) logits → (tokens, confidences): greedy at temperature 0, else nucleus sampling.
-    Confidence is the chosen token's probability under the untempered distribution."""
-    logp = log_softmax(logits.astype(np.float32))
-    if temperature == 0:
-        tokens = logp.argmax(-1)
-    else:
-        p = np.exp(log_softmax(logits / temperature))
-        order = np.argsort(-p, axis=-1)
-        sorted_p = np.take_along_axis(p, order, -1)
-        keep = np.cumsum(sorted_p, -1) - sorted_p < top_p  # always keeps the top token
-        sorted_p = np.where(keep, sorted_p, 0)
-        sorted_p /= sorted_p.sum(-1, keepdims=True)
-        u = rng.random((len(p), 1))
-        idx = np.minimum((np.cumsum(sorted_p, -1) < u).sum(-1), p.shape[-1] - 1)
-        tokens = np.take_along_axis(order, idx[:, None], -1)[:, 0]
-    return tokens, np.exp(np.take_along_axis(logp, tokens[:, None], -1)[:, 0])
 
 
 def commit_rule(conf: np.ndarray, is_end: np.ndarray, leftmost: np.ndarray, threshold: float, end_threshold: float,
@@ -207,12 +144,7 @@ class Denoiser:
     # --- the two calls a scheduler makes -------------------------------------------------------------
     def inputs(self) -> np.ndarray:
         """The sequence for the next forward pass (the logits needed start at position start - 1)."""
-        if self.scoring:
-            ids = self.ids.copy()
-            stripe = np.arange(self.end - self.start) % REPAIR_STRIPES == self.stripe
-            ids[self.start:self.end][stripe] = self.special.mask
-            return ids
-        return self.ids
+        return striped(self.ids, self.start, self.end, self.stripe, self.special.mask) if self.scoring else self.ids
 
     def advance(self, logits: np.ndarray) -> Frame:
         """Consume the logits of one forward pass for the window slots ((window, V) or longer): one denoising step
@@ -243,9 +175,7 @@ class Denoiser:
                                                 self.masked.copy(), self.stats.steps))
         ended = self._commit(cand[commit], tokens[commit], conf[commit])
         reason = self._stop_reason()
-        if not reason and not ended and not self.masked.any() and self._room() > 0:
-            self.grow(self._room())
-        elif reason or not self.masked.any():
+        if reason or not self.masked.any():
             self.finish(reason or ("eom" if ended else "window"))
         self.stats.sample_ms += 1000 * (time.perf_counter() - t0)
         return self.frame()
@@ -280,12 +210,11 @@ class Denoiser:
 
     def _stop_reason(self) -> str:
         """'stop' once a stop sequence is written (a stop token committed early that `may_end` refuses is
-        re-masked first), 'deadline' once the deadline passed with slots still masked (the result is then the
-        stable text, committed before the first masked slot), else ''."""
+        re-masked first), 'deadline' once the deadline passed with slots still masked, else ''."""
         if self.opts.stop:   # decode only when there is a stop sequence to look for
             if self.opts.may_end is not None:
                 self._recheck_break()
-            if self._stopped():
+            if writes_stop(self._text(self._tokens()), self.opts.stop):
                 return "stop"
         if self.masked.any() and self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
             return "deadline"
@@ -304,31 +233,9 @@ class Denoiser:
         if self.opts.may_end is None and self.line_filled:
             return True
         lead = self._past_forced(self.decode(win[:cand[k]].tolist()))
-        if lead is None:
-            return False
-        if not self.line_filled and not lead.strip(" \t\r\n"):
+        if lead is None or (not self.line_filled and not lead.strip(" \t\r\n")):
             return False
         return self.opts.may_end is None or bool(self.opts.may_end(lead))
-
-    def _room(self) -> int:
-        """Slots the window may still grow by now (0: it may not)."""
-        if not self.opts.grow:
-            return 0
-        return max(0, min(self.opts.grow, (self.opts.max_window or 0) - (self.end - self.start)))
-
-    def grow(self, n: int) -> None:
-        """n more masked slots at the window's end: the model has filled the window without ending the middle.
-        The prefix loses its oldest tokens where the sequence would pass `max_len` (at least one stays); the
-        engine's cached context no longer matches (the suffix moved), so the next pass is a full one."""
-        ids, s, e = self.ids, self.start, self.end
-        drop = min(s - 1, max(0, len(ids) + n - self.opts.max_len)) if self.opts.max_len else 0
-        self.ids = np.concatenate([ids[drop:e], np.full(n, self.special.mask, np.int64), ids[e:]])
-        self.start, self.end = s - drop, e - drop + n
-        more = lambda a, v: np.concatenate([a, np.full(n, v, a.dtype)])
-        self.masked, self.prob, self.step_of = more(self.masked, True), more(self.prob, 1.0), more(self.step_of, -1)
-        self.original, self.scores = more(self.original, self.special.mask), more(self.scores, 1.0)
-        self.cache = None
-        self.stats.grown += n
 
     def active(self) -> tuple[int, int]:
         """Positions [lo, hi) the next step can change: the current block (the whole window while scoring)."""
@@ -339,17 +246,13 @@ class Denoiser:
 
     # --- helpers ---------------------------------------------------------------------------------------
     def _past_forced(self, text: str) -> str | None:
-        """The window's text after the forced (healed) text; None while the text does not cover it yet. (The
-        healing constraint keeps every committed lead a prefix or an extension of the forced text.)"""
-        if not self.opts.forced:
-            return text
-        return text[len(self.opts.forced):] if text.startswith(self.opts.forced) else None
+        """The window's text after the forced (healed) text; None while the text does not cover it yet."""
+        forced = self.opts.forced
+        return text[len(forced):] if text.startswith(forced) else None
 
     def _healing_left(self) -> str:
         """The part of the forced text that the committed leading tokens do not cover yet."""
-        if not self.opts.forced:
-            return ""
-        lead = self.decode(self._tokens())
+        lead = self.decode(self._tokens()) if self.opts.forced else ""
         return self.opts.forced[len(lead):] if len(lead) < len(self.opts.forced) else ""
 
     def _recheck_break(self) -> None:
@@ -369,16 +272,12 @@ class Denoiser:
 
     def _block_mask(self) -> np.ndarray:
         """Slots of the leftmost block that still has masked slots."""
-        n, b = self.end - self.start, self.opts.block
-        first = int(np.flatnonzero(self.masked)[0]) // b * b
-        m = np.zeros(n, bool)
-        m[first:first + b] = True
-        return m
+        (lo, hi), at = self.active(), np.arange(self.start, self.end)
+        return (at >= lo) & (at < hi)
 
     def _score(self, logits: np.ndarray) -> Frame:
-        stripe = np.arange(self.end - self.start) % REPAIR_STRIPES == self.stripe
-        logp = log_softmax(logits[stripe])
-        self.scores[stripe] = np.exp(np.take_along_axis(logp, self.original[stripe][:, None], -1)[:, 0])
+        stripe = stripe_of(self.end - self.start, self.stripe)
+        self.scores[stripe] = token_probs(logits[stripe], self.original[stripe])
         self.stripe += 1
         if self.stripe == REPAIR_STRIPES or self.stripe >= self.end - self.start:
             self.scoring = False
@@ -398,28 +297,14 @@ class Denoiser:
             out.append(t)
         return out
 
-    def _through_stop(self, tokens: list[int]) -> list[int]:
-        """The leading tokens through the one that completes a stop sequence: what the result keeps (tokens a step
-        committed past it are cut with the text, and are not counted as generated)."""
-        def stopped(n: int) -> bool:
-            text = self._past_forced(self.decode(tokens[:n])) or ""
-            return any(s in text for s in self.opts.stop)
-        lo, hi = 0, len(tokens)   # stopped(hi) holds; the shortest such prefix, by bisection (texts only grow)
-        if not stopped(hi):
-            return tokens
-        while lo + 1 < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if stopped(mid) else (mid, hi)
-        return tokens[:hi]
-
-    def _stopped(self) -> bool:
-        text = self._past_forced(self.decode(self._tokens())) or ""
-        return any(s in text for s in self.opts.stop)
+    def _text(self, tokens: list[int]) -> str:
+        """The text of leading tokens past the forced text ('' while they do not cover it yet)."""
+        return self._past_forced(self.decode(tokens)) or ""
 
     def finish(self, reason: str) -> None:
         self.done = True
         self.stats.stop_reason = reason
-        tokens = self._through_stop(self._tokens()) if reason == "stop" else self._tokens()
+        tokens = through_stop(self._tokens(), self.opts.stop, self._text) if reason == "stop" else self._tokens()
         healed = 0  # tokens that only re-spell the forced text are not generated tokens
         if self.opts.forced:
             while healed < len(tokens) and len(self.decode(tokens[:healed])) < len(self.opts.forced):
@@ -444,22 +329,10 @@ class Denoiser:
         self.stats.ms = 1000 * (time.perf_counter() - self.t0)
 
     def frame(self) -> Frame:
-        win, pieces, run = self.ids[self.start:self.end], [], []
-        for t, m in zip(win.tolist(), self.masked.tolist()):
-            if m:
-                if run:
-                    pieces.append(self.decode(run))
-                    run = []
-                pieces.append(PLACEHOLDER)
-            elif t not in self.special.ends_set:
-                run.append(t)
-        pieces.append(self.decode(run))
-        text = "".join(pieces)
-        if (past := self._past_forced(text)) is not None:  # the forced text is already in the document
-            text = past
-        else:
-            text = text.lstrip("\n")
-        return Frame(self.stats.steps, text, int((~self.masked).sum()), int(self.masked.sum()))
+        text = frame_text(self.ids[self.start:self.end], self.masked, self.special.ends_set, self.decode)
+        past = self._past_forced(text)   # the forced text is already in the document
+        return Frame(self.stats.steps, past if past is not None else text.lstrip("\n"), int((~self.masked).sum()),
+                     int(self.masked.sum()))
 
     def result(self) -> Result:
         tokens = self.final if self.done else self._tokens()

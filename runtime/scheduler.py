@@ -12,7 +12,11 @@ import threading
 from collections import deque
 from typing import AsyncIterator, Iterator
 
-from runtime.engine import Completion, Engine, Request
+from runtime.engine import Engine
+
+from runtime.frames import Completion
+
+from runtime.request import Request
 from runtime.frames import Frame
 from runtime.sampler import Denoiser
 

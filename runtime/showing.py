@@ -4,14 +4,11 @@ part, also applied to a remote server's text) and `harm` (runtime/verify.py's ve
 rules themselves are runtime/postprocess.py's; the syntax ones runtime/syntax.py's."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from runtime.postprocess import SURE_REPEAT, clean_completion, drop_unwritten_indent, line_end, unheal_end
+from runtime.request import Request
 from runtime.syntax import keep_valid, trim_to_scope
 from runtime.verify import Verdict, check_edit
 
-if TYPE_CHECKING:
-    from runtime.engine import Request
 
 def postprocess(req: Request, text: str, stop_reason: str, confidence: float = 0.0) -> str:
     """Generated text → what the front ends show: healing undone, suffix repeats dropped, one line when asked; with

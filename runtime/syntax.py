@@ -133,7 +133,7 @@ def keep_valid(prefix: str, text: str, suffix: str, language: str | None, cut_li
     completion of one line, the line up to a boundary between tokens (before one of `LINE_CUTS`, after a closing
     bracket), so that an overfilled window's `Mapping[Any, _T], _T] | None = None` keeps `Mapping[Any,
     _T]`; '' if every part breaks a file that parses cleanly without it. Without a grammar, the completion
-    unchanged. `cut_line` False: whole lines only (decoding revision 8; `python -m evals.probes.line_cut`)."""
+    unchanged. `cut_line` False: whole lines only (docs/history.md, "Probes behind single rules")."""
     if parser_for(language) is None or not text:
         return text
     base = error_count(language, prefix + suffix)

@@ -14,7 +14,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, Field
 
-from runtime.engine import DEFAULT_CONTEXT_TOKENS, Engine
+from runtime.engine import Engine
+
+from runtime.request import DEFAULT_CONTEXT_TOKENS
 from runtime.scheduler import MAX_BATCH, Busy, Scheduler
 from runtime.session import LoadedModel, load
 from server.generate import ModelFailure

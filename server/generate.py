@@ -6,7 +6,9 @@ import time
 from contextlib import aclosing
 from typing import AsyncIterator
 
-from runtime.engine import Completion, Request
+from runtime.frames import Completion
+
+from runtime.request import Request
 from runtime.frames import Frame
 from runtime.scheduler import Handle
 

@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from runtime.engine import DEFAULT_CONTEXT_TOKENS
+from runtime.request import DEFAULT_CONTEXT_TOKENS
 from runtime.session import ModelError, load
 from server.app import ServerConfig, create_app
 from server.guard import LOOPBACK_HOSTS

@@ -17,7 +17,9 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
 
-from runtime.engine import Completion, Request, editor_request
+from runtime.frames import Completion
+
+from runtime.request import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS, Request, editor_request
 from runtime.scheduler import Handle
 from server.generate import run, submit
 
@@ -77,7 +79,7 @@ class Complete(Msg):
     request_id: Id | None = None
     range: Range | None = None
     offset: StrictInt | None = None
-    max_tokens: Annotated[StrictInt, Field(ge=1, le=1024)] = 32
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_NEW_TOKENS)] = DEFAULT_MAX_NEW_TOKENS
     temperature: Annotated[Real, Field(ge=0, le=2)] | None = None
     threshold: Annotated[Real, Field(gt=0, le=1)] | None = None
     eom_bias: Annotated[Real, Field(ge=-50, le=50)] | None = None

@@ -3,7 +3,8 @@ import httpx
 import pytest
 
 from runtime.answers import KEPT_ANSWERS, KeptAnswers
-from runtime.engine import Engine, Request, editor_min_confidence, editor_request
+from runtime.engine import Engine
+from runtime.request import Request, editor_min_confidence, editor_request
 from runtime.scheduler import Scheduler
 from runtime.session import load
 from tests.conftest import API_KEY, SHIPPED, start_server, stop_server

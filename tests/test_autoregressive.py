@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from runtime.autoregressive import AutoregressiveEngine, make_engine
-from runtime.engine import Engine, Request
+from runtime.engine import Engine
+from runtime.request import Request
 from runtime.session import ModelError, load
 
 PREFIX = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        "

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import runtime.contexts as contexts
-from runtime.engine import Engine, Request
-from runtime.sampler import log_softmax
+from runtime.engine import Engine
+from runtime.request import Request
+from runtime.policies import log_softmax
 from runtime.vocab import SpecialIds
 
 PREFIX = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        "

@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from runtime.confidence import CALIBRATOR_FILE, FEATURES, Calibrator, features
-from runtime.engine import Engine, Request
+from runtime.engine import Engine
+from runtime.request import Request
 from runtime.session import load
 
 PREFIX, SUFFIX = "def total(xs):\n    s = 0\n    for x in xs:\n        ", "\n    return s\n"

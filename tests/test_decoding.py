@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import runtime.context as context
-from runtime.engine import Engine, Request
+from runtime.engine import Engine
+from runtime.request import Request
 from runtime.postprocess import heal
 from runtime.vocab import SpecialIds
 from runtime.session import load

@@ -9,7 +9,8 @@ import torch
 
 from model.distill import ROW_TOKENS, add_arguments, answer, end_at_line, worth_learning, crop, distill_rows, load_answers, run
 from model.objective import certainty_forcing_loss
-from runtime.engine import Engine, Request
+from runtime.engine import Engine
+from runtime.request import Request
 from runtime.session import load
 from tests.conftest import SHIPPED
 
@@ -51,7 +52,7 @@ def test_an_answer_is_its_final_sampler_state():
 
 
 def test_degenerate_empty_and_refused_answers_are_not_learned():
-    from runtime.engine import Completion
+    from runtime.frames import Completion
     ok = Completion("a", "total / len(values)", "total / len(values)\n", {})
     assert worth_learning(CURSOR, ok)
     assert not worth_learning(CURSOR, Completion("a", "", " \n", {}))
@@ -164,7 +165,8 @@ def test_a_line_answer_ends_at_its_line_break():
 
 def test_the_oracle_commit_rule_keeps_answers_in_no_more_passes(tiny_model_dir):
     from evals.parallel import decode, oracle
-    from runtime.engine import Engine, Request
+    from runtime.engine import Engine
+    from runtime.request import Request
     from runtime.session import load
     out = oracle(tiny_model_dir, per_kind=2, seed=0)
     assert out["cursors"] == 6 and 0 < out["same_answer"] <= 1
@@ -178,7 +180,7 @@ def test_the_oracle_commit_rule_keeps_answers_in_no_more_passes(tiny_model_dir):
     engine = Engine(load(tiny_model_dir, prefer="fp32", threads=1))
     req = lambda: Request(prefix="def add(a, b):\n", max_new_tokens=6, window=6, threshold=1.0, eom_bias=-100.0)
     every = decode(engine, req(), lambda step: np.ones(len(step.slots), bool))
-    assert every.done and every.stats.forward_passes <= 2 < decode(engine, req()).stats.forward_passes
+    assert every.done and every.stats.steps <= 2 < decode(engine, req()).stats.steps   # steps: passes add the context
 
 
 def test_a_learned_commit_rule_is_fitted_on_some_seeds_and_judged_on_others(tiny_model_dir):

@@ -180,7 +180,6 @@ def test_report_reads_the_committed_results(tmp_path):
     text = report(tmp_path, SHIPPED)
     assert "| single-line | oracle | 1033 |" in text and "unknown / oracle pass@1" in text
     assert "## Engine speed" in text and "## Typing in an editor" in text
-    assert "## Unknown-length policies on held-out middles" in text and "| 12/12,32/32 | span |" in text
     assert (tmp_path / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"
     old = json.loads((tmp_path / "single-line-unknown.json").read_text())
     old["model_sha256"] = "0" * 64  # made with a model that is no longer shipped: marked, and left out of ratios
@@ -296,8 +295,7 @@ def test_report_records_the_shipped_models_full_run_scores_in_its_card(tmp_path)
 
 
 @pytest.mark.parametrize("command", [["api", "--set", "single-line", "--limit", "3"],
-                                     ["editor", "--per-kind", "2", "--clients", "completions-64,infill-llama.vim,lsp"],
-                                     ["length", "--per-kind", "2", "--policy", "12/0,32/0", "--policy", "4/4,8/8"]])
+                                     ["editor", "--per-kind", "2", "--clients", "completions-64,infill-llama.vim,lsp"]])
 def test_the_product_path_evals_on_the_tiny_model(tiny_model_dir, tmp_path, command):
     """The evals that ask a real server as clients do: every answer recorded with what was measured."""
     out = tmp_path / "out.json"
@@ -308,12 +306,6 @@ def test_the_product_path_evals_on_the_tiny_model(tiny_model_dir, tmp_path, comm
     if command[0] == "api":
         assert result["tasks"] == 3 and len(result["rows"]) == 3 and 0 <= result["pass@1"] <= 1
         assert result["route"] == "/v1/completions" and result["language"] is None
-    elif command[0] == "length":   # each middle under each policy; only the growing one grows
-        assert result["cursors"] == 6 and set(result["policies"]) == {"12/0,32/0", "4/4,8/8"}
-        rows = result["rows"]
-        assert len(rows) == 12 and not any(r["grown"] for r in rows if r["policy"] == "12/0,32/0")
-        assert all(r["tokens"] <= 128 + 2 and 0 <= r["similarity"] <= 1 for r in rows)
-        assert {r["kind"] for r in rows} == {"line", "lines", "span"}
     else:
         assert result["cursors"] == 6 and set(result["clients"]) == {"completions-64", "infill-llama.vim", "lsp"}
         assert len([r for r in result["rows"] if r["client"] == "lsp"]) == 6

@@ -117,7 +117,7 @@ def test_requests_that_ask_too_much_or_are_not_json(server, body, headers, statu
 def test_a_full_queue_is_a_429_that_leaves_nothing_behind(server, stream):
     """Streaming too (its answer must not start before its requests are queued), and a refused request's other
     choices are not left in the queue for everyone else to wait behind."""
-    from runtime.engine import Request
+    from runtime.request import Request
     scheduler = server["app"].state.scheduler
     engine = server["app"].state.engine
     forward = engine.forward_batch
@@ -332,7 +332,7 @@ def test_frames_reach_the_event_loop_without_its_thread_pool(tiny_engine):
     """Waiting requests must not each hold an executor thread (a burst queued behind the default pool)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from runtime.engine import Request
+    from runtime.request import Request
     from runtime.scheduler import Scheduler
 
     class NoThreads(ThreadPoolExecutor):

@@ -3,9 +3,12 @@ import numpy as np
 import pytest
 
 from runtime.context import fit
-from runtime.engine import GROW, Engine, Request, suffix_echo
+from runtime.engine import Engine
+from runtime.request import Request, suffix_echo
 from runtime.postprocess import drop_suffix_overlap, heal, unheal_end
-from runtime.sampler import PLACEHOLDER, Denoiser, SamplerOptions, choose, denoise
+from runtime.frames import PLACEHOLDER
+from runtime.policies import choose
+from runtime.sampler import Denoiser, SamplerOptions, denoise
 
 PREFIX = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        "
 SUFFIX = "\n    return data\n"
@@ -272,44 +275,16 @@ def writer(d, target: list[int], vocab: int, end: int):
     return forward
 
 
-@pytest.mark.parametrize("length,grown,reason", [(10, 8, "eom"), (3, 0, "eom"), (30, 8, "window")])
-def test_a_window_the_model_fills_grows_until_the_middle_ends(tiny_engine, length, grown, reason):
+def test_a_window_the_model_fills_ends_the_result_at_the_window(tiny_engine):
+    """A window filled with content without the middle ending is the result (its length is the window's: the
+    engine does not grow it; docs/history.md has why)."""
     tok, special = tiny_engine.tok, tiny_engine.special
-    target = (tok.encode("x = [" + ", ".join(map(str, range(40))) + "]"))[:length]
-    opts = SamplerOptions(window=4, block=4, grow=4, max_window=12)
-    d = Denoiser(tok.encode("def f():\n"), None, tok.encode("\n    return x\n"), opts, special, tok.decode)
+    target = tok.encode("x = [" + ", ".join(map(str, range(40))) + "]")[:30]
+    d = Denoiser(tok.encode("def f():\n"), None, tok.encode("\n    return x\n"), SamplerOptions(window=4, block=4),
+                 special, tok.decode)
     for _ in denoise(writer(d, target, tiny_engine.model.card["config"]["vocab_size"], special.eom), d):
         pass
-    assert d.stats.grown == grown and d.stats.stop_reason == reason
-    assert d.result().token_ids == target[:12]           # the committed slots stay as they were; never past 12
-    assert d.ids[d.end:].tolist() == tok.encode("\n    return x\n")   # the suffix moved right, unchanged
-
-
-def test_growing_drops_the_oldest_prefix_tokens_past_max_len(tiny_engine):
-    tok, special = tiny_engine.tok, tiny_engine.special
-    prefix, suffix = tok.encode("import os\nimport sys\n\n\ndef f():\n"), tok.encode("\n    return x\n")
-    target = tok.encode("x = [" + ", ".join(map(str, range(40))) + "]")[:10]
-    most = len(prefix) + 4 + len(suffix) + 3
-    d = Denoiser(prefix, None, suffix, SamplerOptions(window=4, grow=4, max_window=12, max_len=most), special,
-                 tok.decode)
-    for _ in denoise(writer(d, target, tiny_engine.model.card["config"]["vocab_size"], special.eom), d):
-        assert len(d.ids) <= most
-    assert d.result().token_ids == target and d.stats.grown == 8
-    assert d.ids[:d.start].tolist() == prefix[-d.start:] and d.start < len(prefix)
-
-
-def test_only_an_unknown_length_grows_and_only_to_the_clients_cap(tiny_engine):
-    engine = Engine(tiny_engine.model, grow={"line": 12, "block": 32})   # the engine's own GROW is off (measured)
-    infill = dict(prefix="def f(x):\n", suffix="    return x\n")
-    opts = engine.denoiser(Request(**infill, max_new_tokens=40)).opts
-    healed = len(engine.tok.encode(heal(infill["prefix"], infill["suffix"])[1]))
-    assert opts.grow == 12 and opts.max_window == 40 + healed and opts.window < opts.max_window
-    assert engine.denoiser(Request(**infill, max_new_tokens=40, window=12)).opts.grow == 0   # the harness's
-    assert engine.denoiser(Request(**infill, max_new_tokens=8)).opts.grow == 0               # cap ≤ window
-    assert engine.denoiser(Request(**infill, mode="edit", existing="    y = x\n")).opts.grow == 0
-    assert tiny_engine.denoiser(Request(**infill, max_new_tokens=40)).opts.grow == GROW["line"]
-    grown = engine.complete(Request(**infill, max_new_tokens=40))   # through the engine's passes (and its cache)
-    assert grown.stats["tokens"] <= opts.max_window and grown.stats["grown"] <= opts.max_window - opts.window
+    assert d.stats.stop_reason == "window" and d.result().token_ids == target[:4]
 
 
 def test_the_card_lists_the_calibrator_and_a_changed_one_is_refused(tmp_path):

@@ -2,7 +2,9 @@
 
 import pytest
 
-from runtime.engine import Completion, Request
+from runtime.frames import Completion
+
+from runtime.request import Request
 from runtime.scheduler import Busy, Scheduler
 
 PROMPTS = ["import os\n\ndef main():\n    ", "class A:\n    def __init__(self):\n        self.", "x = [", "# sum\ntotal = 0\nfor"]

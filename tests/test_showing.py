@@ -3,7 +3,7 @@ re-writing answer is cut, the code says which language it is, and an unsure answ
 import httpx
 import pytest
 
-from runtime.engine import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, WINDOWS, Request
+from runtime.request import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, WINDOWS, Request
 from runtime.showing import postprocess
 from runtime.postprocess import clean_completion, cut_broken_character, cut_repeats, heal, invents_a_name
 from runtime.syntax import infer_language
@@ -127,16 +127,18 @@ BODY = "    return a + b\n"
 @pytest.mark.parametrize("text,refused", [
     ("", "delete most"),                          # an empty rewrite would delete the function body
     ("    r\n", "delete most"),
-    ("    return (a +\n", "break a file"),        # would break a file that parses
+    ("    return (a +\n", "compile"),             # would break a file that parses
     ("    return b + a\n", None),
     ("    total = a + b\n    return total\n", None),
 ])
 def test_an_edit_that_would_do_harm_is_not_offered(text, refused):
+    """runtime/verify.py's verdict, as the engine asks for it (a rewrite); what it changes, either way."""
     from runtime.showing import harm
     req = Request(prefix=DOC[:DOC.index(BODY)], suffix=DOC[DOC.index(BODY) + len(BODY):], mode="edit",
                   existing=BODY, language="python")
-    why = harm(req, text)
-    assert (why is None) if refused is None else (refused in why)
+    verdict = harm(req, text)
+    assert verdict.ok if refused is None else (not verdict.ok and refused in verdict.why)
+    assert harm(Request(prefix="x = ", suffix=""), "1") is None   # a completion is not an edit
 
 
 def test_a_session_never_offers_a_harmful_edit(url):

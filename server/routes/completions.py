@@ -16,13 +16,14 @@ from fastapi import APIRouter, Request as HttpRequest
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from runtime.engine import Completion, Request, withheld
+from runtime.frames import Completion
+
+from runtime.request import MAX_NEW_TOKENS, OPENAI_MAX_TOKENS, Request, withheld
 from server.fields import JsonFloat, JsonInt, OnlyFalse, OptionalJsonFloat, OptionalJsonInt
 from server.generate import ModelFailure, complete, final, returned_tokens, submit
 
 router = APIRouter()
 MAX_PROMPT_CHARS = 200_000
-MAX_TOKENS = 16          # OpenAI's default max_tokens (also for an explicit null)
 MAX_PROMPTS = 2           # prompts in one request; with n ≤ 8, at most 16 completions (a quarter of the queue)
 Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
@@ -38,7 +39,8 @@ class CompletionBody(BaseModel):
     prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS)] = Field(
         ..., description="text before the cursor (or a list of them)")
     suffix: Prompt | None = Field(None, description="text after the cursor: fill-in-the-middle")
-    max_tokens: OptionalJsonInt = Field(MAX_TOKENS, ge=1, le=1024, description=f"null: the default, {MAX_TOKENS}")
+    max_tokens: OptionalJsonInt = Field(OPENAI_MAX_TOKENS, ge=1, le=MAX_NEW_TOKENS,
+                                        description=f"null: the default, {OPENAI_MAX_TOKENS}")
     temperature: JsonFloat = Field(0.0, ge=0, le=2, allow_inf_nan=False)
     top_p: JsonFloat = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     stop: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
@@ -68,7 +70,7 @@ def to_requests(body: CompletionBody) -> list[Request]:
         raise ValueError(f"the prompts and suffix are over {MAX_PROMPT_CHARS} characters together")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return [Request(prefix=p, suffix=body.suffix or "", mode="infill" if body.suffix else "completion",
-                    max_new_tokens=body.max_tokens or MAX_TOKENS, temperature=body.temperature, top_p=body.top_p,
+                    max_new_tokens=body.max_tokens or OPENAI_MAX_TOKENS, temperature=body.temperature, top_p=body.top_p,
                     seed=(body.seed or 0) + i, stop=stop)
             for p in prompts for i in range(body.n)]
 
@@ -78,7 +80,7 @@ def finish_reason(c: Completion) -> str:
 
 
 def _usage(state, reqs: list[Request], results: list[Completion]) -> dict:
-    prompt = sum(state.engine.count_tokens(r.prefix + r.suffix) for r in reqs)
+    prompt = sum(c.stats.get("context_tokens", 0) for c in results)   # what the model read, counted by the engine
     done = sum(returned_tokens(state, c) for c in results)
     return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 

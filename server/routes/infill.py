@@ -16,8 +16,10 @@ from fastapi import APIRouter, Request as HttpRequest
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from runtime.engine import (EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Completion, Request,
-                            editor_min_confidence, editor_request, withheld)
+from runtime.frames import Completion
+
+from runtime.request import (DEFAULT_MAX_NEW_TOKENS, EDITOR_MIN_CONFIDENCE, MAX_NEW_TOKENS,
+                             UNCALIBRATED_MIN_CONFIDENCE, Request, editor_min_confidence, editor_request, withheld)
 from server.fields import JsonFloat, JsonInt, OptionalJsonFloat
 from server.generate import ModelFailure, complete, final, returned_tokens, submit
 from server.routes.completions import MAX_PROMPT_CHARS
@@ -38,7 +40,7 @@ class InfillBody(BaseModel):
     input_suffix: str = ""
     input_extra: list[ExtraChunk] = Field([], max_length=256)
     prompt: str = ""
-    n_predict: JsonInt = Field(32, ge=-1, le=1024)
+    n_predict: JsonInt = Field(DEFAULT_MAX_NEW_TOKENS, ge=-1, le=MAX_NEW_TOKENS)
     temperature: JsonFloat = Field(0.0, ge=0, le=2, allow_inf_nan=False)
     top_p: JsonFloat = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     stop: list[Annotated[str, Field(min_length=1)]] = Field([], max_length=16)
@@ -70,7 +72,7 @@ def response(state, req: Request, c: Completion | None, min_confidence: float | 
     confidence; empty content when it is below `min_confidence` (None: the editors' default; 0: never)."""
     stats = c.stats if c else {"tokens": 0, "ms": 0.0, "stop_reason": "limit", "steps": 0, "forward_passes": 0}
     predicted = returned_tokens(state, c) if c else 0
-    prompt_n = state.engine.count_tokens(req.prefix + req.suffix) + (c.stats.get("extra_tokens", 0) if c else 0)
+    prompt_n = stats.get("context_tokens", 0)   # what the model read (the file's and other files'), the engine's count
     kind = STOP_TYPES.get(stats["stop_reason"], "none")
     word = stats.get("stop_word", "") if kind == "word" and stats.get("stop_word") in req.stop else ""
     predicted_ms = max(stats["ms"], 1e-6)
@@ -80,7 +82,7 @@ def response(state, req: Request, c: Completion | None, min_confidence: float | 
             "typed_through": bool(stats.get("typed_through")),
             "calibrated": bool(stats.get("calibrated")),
             "tokens_predicted": predicted, "tokens_evaluated": prompt_n, "tokens_cached": 0,
-            "truncated": prompt_n > state.engine.context_tokens, "has_new_line": bool(c and "\n" in c.text),
+            "truncated": bool(stats.get("truncated")), "has_new_line": bool(c and "\n" in c.text),
             "stop_type": kind, "stopping_word": word, "stopped_eos": kind == "eos", "stopped_limit": kind == "limit",
             "stopped_word": kind == "word", "id": c.id if c else req.id,
             "timings": {"prompt_n": prompt_n, "prompt_ms": 0.0, "prompt_per_token_ms": 0.0, "prompt_per_second": 0.0,
