@@ -86,7 +86,7 @@ def worth_learning(c: dict, out) -> bool:
 
 def answer(engine, c: dict) -> dict | None:
     """The teacher's answer at cursor c as the sequence its sampler ended with; None if not worth learning."""
-    from runtime.engine import editor_request
+    from runtime.request import editor_request
     req = editor_request(c["prefix"], c["suffix"])
     d = engine.denoiser(req)
     while not d.done:
