@@ -15,8 +15,8 @@ EVALS = {
     "calibrate": ("evals.calibrate", "fit the confidence calibrator on held-out editor cursors (written beside the model)"),
     "imported": ("evals.imported", "an imported diffusion coder's import time, size and speed at a real model's shape (random weights)"),
     "parallel": ("evals.parallel", "tokens per pass on held-out editor cursors, one model against another"),
-    "commit-rule": ("evals.commit_rule", "a learned commit rule on top of the shipped one, on held-out editor cursors"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
+    "repo": ("evals.repo", "cross-file cursors in held-out packages, asked with llama.vim's chunks and without"),
     "edits": ("evals.edits", "planted bugs repaired through a websocket session as clients ask: fixed, harmed, refused"),
 }
 

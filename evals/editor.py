@@ -174,7 +174,8 @@ async def ask_lsp(points: list[dict], model_dir: Path | None) -> list[tuple[str,
             t0 = time.perf_counter()
             got = await client.text_document_inline_completion_async(lsp.InlineCompletionParams(
                 text_document=lsp.TextDocumentIdentifier(uri=uri), position=position(text, len(c["prefix"])),
-                context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked)))
+                # ghost text as the user types: an automatic trigger, which abstains below the editors' floor
+                context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Automatic)))
             items = got.items if hasattr(got, "items") else (got or [])
             out.append((items[0].insert_text if items else "", 0.0, 1000 * (time.perf_counter() - t0)))
             client.text_document_did_close(lsp.DidCloseTextDocumentParams(

@@ -215,9 +215,9 @@ async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position,
 
 
 def invoked(context: lsp.CompletionContext | None) -> bool:
-    """Whether the user asked for a completion (Neovim's omnifunc sends no context: <C-x><C-o> is asking) rather
-    than a trigger character or a re-filter while typing."""
-    return context is None or context.trigger_kind == lsp.CompletionTriggerKind.Invoked
+    """Whether the user asked for a completion: Neovim's omnifunc (<C-x><C-o>) sends no context. A client that
+    sends one cannot say (LSP's Invoked also covers completion while typing): it gets the abstaining answer."""
+    return context is None
 
 
 def send_event(ls: QuicksilverServer, event: str, cid: str) -> None:

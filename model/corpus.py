@@ -124,11 +124,20 @@ def _examine(path: str) -> tuple[str, str | None, str]:
     return digest, text, reason
 
 
+def heldout_packages() -> set[str]:
+    """The packages no training corpus may hold (evals/heldout-packages.txt: the evals ask about them)."""
+    path = Path(__file__).resolve().parent.parent / "evals" / "heldout-packages.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {l.strip() for l in lines if l.strip() and not l.startswith("#")}
+
+
 def find_python_files(roots: list[Path]) -> list[str]:
-    """Every *.py under the roots, in an order that mixes packages but is fixed for a given machine."""
-    seen, files = set(), []
+    """Every *.py under the roots but the held-out packages', in an order that mixes packages but is fixed for a
+    given machine."""
+    seen, files, held = set(), [], heldout_packages()
     for root in roots:
-        for dirpath, _, names in os.walk(root):
+        for dirpath, dirs, names in os.walk(root):
+            dirs[:] = [d for d in dirs if d not in held]
             for n in names:
                 if n.endswith(".py"):
                     p = os.path.realpath(os.path.join(dirpath, n))

@@ -12,7 +12,7 @@ from runtime.context import fit
 from runtime.contexts import ContextCache, KeptContexts, canonical_key, canonical_window
 from runtime.postprocess import heal
 from runtime.frames import Completion, Frame, Result
-from runtime.request import (EDIT_CONTEXT_TOKENS, EDIT_GROWTH, EXTRA_MIN_CONTEXT, MAX_HEALED_CHARS, WINDOWS,
+from runtime.request import (EDIT_CONTEXT_TOKENS, EDIT_GROWTH, EXTRA_MIN_TOKENS, EXTRA_TOKENS, MAX_HEALED_CHARS, WINDOWS,
                              DEFAULT_CONTEXT_TOKENS, Request, editor_min_confidence, stops_of, window_of)
 from runtime.sampler import Denoiser, SamplerOptions
 from runtime.session import LoadedModel
@@ -82,8 +82,9 @@ class Engine:
         ctx = fit(self.tok, prefix, suffix, self.context_tokens - window)
         if req.mode == "completion":
             ctx.suffix = []
-        extra = self.extra_context(req.extra, self.context_tokens - window - len(ctx.prefix) - len(ctx.suffix)) \
-            if req.extra and not ctx.prefix_cut and self.context_tokens >= EXTRA_MIN_CONTEXT else []
+        room = self.context_tokens - window - len(ctx.prefix) - len(ctx.suffix)   # what the file left unused,
+        room += max(0, min(EXTRA_TOKENS, self.max_len - self.context_tokens))    # and positions past its context
+        extra = self.extra_context(req.extra, room) if req.extra else []
         ctx.prefix = extra + ctx.prefix
         opts = SamplerOptions(
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
@@ -116,15 +117,15 @@ class Engine:
         return len(self.tok.encode(text))
 
     def extra_context(self, chunks: tuple[str, ...], room: int) -> list[int]:
-        """Other files before this one, as files follow each other in training (each starts with the file-start
-        token): the most relevant nearest, whole files only, as many as `room` tokens hold. Only the context sees
-        them; post-processing and the syntax rules look at this file alone."""
+        """Other files' snippets before this file, as files follow each other in training (each starts with the
+        file-start token): the most relevant nearest, each from its start (a definition's head, a module's
+        imports) as far as `room` tokens hold. Only the context sees them; post-processing and the syntax rules
+        look at this file alone."""
         ids: list[int] = []
         for chunk in chunks:
-            tokens = [self.tok.bos_id] + self.tok.encode(chunk)
-            if len(ids) + len(tokens) > room:
+            if room - len(ids) < EXTRA_MIN_TOKENS:
                 break
-            ids = tokens + ids
+            ids = ([self.tok.bos_id] + self.tok.encode(chunk))[:room - len(ids)] + ids
         return ids
 
     def finish(self, req: Request, d: Denoiser | Answered) -> Completion:

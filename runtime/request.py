@@ -37,9 +37,10 @@ UNCALIBRATED_MIN_CONFIDENCE = 0.45   # the same for a model without a calibrator
 MAX_HEALED_CHARS = 400            # a cursor line longer than this is not moved into the window (not healed)
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
 EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
-EXTRA_MIN_CONTEXT = 1024          # other files (Request.extra) enter only a context at least this long: a model
-                                  # given room (an imported one, --context-tokens). The shipped model's 384 tokens
-                                  # are for the file itself; it was never evaluated with other files beside it
+EXTRA_TOKENS = 128                # other files' snippets (Request.extra) get at most this many tokens more than the
+                                  # file's context, within the model's positions (the shipped model: 384 + 128 = its
+                                  # 512); the file keeps all it would get without them (evals/repo.py measures it)
+EXTRA_MIN_TOKENS = 16             # a snippet cut shorter than this is left out
 
 
 @dataclass

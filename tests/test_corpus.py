@@ -44,3 +44,14 @@ def test_tiny_corpus_summary(tiny_corpus):
     meta = json.loads((tiny_corpus / "corpus.json").read_text())
     assert meta["files"]["heldout"] >= 1 and meta["tokens"]["train"] > 100_000
     assert meta["files"]["heldout"] / (meta["files"]["train"] + meta["files"]["heldout"]) >= 0.01 / 2
+
+
+def test_held_out_packages_never_enter_a_corpus(tmp_path):
+    """evals/heldout-packages.txt holds out by package: none of a listed package's files is found, at any depth."""
+    from model.corpus import find_python_files, heldout_packages
+    held = sorted(heldout_packages())
+    assert "graphql" in held
+    for rel in (f"{held[0]}/a.py", f"{held[0]}/sub/b.py", "site/c.py", f"vendor/{held[1]}/d.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    assert [p.rsplit("/", 2)[-2:] for p in find_python_files([tmp_path])] == [["site", "c.py"]]

@@ -181,13 +181,3 @@ def test_the_oracle_commit_rule_keeps_answers_in_no_more_passes(tiny_model_dir):
     req = lambda: Request(prefix="def add(a, b):\n", max_new_tokens=6, window=6, threshold=1.0, eom_bias=-100.0)
     every = decode(engine, req(), lambda step: np.ones(len(step.slots), bool))
     assert every.done and every.stats.steps <= 2 < decode(engine, req()).stats.steps   # steps: passes add the context
-
-
-def test_a_learned_commit_rule_is_fitted_on_some_seeds_and_judged_on_others(tiny_model_dir):
-    from evals.commit_rule import FEATURES, evaluate
-    out = evaluate(tiny_model_dir, train_seeds=(4,), seeds=(0,), taus=(0.0,), per_kind=1)
-    assert out["rows"] > 0 and set(out["weights"]) == set(FEATURES) and 0 <= out["final_share"] <= 1
-    shipped, everything = out["seeds"]["0"]["shipped"], out["seeds"]["0"]["0"]
-    assert shipped["same_text_as_shipped"] == 1.0
-    # tau 0 commits every predicted slot that is not an end marker at once: at least as many tokens a pass
-    assert everything["tokens_per_pass"] >= shipped["tokens_per_pass"] > 0

@@ -383,15 +383,16 @@ def test_eval_imported_measures_size_and_speed(tmp_path):
     assert not (tmp_path / "work").exists()
 
 
-def test_other_files_go_before_the_file_while_the_context_has_room(tmp_path):
-    """Request.extra (llama.vim's input_extra, the editor's other open files) in a model with room: whole files,
-    each starting with the file-start token as files follow each other in training, the most relevant nearest;
-    none that would not fit whole, and none in a context shorter than EXTRA_MIN_CONTEXT."""
-    from runtime.request import EXTRA_MIN_CONTEXT
+def test_other_files_go_before_the_file_within_their_budget(tmp_path):
+    """Request.extra (llama.vim's input_extra, the editor's other open files): each starting with the file-start
+    token as files follow each other in training, the most relevant nearest, each from its start as far as the
+    room holds — what the file leaves unused and EXTRA_TOKENS past its context within the model's positions. The
+    file keeps every token it gets without them."""
+    from runtime.request import EXTRA_MIN_TOKENS, EXTRA_TOKENS
     write_checkpoint(tmp_path / "hf", "llada")
     import_checkpoint(tmp_path / "hf", tmp_path / "qs")
     model = load(tmp_path / "qs", prefer="fp32", threads=1)
-    engine, short = Engine(model, context_tokens=EXTRA_MIN_CONTEXT), Engine(model)
+    engine = Engine(model, context_tokens=1024)
     tok, bos = engine.tok, engine.tok.bos_id
     assert bos == tok.tok.token_to_id("<|startoftext|>") != tok.eos_id
     near, far = "def helper(x):\n    return x\n", "import os\n"
@@ -400,8 +401,14 @@ def test_other_files_go_before_the_file_while_the_context_has_room(tmp_path):
     files = [bos] + tok.encode(far) + [bos] + tok.encode(near)
     assert list(d.inputs()[:len(files)]) == files and d.stats.extra_tokens == len(files)
     assert list(d.inputs()[len(files):]) == list(plain.inputs())
-    assert engine.denoiser(req(("x = 1\n" * 2000, near))).stats.extra_tokens == 0   # the nearest does not fit
-    assert short.denoiser(req((near,))).stats.extra_tokens == 0
+    big = engine.denoiser(req(("x = 1\n" * 2000, near)))   # the nearest is cut from its start to the room
+    assert EXTRA_MIN_TOKENS <= big.stats.extra_tokens <= engine.context_tokens + EXTRA_TOKENS and big.inputs()[0] == bos
+    long_file = "x = 1\n" * 2000 + "def f(x):\n    "   # a file that fills its context: EXTRA_TOKENS more at most
+    full, with_extra = engine.denoiser(req((), long_file)), engine.denoiser(req((near * 50,), long_file))
+    room = min(EXTRA_TOKENS, engine.max_len - engine.context_tokens)
+    unused = engine.context_tokens - (full.end - full.start) - full.stats.context_tokens   # what fit's lines leave
+    assert with_extra.stats.extra_tokens == unused + room
+    assert list(with_extra.inputs()[with_extra.stats.extra_tokens:]) == list(full.inputs())   # the file as it was
     assert engine.complete(req((near,))).stats["extra_tokens"] > 0
 
 
@@ -409,10 +416,9 @@ def test_infill_input_extra_reaches_a_model_with_room(tmp_path):
     import httpx
 
     from conftest import API_KEY, start_server, stop_server
-    from runtime.request import EXTRA_MIN_CONTEXT
     write_checkpoint(tmp_path / "hf", "dream")
     import_checkpoint(tmp_path / "hf", tmp_path / "qs")
-    srv, thread, url = start_server(tmp_path / "qs", tmp_path / "db.sqlite", context_tokens=EXTRA_MIN_CONTEXT)
+    srv, thread, url = start_server(tmp_path / "qs", tmp_path / "db.sqlite", context_tokens=1024)
     try:
         body = {"input_prefix": "def read(path):\n", "input_suffix": "\n", "prompt": "    ", "n_predict": 4,
                 "response_fields": ["timings/prompt_n"]}

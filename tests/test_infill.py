@@ -136,10 +136,10 @@ def test_bad_fields_are_a_clear_400(url, body, needle):
 
 
 
-def test_input_extra_stays_out_of_a_short_context(url):
+def test_input_extra_reaches_the_model_before_the_file(url):
     """llama.vim's ring-buffer chunks are not pasted into the file's prefix (where the syntax rules would read them
-    as this file's code), and a context shorter than EXTRA_MIN_CONTEXT holds only the file: prompt_n is the same.
-    (A model with room takes them: tests/test_import.py.)"""
+    as this file's code): they go before the file as other files do, and the model reads them (prompt_n)."""
     body = {"input_prefix": "def read(path):\n", "input_suffix": "\n", "prompt": "    ", "n_predict": 4,
             "response_fields": ["timings/prompt_n"]}
-    assert post(url, {**body, "input_extra": LLAMA_VIM["input_extra"]}) == post(url, body)
+    n = lambda b: post(url, b)["timings/prompt_n"]
+    assert n({**body, "input_extra": LLAMA_VIM["input_extra"]}) > n(body)

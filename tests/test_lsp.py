@@ -4,6 +4,7 @@ workspace/applyEdit, quicksilver/editBlock, the completion cache, telemetry even
 files and text that is not Unicode."""
 import asyncio
 import json
+import re
 import select
 import sqlite3
 import subprocess
@@ -410,3 +411,27 @@ async def test_the_language_server_and_infill_show_the_same_text(session, reques
     if srv is not None:
         stop_server(srv, thread)
     assert sum(map(bool, shown_texts)) >= 2, shown_texts   # not a comparison of empty answers
+
+
+async def test_an_explicit_request_answers_where_an_automatic_one_abstains(tmp_path):
+    """The shipped model, with a floor no answer reaches (--min-confidence 1): ghost text as the user types (inline, Automatic) and a
+    popup request that carries a context show nothing; the user asking — inline Invoked, or the omnifunc's request
+    with no context — gets the model's answer, its confidence in the item's detail."""
+    c = editing_client()
+    await c.start_io(sys.executable, "-m", "runtime.cli", "lsp", "--min-confidence", "1", "--log-file",
+                     str(tmp_path / "lsp.log"), cwd=str(ROOT))   # the shipped model
+    await c.initialize_session(lsp.InitializeParams(capabilities=client_capabilities("neovim"), root_uri="file:///tmp"))
+    try:
+        open_document(c, URI, TEXT)
+        assert not await inline(c, at(5, 4), lsp.InlineCompletionTriggerKind.Automatic)
+        typed = await c.text_document_completion_async(lsp.CompletionParams(
+            text_document=lsp.TextDocumentIdentifier(uri=URI), position=at(5, 4),
+            context=lsp.CompletionContext(trigger_kind=lsp.CompletionTriggerKind.Invoked)))
+        assert not typed.items
+        asked = await inline(c, at(5, 4), lsp.InlineCompletionTriggerKind.Invoked)
+        omni = await popup(c, at(5, 4))
+        assert asked and asked[0].insert_text.strip() and omni, (tmp_path / "lsp.log").read_text()
+        assert re.fullmatch(r"quicksilver · confidence \d\.\d\d", omni[0].detail)
+    finally:
+        await c.shutdown_session()
+        await c.stop()

@@ -82,3 +82,14 @@ def test_the_readme_has_examples():
 def test_a_readme_example_gives_the_answer_it_shows(server, lang, request_text, expected):
     run = run_curl if lang == "sh" else run_python
     assert run(request_text, server).rstrip("\n") == expected.rstrip("\n")
+
+
+def test_the_readme_is_a_five_minute_read_and_the_project_names_no_work_session():
+    import re
+    import subprocess
+    assert len((ROOT / "README.md").read_text().split()) <= 1500
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    texts = {p: (ROOT / p).read_text(errors="replace") for p in tracked
+             if p.endswith((".py", ".md", ".txt", ".tsv", ".toml", ".lua", ".ts")) and (ROOT / p).exists()}
+    named = [p for p, text in texts.items() if re.search(r"\b[Ss]essions? \d+\b", text)]
+    assert not named, named
