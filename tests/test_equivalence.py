@@ -3,7 +3,8 @@ and blocks, an oracle window, stop sequences, sampling with a seed, typing throu
 rewrites) on cursors of held-out files, against the text, tokens, passes, stop reason and confidence recorded at
 the same decoding revision (tests/data/equivalence.json).
 
-    python -m tests.test_equivalence --write     # record them anew: only when DECODING_REVISION changes
+    python -m tests.test_equivalence --write     # record them anew: only when DECODING_REVISION changes, or
+                                                 # the model or its calibrator is refitted (the record names them)
 """
 from __future__ import annotations
 
@@ -55,12 +56,19 @@ def answers() -> list[dict]:
     return rows
 
 
+def model_files() -> dict:
+    """The shipped model's files as its card hashes them (the calibrator among them), shortened."""
+    card = json.loads((SHIPPED / "card.json").read_text())
+    return {name: digest[:12] for name, digest in sorted(card["files"].items())}
+
+
 def test_answers_are_the_recorded_ones():
     from runtime import DECODING_REVISION
     record = json.loads(RECORD.read_text())
-    if record["revision"] != DECODING_REVISION:
-        pytest.fail(f"the record is at decoding revision {record['revision']}, the engine at {DECODING_REVISION}: "
-                    "record it anew (python -m tests.test_equivalence --write)")
+    if (record["revision"], record.get("model")) != (DECODING_REVISION, model_files()):
+        pytest.fail(f"the record was made at decoding revision {record['revision']} with model files "
+                    f"{record.get('model')}; the engine is at {DECODING_REVISION} with {model_files()}: record it "
+                    "anew (python -m tests.test_equivalence --write)")
     now = answers()
     assert len(now) == len(record["answers"]) >= 200
     differ = [(i, a, b) for i, (a, b) in enumerate(zip(record["answers"], now)) if a != b]
@@ -70,5 +78,6 @@ def test_answers_are_the_recorded_ones():
 if __name__ == "__main__" and "--write" in sys.argv:
     from runtime import DECODING_REVISION
     rows = answers()
-    RECORD.write_text(json.dumps({"revision": DECODING_REVISION, "answers": rows}, indent=0) + "\n")
+    RECORD.write_text(json.dumps({"revision": DECODING_REVISION, "model": model_files(), "answers": rows},
+                                 indent=0) + "\n")
     print(f"{len(rows)} answers recorded at decoding revision {DECODING_REVISION}")
