@@ -5,7 +5,7 @@
 --
 -- Neovim 0.11+: registered with vim.lsp.config / vim.lsp.enable; 0.12 adds inline (ghost-text) completion,
 -- turned on here. Older versions (0.7-0.10): the client is started per Python buffer and completions arrive
--- through the LSP omnifunc (<C-x><C-o>). Code actions (Complete / Rewrite / Repair block) work in every version
+-- through the LSP omnifunc (<C-x><C-o>). Code actions (Complete block; a verified Repair titled with its change) work in every version
 -- through vim.lsp.buf.code_action().
 local M = {}
 

@@ -1,5 +1,5 @@
 // quicksilver for VS Code: starts `quicksilver lsp` (in-process model, or a client of a running server) and hands
-// inline completions, completions and code actions (Complete / Rewrite / Repair block) to the editor.
+// inline completions, completions and code actions (Complete block; a verified Repair titled with its change) to the editor.
 import * as vscode from "vscode";
 import { LanguageClient, LanguageClientOptions, ServerOptions, TransportKind } from "vscode-languageclient/node";
 
