@@ -18,7 +18,6 @@ from websockets.asyncio.client import connect
 from runtime.frames import Completion
 
 from runtime.request import Request
-from runtime.showing import shape
 
 log = logging.getLogger("quicksilver.lsp.remote")
 
@@ -111,7 +110,7 @@ class RemoteBackend:
         if msg is None:
             return None
         stats = msg.get("stats") or {}
-        return Completion(req.id, shape(req, msg["text"]), msg["text"], stats)
+        return Completion(req.id, msg["text"], msg["text"], stats)   # shaped by the server as it would be here
 
     async def feedback(self, event: str, cid: str) -> None:
         """One event (shown, accepted or dismissed: the names the server's store accepts) for a completion id."""

@@ -1,6 +1,6 @@
 """Generated text → what the front ends show: `postprocess` (healing undone, repeats and suffix echoes dropped, one
 line when asked, the cursor's scope, never a completion that breaks a valid file), `shape` (its editor-facing
-part, also applied to a remote server's text) and `harm` (runtime/verify.py's verdict on an edit). The text
+part) and `harm` (runtime/verify.py's verdict on an edit). The text
 rules themselves are runtime/postprocess.py's; the syntax ones runtime/syntax.py's."""
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def harm(req: Request, text: str) -> Verdict | None:
 
 def shape(req: Request, text: str) -> str:
     """The editor-facing part of post-processing: one line when asked; with a language, the cursor's scope and
-    never a completion that breaks the syntax of a file that was valid (also applied to a remote server's text)."""
+    never a completion that breaks the syntax of a file that was valid."""
     if req.single_line:
         text = text.split("\n", 1)[0]
     if req.language and req.mode != "edit":
