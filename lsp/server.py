@@ -64,18 +64,18 @@ class CompletionCache:
     """Completions shown recently: when the user types the start of one, the rest is served without the model."""
 
     def __init__(self, size: int = CACHE_ENTRIES):
-        self.size, self.items = size, OrderedDict()   # (uri, prefix, suffix) → (completion id, text)
+        self.size, self.items = size, OrderedDict()   # (uri, prefix, suffix) → (completion id, text, confidence)
 
-    def put(self, uri: str, prefix: str, suffix: str, cid: str, text: str) -> None:
-        self.items[(uri, prefix, suffix)] = (cid, text)
+    def put(self, uri: str, prefix: str, suffix: str, cid: str, text: str, confidence: float) -> None:
+        self.items[(uri, prefix, suffix)] = (cid, text, confidence)
         self.items.move_to_end((uri, prefix, suffix))
         while len(self.items) > self.size:
             self.items.popitem(last=False)
 
-    def get(self, uri: str, prefix: str, suffix: str) -> tuple[str, str] | None:
-        for (u, p, s), (cid, text) in reversed(self.items.items()):
+    def get(self, uri: str, prefix: str, suffix: str) -> tuple[str, str, float] | None:
+        for (u, p, s), (cid, text, confidence) in reversed(self.items.items()):
             if u == uri and s == suffix and (rest := rest_after(p, text, prefix)) is not None:
-                return cid, rest
+                return cid, rest, confidence
         return None
 
 
@@ -179,7 +179,7 @@ async def run_request(ls: QuicksilverServer, uri: str, req: Request) -> Completi
 
 
 async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position,
-                      explicit: bool = False) -> tuple[str, str, float | None] | None:
+                      explicit: bool = False) -> tuple[str, str, float] | None:
     """(completion id, text, confidence) at the cursor: from the cache when the user is typing into a shown
     completion. An automatic request shows nothing below the confidence floor; an explicit one (the user asked)
     shows the model's best answer whatever its confidence. The caller returns it to the client, so it counts as
@@ -191,7 +191,6 @@ async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position,
         return None
     if (hit := ls.cache.get(uri, prefix, suffix)) is not None:
         log.info("completion %s served from the cache", hit[0])
-        hit = (*hit, None)
     else:
         try:
             result = await run_request(ls, uri, build_request(prefix, suffix, single, language,
@@ -208,7 +207,7 @@ async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position,
             if not explicit:
                 return None
         else:
-            ls.cache.put(uri, prefix, suffix, result.id, result.text)
+            ls.cache.put(uri, prefix, suffix, result.id, result.text, result.stats["confidence"])
         hit = result.id, result.text, result.stats["confidence"]
     send_event(ls, SHOWN, hit[0])
     return hit
@@ -306,7 +305,7 @@ def create_server(backend, cache: bool = True, min_confidence: float | None = No
         cid, text, confidence = got
         here = lsp.Range(start=params.position, end=params.position)
         label = text.strip().split("\n", 1)[0][:60]
-        detail = "quicksilver" + (f" · confidence {confidence:.2f}" if confidence is not None else "")
+        detail = f"quicksilver · confidence {confidence:.2f}"
         return lsp.CompletionList(is_incomplete=True, items=[lsp.CompletionItem(
             label=label, kind=lsp.CompletionItemKind.Snippet, detail=detail, data={"id": cid},
             filter_text=text, insert_text_format=lsp.InsertTextFormat.PlainText,

@@ -58,8 +58,8 @@ class Settings:
 
 @dataclass
 class Answered:
-    """A request answered from a kept answer: finished before any pass (the scheduler hands it straight to
-    `Engine.finish`, which returns `completion`)."""
+    """A request answered before any pass — from a kept answer, or a repair analysis made (runtime/fixes.py):
+    finished already (the scheduler hands it straight to `Engine.finish`, which returns `completion`)."""
     completion: object            # runtime.engine.Completion
     t0: float = field(default_factory=time.perf_counter)
     done: bool = True
@@ -73,7 +73,8 @@ def answered_stats(kept: dict) -> dict:
     """The stats of a request answered from a kept answer: no step, pass or generated token (a fresh `Stats`), the
     kept answer's ending and confidence, and `typed_through`."""
     fresh = Stats(stop_reason=kept.get("stop_reason", ""), confidence=kept.get("confidence", 0.0),
-                  stop_word=kept.get("stop_word", ""), typed_through=True)
+                  stop_word=kept.get("stop_word", ""), typed_through=True,
+                  context_tokens=kept.get("context_tokens", 0), truncated=kept.get("truncated", False))
     return {**vars(fresh), "calibrated": kept.get("calibrated", False)}
 
 

@@ -11,7 +11,8 @@ from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import ContextCache, KeptContexts, canonical_key, canonical_window
 from runtime.postprocess import heal
-from runtime.frames import Completion, Frame, Result
+from runtime.fixes import name_fix
+from runtime.frames import Completion, Frame, Result, Stats
 from runtime.request import (EDIT_CONTEXT_TOKENS, EDIT_GROWTH, EXTRA_MIN_TOKENS, EXTRA_TOKENS, MAX_HEALED_CHARS, WINDOWS,
                              DEFAULT_CONTEXT_TOKENS, Request, editor_min_confidence, stops_of, window_of)
 from runtime.sampler import Denoiser, SamplerOptions
@@ -57,6 +58,12 @@ class Engine:
         if self.answers is not None and (kept := self.answers.typed_through(req)) is not None:
             text, stats = kept
             return Answered(Completion(req.id, text, text, answered_stats(stats)), t0)
+        if req.mode == "edit" and req.edit == "repair" and (fixed := name_fix(req.prefix, req.existing, req.suffix,
+                                                                              req.language)) is not None \
+                and (verdict := harm(req, fixed)).ok:   # a misspelled name analysis can fix: no pass needed
+            stats = {**vars(Stats(stop_reason="eom", confidence=1.0)), "calibrated": False, "change": verdict.summary,
+                     "fixed_by": "analysis"}
+            return Answered(Completion(req.id, fixed, fixed, stats), t0)
         existing = self.tok.encode(req.existing) if req.mode == "edit" else None
         prefix, suffix = req.prefix, "" if req.mode == "completion" else req.suffix
         forced = ""

@@ -1,0 +1,76 @@
+"""Repairs static analysis makes on its own, before the model is asked: a name the block reads that nothing in the
+file defines (pyflakes says so), or an attribute of `self` read nowhere else in the file, replaced by the one name in scope or
+attribute the file defines that it most resembles — an IDE's "did you mean". What it proposes still passes runtime/verify.py."""
+from __future__ import annotations
+
+import ast
+import builtins
+import difflib
+import io
+import tokenize
+
+from runtime.verify import analyse
+
+LIKENESS = 0.8         # difflib's ratio a replacement must reach, and lead the next candidate by LEAD
+LEAD = 0.05
+MIN_NAME = 3           # shorter names are too easy to confuse
+BUILTIN_ATTRIBUTES = {a for t in (str, bytes, list, dict, set, tuple, int, float, object) for a in dir(t)}
+
+
+def _candidates(wrong: str, pool: set[str]) -> str | None:
+    """The one name of `pool` that `wrong` most resembles, if it is alike enough and clearly the best."""
+    scored = sorted(((difflib.SequenceMatcher(None, wrong, n).ratio(), n) for n in pool if n != wrong
+                     and abs(len(n) - len(wrong)) <= 2), reverse=True)
+    if not scored or scored[0][0] < LIKENESS or (len(scored) > 1 and scored[0][0] - scored[1][0] < LEAD):
+        return None
+    return scored[0][1]
+
+
+def _replace(block: str, wrong: str, right: str, attribute: bool) -> str:
+    """`block` with each name token `wrong` (only after a `.` if `attribute`, never one after it otherwise)
+    spelled `right`; strings and comments untouched."""
+    lines = block.split("\n")
+    toks = list(tokenize.generate_tokens(io.StringIO(block).readline))
+    for i in range(len(toks) - 1, -1, -1):
+        t = toks[i]
+        after_dot = i > 0 and toks[i - 1].type == tokenize.OP and toks[i - 1].string == "."
+        if t.type == tokenize.NAME and t.string == wrong and after_dot == attribute:
+            row, col = t.start[0] - 1, t.start[1]
+            lines[row] = lines[row][:col] + right + lines[row][col + len(wrong):]
+    return "\n".join(lines)
+
+
+def name_fix(prefix: str, block: str, suffix: str, language: str | None) -> str | None:
+    """The block with a misspelled name or attribute fixed, or None where analysis finds nothing it is sure of."""
+    if (language or "").lower() != "python":
+        return None
+    a = analyse(prefix + block + suffix)
+    if a is None:
+        return None
+    start, end = len(prefix), len(prefix) + len(block)
+    undefined = {n for kind, n in a.names if kind == "undefined"}
+    inside = [n for n, _ in a.inside(start, end)]
+    methods = {m for c in ast.walk(a.tree) if isinstance(c, ast.ClassDef) for m in c.body
+               if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))}   # attributes, not names in scope
+    defined = {n.id for n in ast.walk(a.tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    defined |= {n.name for n in ast.walk(a.tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                   ast.ClassDef)) and n not in methods}
+    defined |= {n.arg for n in ast.walk(a.tree) if isinstance(n, ast.arg)}
+    defined |= {(n.asname or n.name).split(".")[0] for n in ast.walk(a.tree) if isinstance(n, ast.alias)}
+    defined |= set(dir(builtins))
+    fixed = block
+    for wrong in sorted({n.id for n in inside if isinstance(n, ast.Name) and n.id in undefined}):
+        if len(wrong) >= MIN_NAME and (right := _candidates(wrong, defined)) is not None:
+            fixed = _replace(fixed, wrong, right, attribute=False)
+    attrs = [n.attr for n in ast.walk(a.tree) if isinstance(n, ast.Attribute)]
+    # the attributes the file defines: assigned (`self.items = ...`) or its classes' methods; never a builtin
+    # type's (`.strip` read once is a str method, not a misspelled `.rstrip`)
+    own = {n.attr for n in ast.walk(a.tree) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)}
+    own |= {m.name for m in methods}
+    mine = {n.attr for n in inside if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load)
+            and isinstance(n.value, ast.Name) and n.value.id in ("self", "cls")}   # another object's: unknowable
+    for wrong in sorted(mine):
+        if len(wrong) >= MIN_NAME and attrs.count(wrong) == 1 and wrong not in BUILTIN_ATTRIBUTES:
+            if (right := _candidates(wrong, own)) is not None:
+                fixed = _replace(fixed, wrong, right, attribute=True)
+    return fixed if fixed != block else None

@@ -1,0 +1,43 @@
+"""runtime/fixes.py: a misspelled name or attribute that analysis can fix is fixed, the one defined name it most
+resembles; nothing is proposed where analysis is not sure; the engine offers the fix as a repair (shipped model,
+no pass) and what it offers passes runtime/verify.py."""
+import pytest
+
+from runtime.fixes import name_fix
+
+GREET = "def greet(name):\n    message = 'Hello, ' + name\n    return mesage\n"
+CART = ("class Cart:\n    def __init__(self):\n        self.items = []\n\n    def add(self, item):\n"
+        "        self.items.append(item)\n\n    def count(self):\n        return len(self.itmes)\n")
+
+
+@pytest.mark.parametrize("source, block, fixed", [
+    (GREET, "    return mesage\n", "    return message\n"),                                  # a misspelled local
+    (CART, "        return len(self.itmes)\n", "        return len(self.items)\n"),            # an attribute
+    ("def f(values):\n    total = 0\n    for v in valeus:\n        total += v\n    return total\n",
+     "    for v in valeus:\n", "    for v in values:\n"),                                     # a parameter
+    ("def f(x):\n    return undefined_thing(x)\n", "    return undefined_thing(x)\n", None),  # nothing alike
+    ("def f(ab, ac):\n    return ad\n", "    return ad\n", None),                               # too short
+    ("def f(data, date):\n    return dat\n", "    return dat\n", None),                      # two alike: unsure
+    ("def f(x):\n    return 'mesage'\n", "    return 'mesage'\n", None),                      # strings untouched
+    ("def f(s):\n    s = s.rstrip()\n    return s.strip()\n", "    return s.strip()\n", None),   # a str method
+    ("class A:\n    def counter(self):\n        return countr(1)\n", "        return countr(1)\n", None),   # a method
+    ("import m\nclass A:\n    def lists(self):\n        return m.list_(1)\n", "        return m.list_(1)\n", None),
+])
+def test_a_name_analysis_can_fix_is_fixed_and_nothing_else(source, block, fixed):
+    at = source.index(block)
+    assert name_fix(source[:at], block, source[at + len(block):], "python") == fixed
+    assert name_fix(source[:at], block, source[at + len(block):], None) is None   # no analysis without a language
+
+
+def test_the_engine_offers_the_fix_as_a_repair_without_a_pass():
+    from runtime.engine import Engine
+    from runtime.request import Request
+    from runtime.session import load
+    from tests.conftest import SHIPPED
+    engine = Engine(load(SHIPPED, threads=1))
+    block = "    return mesage\n"
+    at = GREET.index(block)
+    c = engine.complete(Request(prefix=GREET[:at], suffix="", mode="edit", existing=block, edit="repair",
+                                language="python"))
+    assert c.text == "    return message\n" and c.stats["fixed_by"] == "analysis" and c.stats["forward_passes"] == 0
+    assert c.stats["change"] == "mesage → message" and not c.stats.get("refused")
