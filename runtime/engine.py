@@ -216,9 +216,9 @@ class Engine:
         """Each new request's canonical context (runtime/contexts.py), kept or computed now in one batched full
         pass over prefix + mask slots + suffix, moved to the request's window: its first step is a window pass
         either way, so what it gets never depends on what was asked before."""
-        made: dict[bytes, ContextCache] = {}
-        todo = [d for d in denoisers if self.kept.get(d.context_key) is None]
-        todo = list({d.context_key: d for d in todo}.values())
+        kept = {d.context_key: c for d in denoisers if (c := self.kept.get(d.context_key)) is not None}
+        made: dict[bytes, ContextCache] = {}   # (held here: keeping a batch's new ones may evict its kept ones)
+        todo = list({d.context_key: d for d in denoisers if d.context_key not in kept}.values())
         if todo:
             s, mask = self.shift, self.special.mask
             seqs = [np.concatenate([d.ids[:d.start + d.given_lead],
@@ -240,7 +240,7 @@ class Engine:
                 d.stats.forward_passes += 1   # its own pass, though no step
         for d in denoisers:
             if (c := made.get(d.context_key)) is None:
-                c, d.stats.context_reused = self.kept.get(d.context_key), True
+                c, d.stats.context_reused = kept[d.context_key], True
             d.cache = c.moved((c.region[0], d.end), self.model.conventions.rope_theta, self.model.conventions.rope_pairs)
 
     def _full(self, denoisers: list[Denoiser]) -> list[np.ndarray]:

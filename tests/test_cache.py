@@ -218,3 +218,16 @@ def test_typed_pieces_are_context_and_never_run_in_a_window_pass(tiny_engine):
     d.advance(engine.forward_batch([d])[0])
     assert model.full == 1 and model.widths == [d.end - d.start - d.given_lead + 1] * 2   # and the slot before them
     assert d.cache.region == engine.region(d)
+
+
+def test_a_batch_of_more_new_contexts_than_are_kept_still_serves_its_kept_ones(tiny_engine):
+    """Keeping a batch's new contexts may evict the batch's kept ones before they are used: they are held."""
+    from runtime.contexts import CONTEXT_CACHE_ENTRIES
+    engine = Engine(tiny_engine.model)
+    first = Request(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=8, threshold=1.0)
+    engine.complete(first)
+    reqs = [Request(prefix=PREFIX, suffix=SUFFIX, max_new_tokens=8, threshold=1.0)] + [
+        Request(prefix=f"x{i} = {i}\n" + PREFIX, suffix=SUFFIX, max_new_tokens=8) for i in range(CONTEXT_CACHE_ENTRIES + 2)]
+    ds = [engine.denoiser(r) for r in reqs]
+    engine.forward_batch(ds)
+    assert ds[0].stats.context_reused and not any(d.stats.context_reused for d in ds[1:])
