@@ -30,7 +30,10 @@ def _replace(block: str, wrong: str, right: str, attribute: bool) -> str:
     """`block` with each name token `wrong` (only after a `.` if `attribute`, never one after it otherwise)
     spelled `right`; strings and comments untouched."""
     lines = block.split("\n")
-    toks = list(tokenize.generate_tokens(io.StringIO(block).readline))
+    try:
+        toks = list(tokenize.generate_tokens(io.StringIO(block).readline))
+    except (tokenize.TokenError, SyntaxError):   # a block that does not tokenize alone: left as it is
+        return block
     for i in range(len(toks) - 1, -1, -1):
         t = toks[i]
         after_dot = i > 0 and toks[i - 1].type == tokenize.OP and toks[i - 1].string == "."

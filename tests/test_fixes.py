@@ -19,6 +19,7 @@ CART = ("class Cart:\n    def __init__(self):\n        self.items = []\n\n    de
     ("def f(ab, ac):\n    return ad\n", "    return ad\n", None),                               # too short
     ("def f(data, date):\n    return dat\n", "    return dat\n", None),                      # two alike: unsure
     ("def f(x):\n    return 'mesage'\n", "    return 'mesage'\n", None),                      # strings untouched
+    ("def f(value):\n    x = (valeu\n", "    x = (valeu\n", None),                        # does not parse: no fix
     ("def f(s):\n    s = s.rstrip()\n    return s.strip()\n", "    return s.strip()\n", None),   # a str method
     ("class A:\n    def counter(self):\n        return countr(1)\n", "        return countr(1)\n", None),   # a method
     ("import m\nclass A:\n    def lists(self):\n        return m.list_(1)\n", "        return m.list_(1)\n", None),
