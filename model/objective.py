@@ -50,6 +50,8 @@ class Examples:
         self.newline = np.array(["\n" in s for s in tok.token_bytes()], dtype=bool)
 
     def windows(self, data: np.ndarray, batch: int, length: int, rng: np.random.Generator) -> np.ndarray:
+        if len(data) < length + 2:   # a part shorter than a window (a small repository's held-out files): repeated
+            data = np.resize(np.asarray(data), length + 2)
         starts = rng.integers(0, len(data) - length - 1, size=batch)
         return np.stack([data[s:s + length] for s in starts]).astype(np.int64)  # (B, T)
 
@@ -65,8 +67,15 @@ class Examples:
         a = int(rng.integers(lo, T - 1))
         return a, int(min(T, a + rng.integers(1, 64)))
 
-    def diffusion(self, raw: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(clean (B, T), region (B, T) bool): the tokens to reconstruct and where masking may fall."""
+    def diffusion(self, raw: np.ndarray, rng: np.random.Generator,
+                  starts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(clean (B, T), region (B, T) bool): the tokens to reconstruct and where masking may fall. A row with a
+        start > 0 (cross-file context before its file, model/repo_corpus.py) is shaped and masked after it only."""
+        if starts is not None and starts.any():
+            clean, region = raw.copy(), np.zeros(raw.shape, dtype=bool)
+            for r, s in enumerate(starts):
+                clean[r:r + 1, s:], region[r:r + 1, s:] = self.diffusion(raw[r:r + 1, s:], rng)
+            return clean, region
         B, T = raw.shape
         clean, region = raw.copy(), np.zeros((B, T), dtype=bool)
         shapes = rng.choice(3, size=B, p=[self.mixture.random, self.mixture.infill, self.mixture.completion])

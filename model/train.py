@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from model.checkpoint import STATE_FILE, checkpoint_from_model_dir, load_model, load_optimizer, read_state, save_optimizer, save_weights
 from model.corpus import META_FILE, load_shard
+from model.repo_corpus import is_repo_corpus, load_rows
 from model.network import SIZES, ModelConfig, Transformer
 from model.objective import (ENTROPY_TEMPERATURE, EVAL_MASK_RATES, Examples, Mixture, autoregressive_loss,
                              certainty_forcing_loss, diffusion_loss, mask_tokens, unigram_cross_entropy)
@@ -49,7 +50,8 @@ def add_arguments(p) -> None:
                    help="certainty forcing on the data (dParallel's entropy term, ground truth as the target): this "
                         "weight × the entropy of the masked slots the model already predicts right; 0: off")
     p.add_argument("--mixture", type=Mixture.parse, default=Mixture(), help="random:infill:completion example shares")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on both)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on cuda)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on a CPU too (fast only with AVX512-BF16/AMX)")
     p.add_argument("--ckpt-minutes", type=float, default=5.0, help="checkpoint and held-out eval every N minutes")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
@@ -74,7 +76,12 @@ class Trainer:
         self.args, self.rank, self.world = args, rank, world
         self.device = torch.device(args.device)
         self.tok = CodeTokenizer.load(args.corpus / TOKENIZER_FILE)
-        self.train_data, self.heldout = load_shard(args.corpus, "train"), load_shard(args.corpus, "heldout")
+        self.rows = is_repo_corpus(args.corpus)   # rows with cross-file context (quicksilver repo-corpus)
+        if self.rows:
+            self.train_data, self.heldout = load_rows(args.corpus, "train"), load_rows(args.corpus, "heldout")
+            args.seq = self.train_data[0].shape[1]
+        else:
+            self.train_data, self.heldout = load_shard(args.corpus, "train"), load_shard(args.corpus, "heldout")
         self.examples = Examples(self.tok, args.mixture)
         resume = (args.out / STATE_FILE).exists()
         if resume:
@@ -123,15 +130,30 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
         if args.compile:
             self.net = torch.compile(self.net)
-        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
+        # bf16 on a GPU; on a CPU only where asked (without AVX512-BF16 it is ~20x slower than fp32)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                       enabled=self.device.type == "cuda" or args.bf16)
 
     @property
     def diffusion(self) -> bool:
         return not self.cfg.causal
 
-    def loss_on(self, raw: np.ndarray, generator=None, rate=None) -> torch.Tensor:
+    def flat_tokens(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.rows:
+            return self.train_data, self.heldout
+        return tuple(np.asarray(d[0][:4096]).ravel() for d in (self.train_data, self.heldout))
+
+    def batch(self, data, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(token rows, where each row's file starts or None): windows of the flat corpus, or repo-corpus rows."""
+        if not self.rows:
+            return self.examples.windows(data, batch, self.cfg.max_len, rng), None
+        pick = np.sort(rng.integers(0, len(data[0]), size=batch))
+        return np.asarray(data[0][pick], dtype=np.int64), np.asarray(data[1][pick])
+
+    def loss_on(self, raw: np.ndarray, generator=None, rate=None, starts=None) -> torch.Tensor:
         if self.diffusion:
-            clean, region = self.examples.diffusion(raw, self.rng) if rate is None else (raw, _random_region(raw))
+            clean, region = self.examples.diffusion(raw, self.rng, starts) if rate is None else \
+                (raw, _random_region(raw, starts))
             clean, region = torch.from_numpy(clean).to(self.device), torch.from_numpy(region).to(self.device)
             noisy, masked, t = mask_tokens(clean, region, self.tok.mask_id, generator, rate)
             with self.autocast:
@@ -150,8 +172,8 @@ class Trainer:
         lr = lr_at(s["step"], s["total_steps"], a.lr, a.warmup)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        raw = self.examples.windows(self.train_data, a.batch, self.cfg.max_len, self.rng)
-        loss = self.loss_on(raw, self.gen)
+        raw, starts = self.batch(self.train_data, self.rng, a.batch)
+        loss = self.loss_on(raw, self.gen, starts=starts)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -166,13 +188,14 @@ class Trainer:
         self.model.eval()
         rng = np.random.default_rng(EVAL_SEED)
         gen = torch.Generator(device=self.device).manual_seed(EVAL_SEED)
-        raws = [self.examples.windows(self.heldout, self.args.batch, self.cfg.max_len, rng) for _ in range(EVAL_BATCHES)]
+        raws = [self.batch(self.heldout, rng, self.args.batch) for _ in range(EVAL_BATCHES)]
         out = {}
         rates = EVAL_MASK_RATES if self.diffusion else (None,)
         saved_net, self.net = self.net, self.model
         for rate in rates:
             key = f"masked_ce@{rate}" if rate is not None else "next_token_ce"
-            out[key] = float(np.mean([self.loss_on(r, gen, rate if rate is not None else 0.0).item() for r in raws]))
+            out[key] = float(np.mean([self.loss_on(r, gen, rate if rate is not None else 0.0, starts).item()
+                                      for r, starts in raws]))
         self.net = saved_net
         self.model.train()
         return out
@@ -199,9 +222,11 @@ class Trainer:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _random_region(raw: np.ndarray) -> np.ndarray:
+def _random_region(raw: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
     region = np.ones(raw.shape, dtype=bool)
     region[:, 0] = False
+    for r, s in enumerate(starts if starts is not None else ()):
+        region[r, :s + 1] = False   # a repo row's context is never asked about
     return region
 
 
@@ -218,14 +243,14 @@ def train(args) -> dict:
     tr = Trainer(args, rank, world)
     s, main = tr.state, rank == 0
     if args.eval_only:
-        result = {"heldout": tr.evaluate(), "unigram_ce": unigram_cross_entropy(tr.train_data, tr.heldout,
+        result = {"heldout": tr.evaluate(), "unigram_ce": unigram_cross_entropy(*tr.flat_tokens(),
                                                                                 tr.tok.vocab_size)}
         print(json.dumps(result))
         return result
     if main:
         print(f"{s['objective']} model, {tr.model.num_params() / 1e6:.2f} M parameters, config {s['config']}", file=sys.stderr)
         if "unigram_ce" not in s:
-            s["unigram_ce"] = unigram_cross_entropy(tr.train_data, tr.heldout, tr.tok.vocab_size)
+            s["unigram_ce"] = unigram_cross_entropy(*tr.flat_tokens(), tr.tok.vocab_size)
     start, base = time.time(), s["seconds"]
     budget = args.minutes * 60 if args.minutes else math.inf
     first_step, last_ckpt = s["step"], time.time()

@@ -9,6 +9,7 @@ import sys
 # subcommand → (module with add_arguments(parser) and run(args), help)
 COMMANDS = {
     "corpus": ("model.corpus", "build the training corpus and tokenizer from this machine's Python source"),
+    "repo-corpus": ("model.repo_corpus", "build training rows with cross-file context (other files of a package)"),
     "train": ("model.train", "train the diffusion model (or its autoregressive twin)"),
     "finetune": ("model.finetune", "adapt a model to your own code base"),
     "distill": ("model.distill", "certainty-forcing self-distillation: more tokens per pass"),

@@ -91,7 +91,7 @@ class Engine:
             ctx.suffix = []
         room = self.context_tokens - window - len(ctx.prefix) - len(ctx.suffix)   # what the file left unused,
         room += max(0, min(EXTRA_TOKENS, self.max_len - self.context_tokens))    # and positions past its context
-        extra = self.extra_context(req.extra, room) if req.extra else []
+        extra, chunks = self.extra_context(req.extra, room) if req.extra else ([], 0)
         ctx.prefix = extra + ctx.prefix
         opts = SamplerOptions(
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
@@ -116,24 +116,26 @@ class Engine:
             d.context_window = canonical_window(window, self.max_len - len(ctx.prefix) - len(ctx.suffix))
             d.context_key = canonical_key(d.ids[:d.start + d.given_lead], d.ids[d.end:], d.context_window)
         d.stats.tokenize_ms = 1000 * (time.perf_counter() - t0)
-        d.stats.extra_tokens = len(extra)
+        d.stats.extra_tokens, d.stats.extra_chunks = len(extra), chunks
         d.stats.context_tokens, d.stats.truncated = len(ctx.prefix) + len(ctx.suffix), ctx.prefix_cut or ctx.suffix_cut
         return d
 
     def count_tokens(self, text: str) -> int:
         return len(self.tok.encode(text))
 
-    def extra_context(self, chunks: tuple[str, ...], room: int) -> list[int]:
+    def extra_context(self, chunks: tuple[str, ...], room: int) -> tuple[list[int], int]:
         """Other files' snippets before this file, as files follow each other in training (each starts with the
         file-start token): the most relevant nearest, each from its start (a definition's head, a module's
         imports) as far as `room` tokens hold. Only the context sees them; post-processing and the syntax rules
-        look at this file alone."""
+        look at this file alone. (ids, chunks used)."""
         ids: list[int] = []
+        used = 0
         for chunk in chunks:
             if room - len(ids) < EXTRA_MIN_TOKENS:
                 break
             ids = ([self.tok.bos_id] + self.tok.encode(chunk))[:room - len(ids)] + ids
-        return ids
+            used += 1
+        return ids, used
 
     def finish(self, req: Request, d: Denoiser | Answered) -> Completion:
         t0 = time.perf_counter()

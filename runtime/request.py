@@ -37,9 +37,9 @@ UNCALIBRATED_MIN_CONFIDENCE = 0.45   # the same for a model without a calibrator
 MAX_HEALED_CHARS = 400            # a cursor line longer than this is not moved into the window (not healed)
 EDIT_GROWTH = 8                   # extra slots after an edited block, so a rewrite may be a little longer
 EDIT_CONTEXT_TOKENS = 64          # an edit keeps at least this much of the code around its block in view
-EXTRA_TOKENS = 128                # other files' snippets (Request.extra) get at most this many tokens more than the
-                                  # file's context, within the model's positions (the shipped model: 384 + 128 = its
-                                  # 512); the file keeps all it would get without them (evals/repo.py measures it)
+EXTRA_TOKENS = 640                # other files' snippets (Request.extra) get at most this many tokens more than the
+                                  # file's context, within the model's positions (a 1024-position model: 384 + 640;
+                                  # a 512 one: 384 + 128); the file keeps all it would get without them
 EXTRA_MIN_TOKENS = 16             # a snippet cut shorter than this is left out
 
 

@@ -19,6 +19,7 @@ from runtime.engine import Engine
 from runtime.request import DEFAULT_CONTEXT_TOKENS
 from runtime.scheduler import MAX_BATCH, Busy, Scheduler
 from runtime.session import LoadedModel, load
+from runtime.workspace import Workspace
 from server.generate import ModelFailure
 from server.guard import Guard, Policy
 from server.metrics import Metrics
@@ -41,6 +42,7 @@ class ServerConfig:
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
     max_batch: int = MAX_BATCH
     threads: int = 0
+    workspace: Path | None = None     # a repository to index and give every request context from
 
 
 class ErrorBody(BaseModel):
@@ -100,10 +102,13 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
         s.scheduler = Scheduler(s.engine, max_batch=cfg.max_batch)
         s.store, s.metrics, s.started = store or Store(cfg.db), Metrics(), time.time()
         s.live, s.running, s.min_confidence = set(), set(), cfg.min_confidence   # dashboard queues; session/request ids decoding now
+        s.workspace = Workspace(cfg.workspace).start() if cfg.workspace else None
         log.info("serving %s (%s, %s)", s.model_name, s.loaded.model_file, s.loaded.provider)
         yield
         s.scheduler.close()
         s.store.close()
+        if s.workspace is not None:
+            s.workspace.close()
 
     app = FastAPI(title="quicksilver", lifespan=lifespan, responses=ERROR_RESPONSES)
     routers = [m.router for m in (completions, infill, meta, sessions, dashboard)]

@@ -30,11 +30,16 @@ def publish(state, event: dict) -> None:
             q.put_nowait(event)
 
 
+def grounded(state, reqs: list[Request]) -> list[Request]:
+    """The requests with the workspace's chunks (`serve --workspace`) after the client's own other files."""
+    return reqs if state.workspace is None else [state.workspace.ground(r) for r in reqs]
+
+
 async def submit(state, reqs: list[Request]) -> list[Handle]:
-    """Tokenize and queue requests, all or none (Busy, ValueError), off the event loop: a long prompt's tokenizing
-    must not stall every other client."""
+    """Ground, tokenize and queue requests, all or none (Busy, ValueError), off the event loop: a long prompt's
+    tokenizing must not stall every other client."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, state.scheduler.submit_all, reqs, loop)
+    return await loop.run_in_executor(None, lambda: state.scheduler.submit_all(grounded(state, reqs), loop))
 
 
 async def run(state, req: Request, route: str, handle: Handle) -> AsyncIterator[Frame | Completion]:

@@ -45,6 +45,9 @@ def add_arguments(p) -> None:
     p.add_argument("--context-tokens", type=int, default=DEFAULT_CONTEXT_TOKENS, metavar="N",
                    help=f"prefix + window + suffix the model sees (default {DEFAULT_CONTEXT_TOKENS}, at most the "
                         "model's context; an imported model has room for /infill's input_extra files)")
+    p.add_argument("--workspace", type=Path, metavar="DIR",
+                   help="a repository to index (what git or its .gitignore files leave out is never read) and give "
+                        "every request context from: /v1/completions, /infill and sessions; changes are followed")
 
 
 def uvicorn_config(app, host: str, port: int, **kw):
@@ -83,6 +86,8 @@ def run(args) -> None:
     if args.api_key and not (args.api_key.isascii() and args.api_key.isprintable()):   # "" means no key
         sys.exit("quicksilver serve: the API key must be printable ASCII (HTTP headers cannot carry other text)")
 
+    if args.workspace is not None and not args.workspace.is_dir():
+        sys.exit(f"quicksilver serve: --workspace {args.workspace} is not a folder")
     if (busy := port_in_use(args.host, args.port)) is not None:   # say so before loading anything
         sys.exit(f"quicksilver serve: cannot listen on {args.host}:{args.port} ({busy}): another server has it? "
                  "Choose another port: `quicksilver serve --port 8001`, or `make serve PORT=8001`")
@@ -93,7 +98,8 @@ def run(args) -> None:
         sys.exit(f"quicksilver serve: {e}")
     cfg = ServerConfig(model=args.model, db=args.db, api_key=args.api_key, threads=args.threads,
                        allow_origins=tuple(args.allow_origin), check_host=args.host in LOOPBACK_HOSTS,
-                       min_confidence=args.min_confidence, context_tokens=args.context_tokens)
+                       min_confidence=args.min_confidence, context_tokens=args.context_tokens,
+                       workspace=args.workspace)
     app = create_app(cfg, loaded=loaded, store=store)
     try:
         uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()
