@@ -245,8 +245,9 @@ def plot(out: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def local_server(model_dir: Path | None):
-    """(uvicorn server, base url): the product's server on a free loopback port, in a thread; set `should_exit`."""
+def local_server(model_dir: Path | None, workspace: Path | None = None):
+    """(uvicorn server, base url): the product's server on a free loopback port, in a thread; set `should_exit`.
+    With a workspace, it returns once the workspace is indexed."""
     import socket
 
     import uvicorn
@@ -256,11 +257,13 @@ def local_server(model_dir: Path | None):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn_config(create_app(ServerConfig(model=model_dir, db=Path(":memory:"))),
-                                        "127.0.0.1", port, log_level="warning"))
+    app = create_app(ServerConfig(model=model_dir, db=Path(":memory:"), workspace=workspace))
+    srv = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="warning"))
     threading.Thread(target=srv.run, daemon=True).start()
     while not srv.started:
         time.sleep(0.05)
+    if workspace is not None:
+        app.state.workspace.ready.wait()
     return srv, f"http://127.0.0.1:{port}"
 
 

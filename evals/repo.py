@@ -17,6 +17,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +32,9 @@ CHUNK_LINES = 64                  # llama.vim's chunk size (g:llama_config.ring_
 CHUNKS = 4                        # chunks sent with each request: the defining one and the most similar others
 MAX_PER_FILE = 4                  # cursors drawn from one module at most
 IDENT = re.compile(r"[A-Za-z_]\w*")
-ASKED = ("without", "with chunks")
+ASKED = ("without", "with chunks", "completions", "workspace")   # /infill bare, /infill with llama.vim's chunks,
+                                  # /v1/completions bare, /v1/completions against `serve --workspace`
+OPENAI_MAX_TOKENS = 32            # what an OpenAI client asks for a tab completion
 
 
 def modules(files: list[tuple[str, Path]]) -> dict[str, tuple[str, Path, str]]:
@@ -154,50 +158,78 @@ def leading_name(text: str) -> str:
     return m.group(0) if m else ""
 
 
-def ask(http, c: dict, with_chunks: bool) -> dict:
-    body = {"input_prefix": c["prefix"], "input_suffix": c["suffix"], "min_confidence": 0,
-            "input_extra": c["chunks"] if with_chunks else []}
+def ask(http, c: dict, asked: str) -> dict:
+    """One cursor asked one way: /infill as llama.vim asks (with its chunks or not), or /v1/completions as an
+    OpenAI client asks (prompt and suffix only)."""
     t0 = time.perf_counter()
-    r = http.post("/infill", json=body)
+    if asked in ("without", "with chunks"):
+        r = http.post("/infill", json={"input_prefix": c["prefix"], "input_suffix": c["suffix"], "min_confidence": 0,
+                                       "input_extra": c["chunks"] if asked == "with chunks" else []})
+        r.raise_for_status()
+        got = r.json()
+    else:
+        r = http.post("/v1/completions", json={"prompt": c["prefix"], "suffix": c["suffix"], "temperature": 0,
+                                               "max_tokens": OPENAI_MAX_TOKENS})
+        r.raise_for_status()
+        choice = r.json()["choices"][0]
+        got = {**choice["quicksilver"], "content": choice["text"], "tokens_evaluated": choice["quicksilver"]["context_tokens"]}
     ms = 1000 * (time.perf_counter() - t0)
-    r.raise_for_status()
-    got = r.json()
     answer = got["content"].split("\n", 1)[0]
-    return {"content": got["content"], "ms": ms, "confidence": got["confidence"],
+    return {"content": got["content"], "ms": ms, "confidence": got["confidence"], "extra_chunks": got["extra_chunks"],
             "calibrated": got["calibrated"], "tokens_evaluated": got["tokens_evaluated"],
             "exact": bool(answer.strip()) and answer.strip() == c["expected"].strip(),
             "identifier": leading_name(answer) == c["name"]}
 
 
-def evaluate(model_dir: Path | None, n: int = CURSORS, seed: int = SEED, url: str | None = None) -> dict:
+def workspace_of(points: list[dict], dest: Path) -> Path:
+    """The held-out packages as a user's repository on disk: every file but those holding a cursor (on disk they
+    would hold the answer; an editor's buffer is ahead of its file)."""
+    held = {c["file"] for c in points}
+    for package, path in edit_files():
+        parts = list(path.parts)
+        if str(path) in held or package not in parts:
+            continue
+        target = dest.joinpath(*parts[parts.index(package):])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return dest
+
+
+def evaluate(model_dir: Path | None, n: int = CURSORS, seed: int = SEED, url: str | None = None,
+             ways: tuple[str, ...] = ASKED) -> dict:
+    """Every cursor asked every way; the "workspace" way on a second server given the packages as --workspace."""
     import httpx
 
     from evals.editor import local_server
     from runtime.request import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE
-    srv = None
-    if url is None:
-        srv, url = local_server(model_dir)
     points, rows = cross_file_cursors(n, seed), []
-    try:
-        with httpx.Client(base_url=url, timeout=120) as http:
-            for i, c in enumerate(points):
-                for asked in ASKED:
-                    row = ask(http, c, asked != "without")
-                    floor = EDITOR_MIN_CONFIDENCE if row["calibrated"] else UNCALIBRATED_MIN_CONFIDENCE
-                    row.update(asked=asked, cursor=i, package=c["package"], name=c["name"],
-                               shown=bool(row["content"].strip()) and row["confidence"] >= floor)
-                    rows.append(row)
-    finally:
-        if srv is not None:
-            srv.should_exit = True
+    with tempfile.TemporaryDirectory(prefix="qs-repo-") as tmp:
+        for group in ([w for w in ways if w != "workspace"], [w for w in ways if w == "workspace"]):
+            if not group:
+                continue
+            srv, base = (None, url) if url and "workspace" not in group else \
+                local_server(model_dir, workspace_of(points, Path(tmp)) if "workspace" in group else None)
+            try:
+                with httpx.Client(base_url=base, timeout=120) as http:
+                    for i, c in enumerate(points):
+                        for asked in group:
+                            row = ask(http, c, asked)
+                            floor = EDITOR_MIN_CONFIDENCE if row["calibrated"] else UNCALIBRATED_MIN_CONFIDENCE
+                            row.update(asked=asked, cursor=i, package=c["package"], name=c["name"],
+                                       shown=bool(row["content"].strip()) and row["confidence"] >= floor)
+                            rows.append(row)
+            finally:
+                if srv is not None:
+                    srv.should_exit = True
     out = {"cursors": len(points), "seed": seed, "packages": sorted({c["package"] for c in points}), "asked": {}}
-    for asked in ASKED:
+    for asked in ways:
         these = [r for r in rows if r["asked"] == asked]
         shown = [r for r in these if r["shown"]]
         out["asked"][asked] = {
             "exact": float(np.mean([r["exact"] for r in these])), "identifier": float(np.mean([r["identifier"] for r in these])),
             "shown": len(shown) / max(1, len(these)), "precision": float(np.mean([r["exact"] for r in shown])) if shown else 0.0,
             "tokens_evaluated": float(np.mean([r["tokens_evaluated"] for r in these])),
+            "extra_chunks": float(np.mean([r["extra_chunks"] for r in these])),
             "p50_ms": float(np.percentile([r["ms"] for r in these], 50)),
             "p95_ms": float(np.percentile([r["ms"] for r in these], 95))}
     out["rows"] = rows
@@ -208,16 +240,18 @@ def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
     p.add_argument("--cursors", type=int, default=CURSORS, help="cross-file cursors")
     p.add_argument("--seed", type=int, default=SEED, help="which cursors")
-    p.add_argument("--url", help="a running server to ask instead of starting one")
+    p.add_argument("--url", help="a running server to ask instead of starting one (not for the workspace way)")
+    p.add_argument("--ways", nargs="+", choices=ASKED, default=list(ASKED), help="which ways of asking")
     p.add_argument("--json", type=Path, help="write the results here")
 
 
 def run(args) -> None:
-    out = evaluate(args.model, args.cursors, args.seed, args.url)
+    out = evaluate(args.model, args.cursors, args.seed, args.url, tuple(args.ways))
     out["command"] = f"quicksilver eval repo --cursors {args.cursors} --seed {args.seed}" + \
+        (f" --ways {' '.join(args.ways)}" if tuple(args.ways) != ASKED else "") + \
         (f" --json {args.json}" if args.json else "")
     for asked, m in out["asked"].items():
-        print(f"{asked:12} exact {m['exact']:.1%}  identifier {m['identifier']:.1%}  shown {m['shown']:.1%} at "
+        print(f"{asked:12} chunks {m['extra_chunks']:.1f}  exact {m['exact']:.1%}  identifier {m['identifier']:.1%}  shown {m['shown']:.1%} at "
               f"{m['precision']:.1%}  tokens read {m['tokens_evaluated']:.0f}  p50 {m['p50_ms']:.0f} ms")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
