@@ -29,6 +29,7 @@ from runtime.frames import Completion
 from runtime.request import (EDITOR_MIN_CONFIDENCE, EDITOR_TOKENS, UNCALIBRATED_MIN_CONFIDENCE, Request,
                              editor_min_confidence, editor_request, withheld)
 from runtime.syntax import enclosing_block, language_of, wants_block
+from runtime.workspace import for_editor
 
 log = logging.getLogger("quicksilver.lsp")
 
@@ -80,8 +81,9 @@ class CompletionCache:
 
 
 class QuicksilverServer(LanguageServer):
-    def __init__(self, backend, cache: bool = True, min_confidence: float | None = None):
+    def __init__(self, backend, cache: bool = True, min_confidence: float | None = None, index: bool = True):
         super().__init__("quicksilver", "0.2.0", protocol_cls=Protocol)
+        self.index_workspace = index                     # index the workspace folder (in process, a git work tree)
         self.min_confidence = min_confidence             # completions less confident than this are not shown
                                                          # (None: the editors' default for the model)
         self.backend = backend                           # LocalBackend (in-process) or RemoteBackend (lsp/remote.py)
@@ -95,8 +97,11 @@ class LocalBackend:
 
     def __init__(self, scheduler):
         self.scheduler = scheduler
+        self.workspace = None   # the editor's workspace folder's index (runtime/workspace.py), once initialized
 
     async def run(self, uri: str, req: Request) -> Completion | None:
+        if self.workspace is not None:   # the repository's chunks after the open documents (off the event loop)
+            req = await asyncio.get_running_loop().run_in_executor(None, self.workspace.ground, req)
         handle = self.scheduler.submit(req)
         try:
             async for item in handle.aiter():
@@ -167,8 +172,8 @@ async def run_request(ls: QuicksilverServer, uri: str, req: Request) -> Completi
     try:
         result = await ls.backend.run(uri, req)
         if result is not None:
-            log.info("request %s: %d tokens in %.0f ms (%s)", req.id, result.stats["tokens"], result.stats["ms"],
-                     result.stats["stop_reason"])
+            log.info("request %s: %d tokens in %.0f ms (%s), %d chunks of other files", req.id, result.stats["tokens"],
+                     result.stats["ms"], result.stats["stop_reason"], result.stats.get("extra_chunks", 0))
         return result
     except asyncio.CancelledError:
         log.info("request %s cancelled", req.id)
@@ -283,8 +288,9 @@ def offered_edit(ls: QuicksilverServer, uri: str, edit: lsp.TextEdit, version: i
             label=label, needs_confirmation=True, description="written by the model: check it before accepting")})
 
 
-def create_server(backend, cache: bool = True, min_confidence: float | None = None) -> QuicksilverServer:
-    server = QuicksilverServer(backend, cache, min_confidence)
+def create_server(backend, cache: bool = True, min_confidence: float | None = None,
+                  index: bool = True) -> QuicksilverServer:
+    server = QuicksilverServer(backend, cache, min_confidence, index)
 
     @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions())
     async def inline_completion(ls: QuicksilverServer, params: lsp.InlineCompletionParams):
@@ -391,11 +397,19 @@ def create_server(backend, cache: bool = True, min_confidence: float | None = No
         log.info("completion dismissed: %s", params)
         send_event(ls, DISMISSED, completion_id(params))
 
+    @server.feature(lsp.INITIALIZED)
+    def initialized(ls: QuicksilverServer, params):
+        """In process, the workspace folder is indexed (a `--server` backend uses the server's --workspace)."""
+        if isinstance(ls.backend, LocalBackend) and ls.index_workspace:
+            ls.backend.workspace = for_editor(ls.workspace.root_path)
+
     @server.feature(lsp.SHUTDOWN)
     async def shutdown(ls: QuicksilverServer, *args):
         """An accept just before the editor closes still reaches the backend."""
         if ls.sending:
             await asyncio.wait(ls.sending, timeout=SHUTDOWN_DRAIN_S)
+        if getattr(ls.backend, "workspace", None) is not None:
+            ls.backend.workspace.close()
 
     return server
 
@@ -460,6 +474,9 @@ def add_arguments(p) -> None:
     p.add_argument("--min-confidence", type=float, default=None, metavar="P",
                    help=f"show no completion less confident than P in [0, 1] (default {EDITOR_MIN_CONFIDENCE} with the "
                         f"model's calibrator, {UNCALIBRATED_MIN_CONFIDENCE} without; 0 shows all)")
+    p.add_argument("--no-index", dest="index", action="store_false",
+                   help="do not index the editor's workspace folder (by default, a git work tree is indexed and its "
+                        "code given to the model as context)")
     p.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio")
     p.add_argument("--host", default="127.0.0.1", help="TCP host")
     p.add_argument("--port", type=int, default=2087, help="TCP port")
@@ -488,7 +505,7 @@ def run(args) -> None:
             backend = LocalBackend(Scheduler(engine))
         except ModelError as e:
             raise SystemExit(f"error: {e}")
-    server = create_server(backend, args.completion_cache, args.min_confidence)
+    server = create_server(backend, args.completion_cache, args.min_confidence, args.index)
     if args.tcp:
         server.start_tcp(args.host, args.port)
     else:

@@ -55,6 +55,22 @@ def defined(text: str) -> list[str]:
     return list(dict.fromkeys(a or b for a, b in DEFINED.findall(text)))
 
 
+def in_git(root: Path) -> bool:
+    try:
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"], capture_output=True,
+                              timeout=10).stdout.strip() == b"true"
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def for_editor(root: str | Path | None) -> "Workspace | None":
+    """The index of an editor's workspace folder, started, when it is a git work tree (an editor opened on a
+    home folder or / is not a project: indexing it would cost minutes for nothing); None otherwise."""
+    if not root or not Path(root).is_dir() or not in_git(Path(root)):
+        return None
+    return Workspace(Path(root)).start()
+
+
 def list_files(root: Path) -> list[Path]:
     """The folder's source files git would track (tracked or untracked, never ignored); outside a git work tree,
     a walk that honours every .gitignore on the way."""
