@@ -40,6 +40,8 @@ def add_arguments(p) -> None:
                    "`--objective autoregressive --init-from model/default` makes its twin)")
     p.add_argument("--minutes", type=float, help="wall-clock budget for this invocation")
     p.add_argument("--steps", type=int, help="total optimiser steps (default: estimated from --minutes)")
+    p.add_argument("--until", type=int, help="stop this invocation at this step, the schedule still over --steps "
+                                             "(a later invocation resumes: finetune checks held-out files between)")
     p.add_argument("--batch", type=int, default=16, help="sequences per step (per process)")
     p.add_argument("--seq", type=int, help="sequence length (default: the size's max_len)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
@@ -266,7 +268,7 @@ def train(args) -> dict:
             s["total_steps"] = s["step"] + int((budget - (time.time() - start)) / per_step)
             bar.total = s["total_steps"]
         stop = s["total_steps"] is not None and s["step"] >= s["total_steps"]
-        stop = stop or time.time() - start >= budget
+        stop = stop or time.time() - start >= budget or (args.until is not None and s["step"] >= args.until)
         if world > 1:
             flag = torch.tensor([float(stop)], device=tr.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
