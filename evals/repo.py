@@ -167,16 +167,19 @@ def ask(http, c: dict, asked: str) -> dict:
                                        "input_extra": c["chunks"] if asked == "with chunks" else []})
         r.raise_for_status()
         got = r.json()
+        got["passes"], got["tokens"] = got["timings"]["forward_passes"], got["tokens_predicted"]
     else:
         r = http.post("/v1/completions", json={"prompt": c["prefix"], "suffix": c["suffix"], "temperature": 0,
                                                "max_tokens": OPENAI_MAX_TOKENS})
         r.raise_for_status()
         choice = r.json()["choices"][0]
-        got = {**choice["quicksilver"], "content": choice["text"], "tokens_evaluated": choice["quicksilver"]["context_tokens"]}
+        got = {**choice["quicksilver"], "content": choice["text"], "passes": choice["quicksilver"]["forward_passes"],
+               "tokens_evaluated": choice["quicksilver"]["context_tokens"]}
     ms = 1000 * (time.perf_counter() - t0)
     answer = got["content"].split("\n", 1)[0]
     return {"content": got["content"], "ms": ms, "confidence": got["confidence"], "extra_chunks": got["extra_chunks"],
-            "calibrated": got["calibrated"], "tokens_evaluated": got["tokens_evaluated"],
+            "calibrated": got["calibrated"], "tokens_evaluated": got["tokens_evaluated"], "passes": got["passes"],
+            "tokens": got["tokens"], "in_context": c["expected"].strip() in "".join(ch["text"] for ch in c["chunks"]),
             "exact": bool(answer.strip()) and answer.strip() == c["expected"].strip(),
             "identifier": leading_name(answer) == c["name"]}
 
@@ -230,6 +233,9 @@ def evaluate(model_dir: Path | None, n: int = CURSORS, seed: int = SEED, url: st
             "shown": len(shown) / max(1, len(these)), "precision": float(np.mean([r["exact"] for r in shown])) if shown else 0.0,
             "tokens_evaluated": float(np.mean([r["tokens_evaluated"] for r in these])),
             "extra_chunks": float(np.mean([r["extra_chunks"] for r in these])),
+            "tokens_per_pass": sum(r["tokens"] for r in these) / max(1, sum(r["passes"] for r in these)),
+            "tokens_per_pass_in_context": sum(r["tokens"] for r in these if r["in_context"]) /
+            max(1, sum(r["passes"] for r in these if r["in_context"])),
             "p50_ms": float(np.percentile([r["ms"] for r in these], 50)),
             "p95_ms": float(np.percentile([r["ms"] for r in these], 95))}
     out["rows"] = rows
@@ -252,7 +258,8 @@ def run(args) -> None:
         (f" --json {args.json}" if args.json else "")
     for asked, m in out["asked"].items():
         print(f"{asked:12} chunks {m['extra_chunks']:.1f}  exact {m['exact']:.1%}  identifier {m['identifier']:.1%}  shown {m['shown']:.1%} at "
-              f"{m['precision']:.1%}  tokens read {m['tokens_evaluated']:.0f}  p50 {m['p50_ms']:.0f} ms")
+              f"{m['precision']:.1%}  tokens/pass {m['tokens_per_pass']:.2f} ({m['tokens_per_pass_in_context']:.2f} where "
+              f"the line is in the chunks)  tokens read {m['tokens_evaluated']:.0f}  p50 {m['p50_ms']:.0f} ms")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1) + "\n")

@@ -10,6 +10,7 @@ from runtime.answers import Answered, KeptAnswers, answered_stats
 from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import ContextCache, KeptContexts, canonical_key, canonical_window
+from runtime.drafts import draft
 from runtime.postprocess import heal
 from runtime.fixes import name_fix
 from runtime.frames import Completion, Frame, Result, Stats
@@ -31,6 +32,7 @@ class Engine:
     same code around the cursor's line, the same keys/values, whatever was typed on it or asked before); each step
     runs only the block being decoded against it (Fast-dLLM's approximate dual cache: the context does not see the
     window's tokens). A new block, or `refresh_every` steps if set, recomputes the whole sequence."""
+    drafts = True   # drafts from the context (runtime/drafts.py); off only to measure what they change
 
     def __init__(self, model: LoadedModel, context_tokens: int = DEFAULT_CONTEXT_TOKENS, kv_cache: bool = True,
                  refresh_every: int = REFRESH_EVERY, windows: dict | None = None,
@@ -111,6 +113,9 @@ class Engine:
             # piece is decoded under the constraint (a cursor line longer than the window is not healed in it)
             init = fixed + [self.special.mask] * (window - len(fixed))
             masked = np.arange(window) >= len(fixed)
+        if existing is None and self.drafts:   # what followed the cursor's last tokens where they occur earlier
+            opts.draft = draft(ctx.prefix + (init[:int(masked.argmax())] if masked is not None else []), window,
+                               self.special.ends_set)
         d = Denoiser(ctx.prefix, init, ctx.suffix, opts, self.special, self.tok.decode, masked)
         if existing is None and opts.block >= window:   # a kept context serves it (an edit's window is its block)
             d.context_window = canonical_window(window, self.max_len - len(ctx.prefix) - len(ctx.suffix))

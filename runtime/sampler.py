@@ -20,6 +20,8 @@ Options (unknown ones raise):
                         confident); False: only at the leftmost masked slot, a pass of its own
     max_tokens   int    the most tokens of new text a result keeps (a client's max_tokens; a healed token that
                         finishes the typed word and goes on counts as one); default: the window's
+    draft        tuple  tokens expected after the given leading slots (runtime/drafts.py): each step also commits
+                        the leading run of predicted slots that agree with it
     commit_with  callable  Step -> bool mask: the slots to commit instead of `commit_rule`'s (an eval's oracle)
     may_end      callable  text -> bool: whether the result may end as `text` (syntax guidance: runtime/syntax.py
                         end_guard); where it says no, no end marker or stop-writing token ends it there
@@ -68,6 +70,7 @@ class SamplerOptions:
     parallel_ends: bool = True
     max_tokens: int | None = None
     may_end: Callable[[str], bool] | None = None
+    draft: tuple[int, ...] = ()
     commit_with: Callable[[Step], np.ndarray] | None = None
 
     def __post_init__(self):
@@ -138,6 +141,7 @@ class Denoiser:
         self.step_of[self.masked] = -1
         # leading slots given before decoding (healing's typed pieces): fixed, so no step needs their outputs
         self.given_lead = 0 if self.scoring or not self.masked.any() else int(np.flatnonzero(self.masked)[0])
+        self.draft = np.r_[[-1] * self.given_lead, opts.draft, [-1] * len(win)][:len(win)]   # each slot's (-1: none)
         if not self.scoring and not self.masked.any():
             self.finish("nothing to do")
 
@@ -161,7 +165,7 @@ class Denoiser:
         self.stats.steps += 1
         cand, healing = self._constrain(logits, np.flatnonzero(self.masked & self._block_mask()))
         tokens, conf = choose(logits[cand], self.opts.temperature, self.opts.top_p, self.rng)
-        leftmost = cand == self._first_masked()
+        leftmost = cand == int(self.masked.argmax())
         if self.opts.may_end is not None and not healing and leftmost[0]:
             lead = self._past_forced(self.decode(self._tokens())) or ""
             tokens[0], conf[0] = guard_end(logits[cand[0]], int(tokens[0]), float(conf[0]), lead, self.opts.stop,
@@ -170,6 +174,10 @@ class Denoiser:
         is_end = np.isin(tokens, self.special.ends)
         commit = commit_rule(conf, is_end, leftmost, self.opts.threshold, end_threshold,
                              lambda k, commit: self._may_end_at(cand, tokens, commit, k))
+        run = (tokens == self.draft[cand]) & (cand == cand[0] + np.arange(len(cand))) & leftmost[0]
+        drafted = np.cumprod(run).astype(bool)   # the leading run of slots, from the leftmost, that agree with the draft
+        self.stats.drafted += int((drafted & ~commit).sum())
+        commit |= drafted
         if self.opts.commit_with is not None:
             commit = self.opts.commit_with(Step(cand, tokens, conf, is_end, logits[cand], commit,
                                                 self.masked.copy(), self.stats.steps))
@@ -191,7 +199,7 @@ class Denoiser:
         if not self.line_filled:
             text = self._past_forced(self.decode(self._tokens())) or ""
             self.line_filled = bool(text.strip(" \t\r\n"))
-            if not self.line_filled and "\n" not in text and len(cand) and cand[0] == self._first_masked():
+            if not self.line_filled and "\n" not in text and len(cand) and cand[0] == int(self.masked.argmax()):
                 fill_line(logits[cand[0]], healing, self.special)
         return cand, healing
 
@@ -219,9 +227,6 @@ class Denoiser:
         if self.masked.any() and self.opts.deadline is not None and time.monotonic() >= self.opts.deadline:
             return "deadline"
         return ""
-
-    def _first_masked(self) -> int:
-        return int(np.flatnonzero(self.masked)[0])
 
     def _may_end_at(self, cand: np.ndarray, tokens: np.ndarray, commit: np.ndarray, k: int) -> bool:
         """Whether the result may end at candidate k, given this step's commits: every slot before it filled, a
@@ -290,12 +295,8 @@ class Denoiser:
 
     def _tokens(self) -> list[int]:
         win = self.ids[self.start:self.end]
-        out = []
-        for t, m in zip(win.tolist(), self.masked.tolist()):
-            if m or t in self.special.ends_set:
-                break
-            out.append(t)
-        return out
+        stop = self.masked | np.isin(win, self.special.ends)   # the first masked slot or end marker
+        return win[:int(stop.argmax()) if stop.any() else len(win)].tolist()
 
     def _text(self, tokens: list[int]) -> str:
         """The text of leading tokens past the forced text ('' while they do not cover it yet)."""
