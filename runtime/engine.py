@@ -11,6 +11,7 @@ from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import ContextCache, KeptContexts, canonical_key, canonical_window
 from runtime.drafts import draft
+from runtime.names import existing_names, warm
 from runtime.postprocess import heal
 from runtime.fixes import name_fix
 from runtime.frames import Completion, Frame, Result, Stats
@@ -33,6 +34,7 @@ class Engine:
     runs only the block being decoded against it (Fast-dLLM's approximate dual cache: the context does not see the
     window's tokens). A new block, or `refresh_every` steps if set, recomputes the whole sequence."""
     drafts = True   # drafts from the context (runtime/drafts.py); off only to measure what they change
+    names = True    # names that exist (runtime/names.py); likewise
 
     def __init__(self, model: LoadedModel, context_tokens: int = DEFAULT_CONTEXT_TOKENS, kv_cache: bool = True,
                  refresh_every: int = REFRESH_EVERY, windows: dict | None = None,
@@ -50,6 +52,8 @@ class Engine:
         self.answers = KeptAnswers(self.count_tokens) if type_through else None
         self.calibrator = Calibrator.load(model.model_dir, model.card.get("files", {}).get(model.model_file, ""))
         self._stacked: tuple[list[ContextCache], np.ndarray, np.ndarray] | None = None
+        if self.names:
+            warm()
 
     def denoiser(self, req: Request) -> Denoiser | Answered:
         """Tokenize and window a request into the sampler's state; or, where the user typed a start of a kept
@@ -113,6 +117,10 @@ class Engine:
             # piece is decoded under the constraint (a cursor line longer than the window is not healed in it)
             init = fixed + [self.special.mask] * (window - len(fixed))
             masked = np.arange(window) >= len(fixed)
+        found = existing_names(req.prefix, req.suffix) if existing is None and self.names and \
+            req.language == "python" else "not asked"
+        if isinstance(found, tuple):   # a member access or an import: only names analysis knows there
+            opts.names = tuple(n[len(found[0]):] for n in found[1])
         if existing is None and self.drafts:   # what followed the cursor's last tokens where they occur earlier
             opts.draft = draft(ctx.prefix + (init[:int(masked.argmax())] if masked is not None else []), window,
                                self.special.ends_set)
@@ -122,6 +130,7 @@ class Engine:
             d.context_key = canonical_key(d.ids[:d.start + d.given_lead], d.ids[d.end:], d.context_window)
         d.stats.tokenize_ms = 1000 * (time.perf_counter() - t0)
         d.stats.extra_tokens, d.stats.extra_chunks = len(extra), chunks
+        d.stats.names = str(len(found[1])) if isinstance(found, tuple) else found
         d.stats.context_tokens, d.stats.truncated = len(ctx.prefix) + len(ctx.suffix), ctx.prefix_cut or ctx.suffix_cut
         return d
 

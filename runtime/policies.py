@@ -5,6 +5,8 @@ tests each alone.
 - `choose`: logits → tokens and confidences (greedy, or nucleus sampling).
 - `heal`: while typed text is being healed, the leftmost slot takes only tokens that agree with the text it
   has not covered yet.
+- `names_left`, `narrow` (names that exist, runtime/names.py): while the window spells a name at a member access
+  or an import, the leftmost slot takes only tokens that go on spelling a name that exists there, or end it.
 - `fill_line`: while the cursor's line is blank, the leftmost slot may not end the result or break the line.
 - `guard_end` (syntax guidance): an ending token at the leftmost slot is drawn again while `may_end` refuses the
   text it would end.
@@ -32,6 +34,39 @@ def heal(row: np.ndarray, left: str, special: SpecialIds) -> None:
     covered yet: a token spelling a prefix of it, or all of it and more); untouched if no token does."""
     if (ok := special.agrees(left)).any():
         row[~ok] = -np.inf
+
+
+def _word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def names_left(text: str, names: tuple[str, ...]) -> tuple[str, ...] | None:
+    """What each name still needs after `text` (the window's text past the typed start); None once the text has
+    left the name (a character that is not a name's) or fits none of them (nothing to keep to)."""
+    if not all(map(_word, text)):
+        return None
+    return tuple(n[len(text):] for n in names if n.startswith(text)) or None
+
+
+def narrow(row: np.ndarray, rests: tuple[str, ...], special: SpecialIds, skip: int = 0) -> None:
+    """Names that exist, in place on the leftmost slot's logits: a token may only go on spelling one of the names
+    (`rests`: what each still needs; the token's first `skip` characters are typed text it heals) or end a name that
+    is complete, never glue more letters onto it. Untouched if no token may."""
+    def fits(extra: str) -> bool:
+        return any(r.startswith(extra) or (extra.startswith(r) and not _word(extra[len(r)])) for r in rests)
+
+    if skip:   # healing already narrowed the row to the few tokens that agree with the typed text
+        pool = [i for i in np.flatnonzero(np.isfinite(row)) if len(special.texts[i]) <= skip or
+                fits(special.texts[i][skip:])]
+    else:
+        near = np.zeros(len(row), bool)
+        for r in rests:
+            near |= special.agrees(r) if r else ~special.starts_word
+        pool = [i for i in np.flatnonzero(near & np.isfinite(row)) if fits(special.texts[i])]
+    if pool:   # (a complete name's rest is "": then tokens that start no name, end markers among them, fit)
+        keep = row[pool].copy()
+        row[:] = -np.inf
+        row[pool] = keep
 
 
 def fill_line(row: np.ndarray, healing: str, special: SpecialIds) -> None:

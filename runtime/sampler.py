@@ -9,19 +9,14 @@ Options (unknown ones raise):
     seed         int    sampling seed (same request and seed → same output)
     stop         list   strings; the result ends before the first one
     deadline     float  time.monotonic() after which decoding stops with the text before the first masked slot
-    edit         str    for a window that starts from existing tokens: 'all' re-masks every token,
-                        'repair' re-masks only the tokens the model finds unlikely, 'none' keeps `masked` as given
+    edit         str    a window of existing tokens: 'all' re-masks them, 'repair' the unlikely ones, 'none' `masked`
     eom_bias     float  added to the <|eom|> logit: > 0 ends middles earlier (the model tends to overfill a window)
-    forced       str    text the window must begin with (token healing: the cursor's partial line, moved out of the
-                        prefix), decoded under a constraint, then removed from the result
-    fill_line    bool   the cursor's line is blank: it gets a non-blank character before the result may end or break
-                        the line (else the model tends to close a middle that starts with a newline at once)
-    parallel_ends bool  True: an end marker right after the slots this step fills is committed with them (once
-                        confident); False: only at the leftmost masked slot, a pass of its own
-    max_tokens   int    the most tokens of new text a result keeps (a client's max_tokens; a healed token that
-                        finishes the typed word and goes on counts as one); default: the window's
-    draft        tuple  tokens expected after the given leading slots (runtime/drafts.py): each step also commits
-                        the leading run of predicted slots that agree with it
+    forced       str    text the window must begin with (healing: the cursor's typed line), removed from the result
+    fill_line    bool   the cursor's line is blank: it gets a non-blank character before the result may end or break it
+    parallel_ends bool  an end marker right after this step's slots is committed with them (else in a pass of its own)
+    max_tokens   int    the most tokens of new text a result keeps (a client's max_tokens); default: the window's
+    names        tuple  the rests of the names that exist at the cursor (runtime/names.py): only those are spelled
+    draft        tuple  tokens expected after the given slots (runtime/drafts.py): the leading ones that agree commit
     commit_with  callable  Step -> bool mask: the slots to commit instead of `commit_rule`'s (an eval's oracle)
     may_end      callable  text -> bool: whether the result may end as `text` (syntax guidance: runtime/syntax.py
                         end_guard); where it says no, no end marker or stop-writing token ends it there
@@ -41,8 +36,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from runtime.frames import Frame, Result, Stats, Step, frame_text
-from runtime.policies import (REPAIR_STRIPES, choose, fill_line, guard_end, heal, pad_after_end, refused_break,
-                              stripe_of, striped, through_stop, token_probs, writes_stop)
+from runtime.policies import (REPAIR_STRIPES, choose, fill_line, guard_end, heal, names_left, narrow, pad_after_end,
+                              refused_break, stripe_of, striped, through_stop, token_probs, writes_stop)
 from runtime.request import EOM_BIAS, THRESHOLD
 from runtime.vocab import SpecialIds
 
@@ -71,6 +66,7 @@ class SamplerOptions:
     max_tokens: int | None = None
     may_end: Callable[[str], bool] | None = None
     draft: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()
     commit_with: Callable[[Step], np.ndarray] | None = None
 
     def __post_init__(self):
@@ -196,6 +192,10 @@ class Denoiser:
         if healing:
             cand = cand[:1]
             heal(logits[cand[0]], healing, self.special)
+        if self.opts.names and len(cand) and cand[0] == int(self.masked.argmax()) and \
+                (rests := names_left(self._text(self._tokens()), self.opts.names)) is not None:
+            cand = cand[:1]   # a name being spelled: one slot at a time, each a name that exists (runtime/names.py)
+            narrow(logits[cand[0]], rests, self.special, len(healing))
         if not self.line_filled:
             text = self._past_forced(self.decode(self._tokens())) or ""
             self.line_filled = bool(text.strip(" \t\r\n"))

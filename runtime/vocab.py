@@ -17,6 +17,7 @@ class SpecialIds:
         self.banned = list(banned)       # never generated (mask, pad, sentinels)
         self.texts = texts
         # tokens that break the line before writing anything on it ("\n    ", "  \n")
+        self.starts_word = np.array([bool(t) and (t[0].isalnum() or t[0] == "_") for t in texts])
         self.breaks_line = np.array([("\n" in t) and not t.split("\n", 1)[0].strip(" \t\r") for t in texts])
         self._breaks_after: dict[str, np.ndarray] = {}
         self._writes: dict[tuple[str, ...], np.ndarray] = {}

@@ -1,0 +1,97 @@
+"""Names that exist (runtime/names.py, policies `names_left` / `narrow`): at a member access or an import, the
+model spells only a name analysis says exists there; where analysis cannot say, nothing is constrained."""
+import re
+
+import numpy as np
+import pytest
+
+from runtime.names import existing_names, site
+from runtime.policies import names_left, narrow
+from runtime.vocab import SpecialIds
+
+CODE = '''import json
+from collections import OrderedDict
+
+
+class Inventory:
+    def __init__(self):
+        self.items = {}
+
+    def remove(self, sku):
+        del self.items[sku]
+
+    def count(self, sku):
+        return self.items.get(sku, 0)
+
+
+class Anything:
+    def __getattr__(self, name):
+        return name
+
+
+inventory = Inventory()
+anything = Anything()
+
+
+def restock(sku, unknown):
+    '''
+
+
+@pytest.mark.parametrize("typed, expected", [
+    ("inventory.re", ("re", ("remove",))),
+    ("inventory.co", ("co", ("count",))),
+    ("json.du", ("du", ("dump", "dumps"))),
+    ("from collections import Ord", ("Ord", ("OrderedDict",))),
+    ("unknown.re", "unknown"),         # an untyped parameter: analysis cannot say
+    ("anything.fo", "unknown"),        # __getattr__: any name may exist
+    ("x = 1", "not a name site"),
+    ("print('inventory.re", "not a name site"),   # in a string
+    ("# see inventory.re", "not a name site"),
+])
+def test_what_analysis_says_exists(typed, expected):
+    assert existing_names(CODE + typed, "\n", budget_s=30) == expected
+
+
+def test_a_cursor_typing_through_a_name_reuses_the_analysis_and_a_slow_one_times_out():
+    assert site("x = inventory.rem") == "rem" and site("from a.b import (c, d") == "d"
+    assert {"items", "remove", "count"} <= set(existing_names(CODE + "y = inventory.", "\n", budget_s=30)[1])
+    assert existing_names(CODE + "y = inventory.rem", "\n", budget_s=0) == ("rem", ("remove",))   # kept: no wait
+    assert existing_names(CODE + "import os\nz = os.path.", "\n", budget_s=0) == "timeout"
+
+
+SPECIAL = SpecialIds(mask=0, eom=1, ends=(1,), banned=(0,),
+                     texts=["", "", "re", "move", "mo", "ve", "set", "(", "moved", " x", "count", "rem", "o"])
+TOKEN = {t: i for i, t in enumerate(SPECIAL.texts) if t}
+
+
+def allowed(rests, skip=0, healed_to=None):
+    row = np.zeros(len(SPECIAL.texts))
+    row[0] = -np.inf
+    if healed_to is not None:   # healing left only these
+        row[[i for t, i in TOKEN.items() if t not in healed_to]] = -np.inf
+        row[1] = -np.inf
+    narrow(row, rests, SPECIAL, skip)
+    return {SPECIAL.texts[i] or "<end>" for i in np.flatnonzero(np.isfinite(row))}
+
+
+def test_narrow_lets_a_slot_only_go_on_spelling_a_name_or_end_a_complete_one():
+    assert names_left("", ("move", "unt")) == ("move", "unt") and names_left("mo", ("move",)) == ("ve",)
+    assert names_left("mo(", ("move",)) is None and names_left("x", ("move",)) is None
+    assert allowed(("move",)) == {"mo", "move", "o"} - {"o"}   # never "moved" (a name that does not exist)
+    assert allowed(("ve",)) == {"ve"}
+    assert allowed(("",)) == {"(", " x", "<end>"}   # complete: anything that starts no name may follow
+    # healing "re" (the typed start) while spelling "remove": a token past the typed text must go on with "move"
+    assert allowed(("move",), skip=2, healed_to={"re", "rem", "set"}) == {"re", "rem"}
+
+
+def test_the_engine_spells_only_names_that_exist(tiny_engine):
+    from runtime.engine import Engine
+    from runtime.request import editor_request
+    for typed in ("x = inventory.", "if inventory.co", "from collections import "):
+        c = tiny_engine.complete(editor_request(CODE + typed, "\n", "python", True))
+        found = existing_names(CODE + typed, "\n", budget_s=30)
+        assert c.stats["names"] == str(len(found[1]))
+        if c.text.strip():
+            name = found[0] + re.match(r"\w*", c.text).group(0)
+            assert name in found[1], (typed, c.text)
+    assert Engine.names
