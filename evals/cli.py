@@ -17,6 +17,7 @@ EVALS = {
     "parallel": ("evals.parallel", "tokens per pass on held-out editor cursors, one model against another"),
     "heldout": ("evals.heldout", "line infills from the corpus's held-out files (sampler knobs, unknown length)"),
     "repo": ("evals.repo", "cross-file cursors in held-out packages, asked with llama.vim's chunks and without"),
+    "names": ("evals.names", "member-access cursors in held-out packages: invented names with the analysis on and off"),
     "edits": ("evals.edits", "planted bugs repaired through a websocket session as clients ask: fixed, harmed, refused"),
 }
 

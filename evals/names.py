@@ -1,0 +1,140 @@
+"""quicksilver eval names: member-access cursors (`module.▮`, `self.▮`) in packages the model never trained on,
+asked through /v1/completions as an OpenAI client asks, with the analysis of names on and off.
+
+A cursor sits right after the dot of an attribute read in a function body, on a one-line statement of a module of
+the frozen held-out packages (evals/edit-files.tsv; never in a training corpus). The names that exist there are
+what jedi completes at the cursor with no time limit (the analyzer's own word: a cursor it cannot judge — an
+unknown object, `__getattr__` — is left out of the invented rate). Measured per way: how often the answer's first
+name does not exist (invented), how often it is the file's own name (right), how often an invented name would be
+shown to an editor (confidence at the editors' floor), and latency.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evals.edits import edit_files
+
+SEED = 0
+CURSORS = 120
+MAX_PER_FILE = 3
+MAX_TOKENS = 32
+NAME = re.compile(r"\w*")
+
+
+def member_cursors(n: int = CURSORS, seed: int = SEED) -> list[dict]:
+    """Half `self.` cursors, half `name.` cursors (a module or another object), at most MAX_PER_FILE a file."""
+    by_kind: dict[str, list[dict]] = {"self": [], "other": []}
+    for package, path in edit_files():
+        try:
+            text = path.read_text()
+            tree = ast.parse(text)
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+            continue
+        lines = text.split("\n")
+        for fn in (f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            for stmt in fn.body:
+                if stmt.lineno != stmt.end_lineno:
+                    continue
+                for node in ast.walk(stmt):
+                    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                            node.end_lineno == node.lineno:
+                        line = lines[node.lineno - 1]
+                        dot = node.value.end_col_offset   # the cursor goes right after the dot
+                        if line[dot:dot + 1] != "." or not line[dot + 1:].startswith(node.attr):
+                            continue
+                        by_kind["self" if node.value.id == "self" else "other"].append({
+                            "package": package, "file": str(path), "line": node.lineno, "attr": node.attr,
+                            "prefix": "\n".join(lines[:node.lineno - 1] + [line[:dot + 1]]),
+                            "suffix": "\n" + "\n".join(lines[node.lineno:]), "expected": line[dot + 1:]})
+    rng = np.random.default_rng(seed)
+    out = []
+    for kind, found in by_kind.items():
+        per_file: dict[str, int] = {}
+        for i in rng.permutation(len(found)):
+            c = found[i]
+            if per_file.get(c["file"], 0) < MAX_PER_FILE and sum(o["kind"] == kind for o in out) < n // 2:
+                per_file[c["file"]] = per_file.get(c["file"], 0) + 1
+                out.append({**c, "kind": kind})
+    return out
+
+
+def ask(http, c: dict) -> dict:
+    t0 = time.perf_counter()
+    r = http.post("/v1/completions", json={"prompt": c["prefix"][-6000:], "suffix": c["suffix"][:6000],
+                                           "max_tokens": MAX_TOKENS, "temperature": 0})
+    r.raise_for_status()
+    choice = r.json()["choices"][0]
+    return {"text": choice["text"], "ms": 1000 * (time.perf_counter() - t0), **{
+        k: choice["quicksilver"][k] for k in ("confidence", "calibrated", "names", "forward_passes")}}
+
+
+def evaluate(model_dir: Path | None, n: int = CURSORS, seed: int = SEED) -> dict:
+    import httpx
+
+    from evals.editor import local_server
+    from runtime.engine import Engine
+    from runtime.names import _kept as kept
+    from runtime.names import existing_names
+    from runtime.request import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE
+    points = member_cursors(n, seed)
+    judged = [existing_names(c["prefix"][-6000:], c["suffix"][:6000], budget_s=600) for c in points]
+    rows = []
+    srv, base = local_server(model_dir)
+    try:
+        with httpx.Client(base_url=base, timeout=120) as http:
+            for names in (False, True):
+                Engine.names = names
+                kept.clear()   # each request analyses its cursor itself (jedi keeps the modules it loaded)
+                for i, (c, exist) in enumerate(zip(points, judged)):
+                    row = ask(http, c)
+                    first = NAME.match(row["text"]).group(0)
+                    floor = EDITOR_MIN_CONFIDENCE if row["calibrated"] else UNCALIBRATED_MIN_CONFIDENCE
+                    known = isinstance(exist, tuple)
+                    row.update(analysis="on" if names else "off", cursor=i, kind=c["kind"], first=first,
+                               judged=known, invented=known and bool(first) and first not in exist[1],
+                               right=first == c["attr"], shown=bool(row["text"].strip()) and row["confidence"] >= floor)
+                    rows.append(row)
+    finally:
+        Engine.names = True
+        srv.should_exit = True
+    out = {"cursors": len(points), "seed": seed, "judged": int(sum(isinstance(j, tuple) for j in judged)),
+           "kinds": {k: sum(c["kind"] == k for c in points) for k in ("self", "other")}, "analysis": {}}
+    for way in ("off", "on"):
+        these = [r for r in rows if r["analysis"] == way]
+        judged_rows = [r for r in these if r["judged"] and r["first"]]
+        out["analysis"][way] = {
+            "invented": float(np.mean([r["invented"] for r in judged_rows])) if judged_rows else 0.0,
+            "invented_shown": sum(r["invented"] and r["shown"] for r in these),
+            "right": float(np.mean([r["right"] for r in these])),
+            "shown": float(np.mean([r["shown"] for r in these])),
+            "shown_right": float(np.mean([r["right"] for r in these if r["shown"]])) if any(r["shown"] for r in these) else 0.0,
+            "timeouts": sum(r["names"] == "timeout" for r in these),
+            "p50_ms": float(np.percentile([r["ms"] for r in these], 50))}
+    out["rows"] = rows
+    return out
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
+    p.add_argument("--cursors", type=int, default=CURSORS, help="member-access cursors")
+    p.add_argument("--seed", type=int, default=SEED, help="which cursors")
+    p.add_argument("--json", type=Path, help="write the results here")
+
+
+def run(args) -> None:
+    out = evaluate(args.model, args.cursors, args.seed)
+    out["command"] = f"quicksilver eval names --cursors {args.cursors} --seed {args.seed}" + \
+        (f" --json {args.json}" if args.json else "")
+    print(f"{out['cursors']} cursors ({out['kinds']}), {out['judged']} judged by analysis")
+    for way, m in out["analysis"].items():
+        print(f"analysis {way:3}  invented {m['invented']:.1%} (shown {m['invented_shown']})  right {m['right']:.1%}  "
+              f"shown {m['shown']:.1%} at {m['shown_right']:.1%}  timeouts {m['timeouts']}  p50 {m['p50_ms']:.0f} ms")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
