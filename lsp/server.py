@@ -1,8 +1,9 @@
 """quicksilver lsp: a pygls language server for ghost-text completions and whole-block edits (stdio or --tcp).
 
 The model runs in-process on the runtime's scheduler, or on a `quicksilver serve` reached with `--server ws://…`
-(lsp/remote.py). One handler per LSP feature; the logic is in plain functions: `cursor_context` →
-`build_request` → `run_request` → `format_*`. Logs go to stderr or --log-file (stdout is the protocol). A newer
+(lsp/remote.py). One handler per LSP feature; the logic is in plain functions: lsp/documents.py (`cursor_context`
+→ `build_request` → `run_request`) and lsp/edits.py (the block edits and repairs). Logs go to stderr or --log-file
+(stdout is the protocol). A newer
 version of a document cancels the request running on it; so does `$/cancelRequest`. Only documents the client
 opened are read, never a file on disk (--tcp has no authentication). Completion telemetry (shown / accepted /
 dismissed) goes to the backend.
@@ -11,13 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sys
 import types
-import uuid
 from collections import OrderedDict
 from pathlib import Path
-from urllib.parse import unquote
 
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcInvalidParams
@@ -26,23 +24,17 @@ from pygls.protocol import LanguageServerProtocol
 
 from runtime.answers import rest_after
 from runtime.frames import Completion
-from runtime.request import (EDITOR_MIN_CONFIDENCE, EDITOR_TOKENS, UNCALIBRATED_MIN_CONFIDENCE, Request,
-                             editor_min_confidence, editor_request, withheld)
-from runtime.syntax import enclosing_block, language_of, wants_block
+from runtime.request import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Request, editor_min_confidence, withheld
 from runtime.workspace import for_editor
+from lsp.documents import DocumentError, build_request, cursor_context, other_files, run_request
+from lsp.edits import ACTIONS, EDIT_COMMAND, OFFERED, Refused, block_edit, offered_edit, offered_repair, refused
 
 log = logging.getLogger("quicksilver.lsp")
 
-OTHER_FILES = 4          # the client's other open documents (of the cursor's language) given as extra context; the
-OTHER_FILE_CHARS = 8000  # engine keeps them only while its context has room (an imported model's long context)
 CACHE_ENTRIES = 64
 ACCEPT, REJECT, EDIT_BLOCK = "quicksilver/accept", "quicksilver/reject", "quicksilver/editBlock"
-EDIT_COMMAND = "quicksilver.editBlock"
-ACTIONS = {"complete": "Complete block", "rewrite": "Rewrite block", "repair": "Repair block"}   # editBlock's modes
-OFFERED = ("complete", "repair")   # the code actions: a rewrite was refused nearly always (evals/results/edits.json)
 SHOWN, ACCEPTED, DISMISSED = "shown", "accepted", "dismissed"   # the event names the server's store accepts
 SHUTDOWN_DRAIN_S = 5   # how long shutdown waits for telemetry still on its way
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can carry half a UTF-16 pair; it is not Unicode text
 
 
 class Protocol(LanguageServerProtocol):
@@ -116,73 +108,6 @@ class LocalBackend:
         log.info("event %s: completion %s", event, cid)
 
 
-class DocumentError(ValueError):
-    """A request names a document the server will not read: not opened by the client, or not valid Unicode."""
-
-
-class Refused(Exception):
-    """The model's edit did not pass runtime/verify.py: nothing is offered, and the message says why."""
-
-
-def document(ls: LanguageServer, uri: str):
-    """A document the client opened (didOpen, kept current by didChange). Never pygls' get_text_document, which
-    reads the file at an unopened URI from disk: with --tcp any peer could read any file that way."""
-    doc = ls.workspace.text_documents.get(unquote(uri))
-    if doc is None:
-        raise DocumentError(f"{uri} is not open: the client must send textDocument/didOpen first")
-    if (bad := LONE_SURROGATE.search(doc.source)) is not None:
-        line = doc.source.count("\n", 0, bad.start()) + 1
-        raise DocumentError(f"{uri} is not valid Unicode: line {line} holds a lone surrogate "
-                            f"U+{ord(bad.group()):04X} (half of a UTF-16 pair)")
-    return doc
-
-
-def cursor_context(ls: LanguageServer, uri: str, position: lsp.Position) -> tuple[str, str, bool, str | None]:
-    """(prefix, suffix, single_line, language) at an LSP position (UTF-16 as negotiated; pygls converts)."""
-    doc = document(ls, uri)
-    offset = doc.offset_at_position(position)
-    prefix, suffix = doc.source[:offset], doc.source[offset:]
-    language = language_of(uri, doc.language_id)
-    return prefix, suffix, not wants_block(prefix, suffix, language), language
-
-
-def other_files(ls: LanguageServer, uri: str, language: str | None) -> tuple[str, ...]:
-    """The client's other open documents of the cursor's language, the latest opened first, as "# name" chunks
-    of their first OTHER_FILE_CHARS characters (documents that are not valid Unicode are left out)."""
-    chunks = []
-    for other, doc in reversed(list(ls.workspace.text_documents.items())):
-        if other != unquote(uri) and language_of(other, doc.language_id) == language and \
-                not LONE_SURROGATE.search(doc.source) and len(chunks) < OTHER_FILES:
-            chunks.append(f"# {Path(unquote(other)).name}\n{doc.source[:OTHER_FILE_CHARS]}")
-    return tuple(chunks)
-
-
-def build_request(prefix: str, suffix: str, single_line: bool, language: str | None = None,
-                  extra: tuple[str, ...] = ()) -> Request:
-    """The editors' request for the cursor (runtime/engine.py editor_request: /infill asks the same way)."""
-    return editor_request(prefix, suffix, language, single_line, extra=extra, id=uuid.uuid4().hex[:12])
-
-
-async def run_request(ls: QuicksilverServer, uri: str, req: Request) -> Completion | None:
-    """Run on the backend; a newer request on the same document cancels this one."""
-    if (old := ls.running.get(uri)) is not None:
-        old.cancel()
-    task = asyncio.current_task()
-    ls.running[uri] = task
-    try:
-        result = await ls.backend.run(uri, req)
-        if result is not None:
-            log.info("request %s: %d tokens in %.0f ms (%s), %d chunks of other files", req.id, result.stats["tokens"],
-                     result.stats["ms"], result.stats["stop_reason"], result.stats.get("extra_chunks", 0))
-        return result
-    except asyncio.CancelledError:
-        log.info("request %s cancelled", req.id)
-        raise
-    finally:
-        if ls.running.get(uri) is task:
-            del ls.running[uri]
-
-
 async def complete_at(ls: QuicksilverServer, uri: str, position: lsp.Position,
                       explicit: bool = False) -> tuple[str, str, float] | None:
     """(completion id, text, confidence) at the cursor: from the cache when the user is typing into a shown
@@ -231,61 +156,6 @@ def send_event(ls: QuicksilverServer, event: str, cid: str) -> None:
     task = asyncio.ensure_future(ls.backend.feedback(event, cid))
     ls.sending.add(task)
     task.add_done_callback(ls.sending.discard)
-
-
-async def block_edit(ls: QuicksilverServer, uri: str, rng: lsp.Range | None, position: lsp.Position | None,
-                     mode: str, instruction: str = "") -> tuple[str, lsp.TextEdit, int | None] | None:
-    """Complete, rewrite or repair the selection (or the block around the position, found with tree-sitter):
-    (completion id, the edit, the document version it was made for)."""
-    if mode not in ACTIONS:
-        raise ValueError(f"mode must be one of {sorted(ACTIONS)}, not {mode!r}")
-    doc = document(ls, uri)
-    text, language, version = doc.source, language_of(uri, doc.language_id), doc.version
-    if rng is not None and rng.start != rng.end:
-        start, end = doc.offset_at_position(rng.start), doc.offset_at_position(rng.end)
-    else:
-        start, end = enclosing_block(text, doc.offset_at_position(position or rng.start), language)
-    prefix, block, suffix = text[:start], text[start:end], text[end:]
-    if instruction:  # a plain-code prompt: the model reads it as a comment above the block
-        indent = block[:len(block) - len(block.lstrip(" \t"))]
-        prefix += f"{indent}# {instruction.strip()}\n"
-    if mode == "complete":  # keep the block, fill what should follow it inside the same scope
-        req = Request(prefix=prefix + block, suffix=suffix, max_new_tokens=EDITOR_TOKENS, language=language)
-        start = end
-    else:
-        if not block.strip():
-            return None
-        req = Request(prefix=prefix, suffix=suffix, mode="edit", existing=block,
-                      edit="all" if mode == "rewrite" else "repair", language=language)
-    result = await run_request(ls, uri, req)
-    if result is None:
-        return None
-    if result.stats.get("refused"):   # runtime/verify.py's verdict: say why, change nothing
-        raise Refused(result.stats["refused"])
-    new = result.text
-    if mode != "complete" and block.endswith("\n") and not new.endswith("\n"):
-        new += "\n"
-    edit_range = lsp.Range(start=doc.client_position_at_offset(start), end=doc.client_position_at_offset(end))
-    return result.id, lsp.TextEdit(range=edit_range, new_text=new), version, result.stats.get("change", "")
-
-
-CONFIRM = "quicksilver"   # the change annotation a model's edit carries
-
-
-def offered_edit(ls: QuicksilverServer, uri: str, edit: lsp.TextEdit, version: int | None,
-                 label: str) -> lsp.WorkspaceEdit:
-    """A model's edit as the client should get it: where the client supports change annotations (VS Code), an
-    annotated edit that needs the user's confirmation (a preview to accept or discard, not applied blindly), bound
-    to the document version it was made for (a document changed since is left alone); elsewhere plain changes."""
-    caps = getattr(getattr(ls.client_capabilities, "workspace", None), "workspace_edit", None)
-    if caps is None or not caps.document_changes or caps.change_annotation_support is None:
-        return lsp.WorkspaceEdit(changes={uri: [edit]})
-    return lsp.WorkspaceEdit(
-        document_changes=[lsp.TextDocumentEdit(
-            text_document=lsp.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
-            edits=[lsp.AnnotatedTextEdit(range=edit.range, new_text=edit.new_text, annotation_id=CONFIRM)])],
-        change_annotations={CONFIRM: lsp.ChangeAnnotation(
-            label=label, needs_confirmation=True, description="written by the model: check it before accepting")})
 
 
 def create_server(backend, cache: bool = True, min_confidence: float | None = None,
@@ -412,29 +282,6 @@ def create_server(backend, cache: bool = True, min_confidence: float | None = No
             ls.backend.workspace.close()
 
     return server
-
-
-async def offered_repair(ls: QuicksilverServer, uri: str, rng: lsp.Range) -> lsp.CodeAction | None:
-    """The repair of the block at `rng` as a code action carrying its edit, titled with what it changes; None when
-    the model changes nothing or runtime/verify.py refuses what it changes (one line in the log)."""
-    try:
-        got = await block_edit(ls, uri, rng if rng.start != rng.end else None, rng.start, "repair")
-    except (Refused, ValueError) as e:
-        log.info("no repair offered at %s: %s", uri, e)
-        return None
-    if got is None:
-        return None
-    cid, edit, version, change = got
-    title = f"quicksilver: Repair: {change}"
-    return lsp.CodeAction(title=title, kind=lsp.CodeActionKind.QuickFix,
-                          edit=offered_edit(ls, uri, edit, version, title))
-
-
-def refused(ls: QuicksilverServer, mode: str, why: str, answer: dict) -> dict:
-    """A refused edit: one line in the log, the reason shown to the user, `answer` to the request."""
-    log.info("%s refused: %s", ACTIONS[mode], why)
-    ls.window_show_message(lsp.ShowMessageParams(type=lsp.MessageType.Info, message=f"quicksilver: {why}"))
-    return answer
 
 
 def field(obj, name: str):

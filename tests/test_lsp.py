@@ -339,7 +339,7 @@ def test_cursor_context_with_tabs_crlf_and_characters_outside_the_bmp():
 
     from pygls.workspace import Workspace
 
-    from lsp.server import cursor_context
+    from lsp.documents import cursor_context
     ws = Workspace(None)
     text = "def f(x):\r\n\tname = '😀é'  # ü\r\n\t\r\n\treturn x\r\n"
     ws.put_text_document(lsp.TextDocumentItem(uri=URI, language_id="python", version=1, text=text))
@@ -373,7 +373,7 @@ def test_other_open_documents_of_the_language_are_extra_context():
     opened first (the engine keeps them only while its context has room)."""
     from types import SimpleNamespace
 
-    from lsp.server import OTHER_FILES, other_files
+    from lsp.documents import OTHER_FILES, other_files
     docs = {f"file:///w/m{i}.py": SimpleNamespace(language_id="python", source=f"def m{i}():\n    pass\n")
             for i in range(OTHER_FILES + 2)}
     docs["file:///w/notes.md"] = SimpleNamespace(language_id="markdown", source="# notes\n")
