@@ -8,6 +8,7 @@ import logging
 from lsprotocol import types as lsp
 
 from lsp.documents import document, run_request
+from runtime.nextedit import from_history
 from runtime.request import EDITOR_TOKENS, Request
 from runtime.syntax import enclosing_block, language_of
 
@@ -98,3 +99,44 @@ def refused(ls, mode: str, why: str, answer: dict) -> dict:
     log.info("%s refused: %s", ACTIONS[mode], why)
     ls.window_show_message(lsp.ShowMessageParams(type=lsp.MessageType.Info, message=f"quicksilver: {why}"))
     return answer
+
+
+HISTORY = 32   # versions of a document kept to find the edit a next edit follows from
+
+
+def remember(ls, uri: str) -> None:
+    """Keep the document's text as it is now (after didOpen or didChange)."""
+    try:
+        doc = document(ls, uri)
+    except ValueError:   # not open, or not valid Unicode: nothing to follow
+        return
+    kept = ls.history.setdefault(uri, [])
+    if not kept or kept[-1] != doc.source:
+        kept.append(doc.source)
+        del kept[:-HISTORY]
+
+
+def next_edit(ls, uri: str) -> lsp.CodeAction | None:
+    """The next edit the document's last edits call for, as a code action carrying it: a name renamed at its
+    binding renamed at every other use in its scope (runtime/nextedit.py, checked before it is offered)."""
+    try:
+        doc = document(ls, uri)
+    except ValueError:
+        return None
+    found = from_history(ls.history.get(uri, [])[:-1], doc.source)
+    if found is None:
+        return None
+    rename, _ = found
+    starts = [0]
+    for line in doc.source.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    edits = []
+    for line, col in rename.uses:
+        a = starts[line - 1] + col
+        edits.append(lsp.TextEdit(range=lsp.Range(start=doc.client_position_at_offset(a),
+                                                  end=doc.client_position_at_offset(a + len(rename.old))),
+                                  new_text=rename.new))
+    n = len(edits)
+    title = f"quicksilver: Rename the other {n} use{'s' * (n > 1)} of {rename.old} to {rename.new}"
+    return lsp.CodeAction(title=title, kind=lsp.CodeActionKind.QuickFix, is_preferred=True,
+                          edit=lsp.WorkspaceEdit(changes={uri: edits}))

@@ -27,7 +27,8 @@ from runtime.frames import Completion
 from runtime.request import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE, Request, editor_min_confidence, withheld
 from runtime.workspace import for_editor
 from lsp.documents import DocumentError, build_request, cursor_context, other_files, run_request
-from lsp.edits import ACTIONS, EDIT_COMMAND, OFFERED, Refused, block_edit, offered_edit, offered_repair, refused
+from lsp.edits import (ACTIONS, EDIT_COMMAND, OFFERED, Refused, block_edit, next_edit, offered_edit, offered_repair,
+                       refused, remember)
 
 log = logging.getLogger("quicksilver.lsp")
 
@@ -82,6 +83,7 @@ class QuicksilverServer(LanguageServer):
         self.running: dict[str, asyncio.Task] = {}      # document uri → the request running on it
         self.cache = CompletionCache(CACHE_ENTRIES if cache else 0)
         self.sending: set[asyncio.Task] = set()         # telemetry on its way to the backend
+        self.history: dict[str, list[str]] = {}          # uri → its last versions' text (lsp/edits.py next_edit)
 
 
 class LocalBackend:
@@ -197,6 +199,9 @@ def create_server(backend, cache: bool = True, min_confidence: float | None = No
         actions = [lsp.CodeAction(title=f"quicksilver: {ACTIONS[mode]}", kind=lsp.CodeActionKind.RefactorRewrite,
                                   command=lsp.Command(title=ACTIONS[mode], command=EDIT_COMMAND,
                                                       arguments=[uri, rng, mode])) for mode in OFFERED[:1]]
+        following = await asyncio.get_running_loop().run_in_executor(None, next_edit, ls, uri)   # analysis only:
+        if following is not None:                                                              # the light bulb's too
+            actions.insert(0, following)
         if params.context.trigger_kind != lsp.CodeActionTriggerKind.Automatic and \
                 (repair := await offered_repair(ls, uri, params.range)) is not None:
             actions.append(repair)
@@ -252,8 +257,17 @@ def create_server(backend, cache: bool = True, min_confidence: float | None = No
         cid, edit, version, change = got
         return {"id": cid, "edit": conv.unstructure(edit), "version": version, "change": change}
 
+    @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: QuicksilverServer, params: lsp.DidOpenTextDocumentParams):
+        remember(ls, params.text_document.uri)
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: QuicksilverServer, params: lsp.DidCloseTextDocumentParams):
+        ls.history.pop(params.text_document.uri, None)
+
     @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: QuicksilverServer, params: lsp.DidChangeTextDocumentParams):
+        remember(ls, params.text_document.uri)   # the versions a next edit follows from
         if (task := ls.running.get(params.text_document.uri)) is not None:
             task.cancel()  # the text it was computed for is gone
 

@@ -466,3 +466,27 @@ async def test_the_workspace_folder_of_a_git_project_is_context(tmp_path):
         await c.shutdown_session()
         await c.stop()
         assert used and (used[-1] >= 1 if git else used[-1] == 0), log_file.read_text()[-2000:]
+
+
+async def test_a_rename_typed_at_a_binding_is_offered_for_its_other_uses(session):
+    """Next edits: renaming a local where it is bound, keystroke by keystroke, makes the light bulb's first action
+    rename its other uses in that function (and nowhere else), as a workspace edit the client applies."""
+    client, _, _ = session
+    uri = "file:///tmp/rename.py"
+    text = "def total(items):\n    count = 0\n    for it in items:\n        count += it\n    return count\n\n\ncount = 1\n"
+    open_document(client, uri, text)
+    version = 1
+    for old, new in (("count", "coun"), ("coun", ""), ("", "t"), ("t", "to"), ("to", "tot")):
+        version += 1
+        client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[lsp.TextDocumentContentChangePartial(range=lsp.Range(start=at(1, 4),
+                                                                                  end=at(1, 4 + len(old))), text=new)]))
+    actions = await client.text_document_code_action_async(lsp.CodeActionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri), range=lsp.Range(start=at(1, 7), end=at(1, 7)),
+        context=lsp.CodeActionContext(diagnostics=[], trigger_kind=lsp.CodeActionTriggerKind.Automatic)))
+    first = actions[0]
+    assert first.title == "quicksilver: Rename the other 2 uses of count to tot"
+    edits = sorted(first.edit.changes[uri], key=lambda e: (e.range.start.line, e.range.start.character))
+    assert [(e.range.start.line, e.range.start.character, e.range.end.character, e.new_text) for e in edits] == \
+        [(3, 8, 13, "tot"), (4, 11, 16, "tot")]   # never the module's own `count` on line 7
