@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
 
 from runtime.frames import Completion
-
+from runtime.nextedit import from_history
 from runtime.request import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS, Request, editor_request
 from runtime.scheduler import Handle
 from server.generate import run, submit
@@ -26,6 +26,8 @@ from server.generate import run, submit
 LANGUAGES_WITH_COMMENTS = {"python": "#"}
 DEFAULT_LANGUAGE = "python"
 MAX_ID_CHARS = 64
+HISTORY = 32   # versions of the document a session keeps to find the edit a next edit follows from
+FOLLOW_AFTER_S = 0.15   # a next edit is looked for once the client's changes pause this long
 INTERRUPTED = "the server stopped while this request ran; send it again"
 
 
@@ -147,6 +149,8 @@ class Session:
     def __init__(self, state, send, sid: str | None = None):
         self.state, self.store, self.send = state, state.store, send
         self.inflight: dict[str, Running] = {}
+        self.versions: list[str] = []      # the document's last texts, for next edits (in memory: one connection)
+        self.following: asyncio.Task | None = None
         self.closed = False
         if sid and self.store.load_session(sid) is None:
             raise ProtocolError(f"unknown session {sid!r}: open a new one without session_id")
@@ -160,6 +164,9 @@ class Session:
         if doc is None:
             raise ProtocolError(f"session {self.id} no longer exists (idle sessions are deleted): open a new one")
         self.text, self.language, self.version = doc["text"], doc["language"], doc["version"]
+        if not self.versions or self.versions[-1] != self.text:
+            self.versions.append(self.text)
+            del self.versions[:-HISTORY]
 
     def _change(self, text: str, language: str | None = None, based_on: int | None = None) -> dict:
         """Store a new text at the next version, against what is stored now (another client may have changed it)."""
@@ -205,6 +212,34 @@ class Session:
     def patch(self, msg: Patch) -> dict:
         start, end = self._range(msg)
         return self._change(lambda t: t[:start] + msg.text + t[end:], None, msg.version)
+
+    def follow(self) -> None:
+        """After the client's own change: look, in the background, for the next edit it calls for."""
+        if self.following is not None:
+            self.following.cancel()
+        self.following = asyncio.create_task(self._next_edit())
+
+    async def _next_edit(self) -> None:
+        """A rename typed at a binding, carried to the binding's other uses (runtime/nextedit.py, checked before it
+        is offered): stored as a proposal the client can accept or reject, sent as a `next_edit` message."""
+        await asyncio.sleep(FOLLOW_AFTER_S)
+        version, text, history = self.version, self.text, self.versions[:-1]
+        found = await asyncio.get_running_loop().run_in_executor(None, from_history, history, text)
+        self._load()
+        if found is None or self.closed or self.version != version:   # the document moved on: it is stale
+            return
+        rename, new = found
+        starts = [0]
+        for line in text.splitlines(keepends=True):
+            starts.append(starts[-1] + len(line))
+        spans = [starts[line - 1] + col for line, col in rename.uses]
+        start, end = min(spans), max(spans) + len(rename.old)
+        tail = len(text) - end
+        rid, n = f"next-{version}", len(spans)
+        self.store.save_edit(self.id, rid, start, end, text[start:end], new[start:len(new) - tail], "proposed")
+        await self.send({"type": "next_edit", "request_id": rid, "version": version, "range": {"start": start, "end": end},
+                         "text": new[start:len(new) - tail],
+                         "title": f"Rename the other {n} use{'s' * (n > 1)} of {rename.old} to {rename.new}"})
 
     # --- model requests ----------------------------------------------------------------------------
     async def start_request(self, msg: Complete | Edit) -> None:
@@ -308,5 +343,7 @@ class Session:
     def close(self) -> None:
         """The connection is gone: running requests stop, and are reported as interrupted on the next `open`."""
         self.closed = True
+        if self.following is not None:
+            self.following.cancel()
         for running in list(self.inflight.values()):
             running.handle.cancel()

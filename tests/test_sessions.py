@@ -1,5 +1,6 @@
 """Chat-edit sessions over a real websocket: streaming, accept/undo, cancel, errors, and resume after a restart."""
 import json
+import time
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -114,3 +115,20 @@ def test_resume_after_reconnect_and_server_restart(tiny_model_dir, tmp_path):
         ws.close()
     finally:
         stop_server(srv, thread)
+
+
+def test_a_rename_typed_at_a_binding_is_proposed_as_a_next_edit(ws_server):
+    doc = "def total(items):\n    count = 0\n    for x in items:\n        count += x\n    return count\n"
+    ws, opened = open_session(ws_server["url"], document={"text": doc, "language": "python"})
+    at = doc.index("count")
+    typed = talk(ws, {"type": "patch", "range": {"start": at, "end": at + 5}, "text": "acc"})
+    assert typed["text"].count("acc") == 1
+    proposal, _ = until(ws, "next_edit")
+    assert proposal["title"] == "Rename the other 2 uses of count to acc" and proposal["version"] == typed["version"]
+    done = talk(ws, {"type": "accept", "request_id": proposal["request_id"]})
+    assert done["text"] == doc.replace("count", "acc")
+    # an edit that is not a rename proposes nothing: the next message is the reply to the next request
+    talk(ws, {"type": "patch", "offset": len(done["text"]), "text": "\n\nprint(total([1]))\n"})
+    time.sleep(1.0)   # past the pause a next edit waits for
+    assert talk(ws, {"type": "reject", "request_id": "nope"})["type"] == "error"
+    ws.close()

@@ -46,6 +46,8 @@ async def act(state, session: Session | None, send, raw: str) -> Session | None:
         session.cancel(msg)
     else:
         await send(getattr(session, msg.type)(msg))
+        if msg.type in ("set_document", "patch"):   # the client's own edit: the next edit it calls for, if any
+            session.follow()
     return session
 
 
