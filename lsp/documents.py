@@ -78,8 +78,9 @@ async def run_request(ls, uri: str, req: Request) -> Completion | None:
     try:
         result = await ls.backend.run(uri, req)
         if result is not None:
-            log.info("request %s: %d tokens in %.0f ms (%s), %d chunks of other files", req.id, result.stats["tokens"],
-                     result.stats["ms"], result.stats["stop_reason"], result.stats.get("extra_chunks", 0))
+            log.info("request %s: %d tokens in %.0f ms (%s), %d chunks of other files, names: %s", req.id,
+                     result.stats["tokens"], result.stats["ms"], result.stats["stop_reason"],
+                     result.stats.get("extra_chunks", 0), result.stats.get("names"))
         return result
     except asyncio.CancelledError:
         log.info("request %s cancelled", req.id)

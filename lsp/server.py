@@ -15,7 +15,9 @@ import logging
 import sys
 import types
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcInvalidParams
@@ -92,8 +94,11 @@ class LocalBackend:
     def __init__(self, scheduler):
         self.scheduler = scheduler
         self.workspace = None   # the editor's workspace folder's index (runtime/workspace.py), once initialized
+        self.root: str | None = None   # the editor's workspace folder
 
     async def run(self, uri: str, req: Request) -> Completion | None:
+        if uri.startswith("file://"):   # names analysis resolves the file's imports from where it is
+            req = replace(req, path=unquote(urlparse(uri).path), root=self.root)
         if self.workspace is not None:   # the repository's chunks after the open documents (off the event loop)
             req = await asyncio.get_running_loop().run_in_executor(None, self.workspace.ground, req)
         handle = self.scheduler.submit(req)
@@ -284,8 +289,10 @@ def create_server(backend, cache: bool = True, min_confidence: float | None = No
     @server.feature(lsp.INITIALIZED)
     def initialized(ls: QuicksilverServer, params):
         """In process, the workspace folder is indexed (a `--server` backend uses the server's --workspace)."""
-        if isinstance(ls.backend, LocalBackend) and ls.index_workspace:
-            ls.backend.workspace = for_editor(ls.workspace.root_path)
+        if isinstance(ls.backend, LocalBackend):
+            ls.backend.root = ls.workspace.root_path
+            if ls.index_workspace:
+                ls.backend.workspace = for_editor(ls.workspace.root_path)
 
     @server.feature(lsp.SHUTDOWN)
     async def shutdown(ls: QuicksilverServer, *args):

@@ -117,7 +117,7 @@ class Engine:
             # piece is decoded under the constraint (a cursor line longer than the window is not healed in it)
             init = fixed + [self.special.mask] * (window - len(fixed))
             masked = np.arange(window) >= len(fixed)
-        found = existing_names(req.prefix, req.suffix) if existing is None and self.names and \
+        found = existing_names(req.prefix, req.suffix, path=req.path, root=req.root) if existing is None and self.names and \
             req.language == "python" else "not asked"
         if isinstance(found, tuple):   # a member access or an import: only names analysis knows there
             opts.names = tuple(n[len(found[0]):] for n in found[1])

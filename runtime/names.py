@@ -27,7 +27,7 @@ ANY_ATTRIBUTE = {"__getattr__", "__getattribute__"}   # an object defining these
 
 _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="names")
 _lock = threading.Lock()
-_kept: dict[tuple[str, int, int], tuple[str, ...] | None] = {}
+_kept: dict[tuple, tuple[str, ...] | None] = {}
 
 
 _warming: list = []
@@ -49,12 +49,15 @@ def site(prefix: str) -> str | None:
     return m.group(1) if m else None
 
 
-def _analyse(code: str, line: int, column: int) -> tuple[str, ...] | None:
+def _analyse(code: str, line: int, column: int, path: str | None = None,
+             root: str | None = None) -> tuple[str, ...] | None:
     """Every name jedi completes at (line, column) — before the typed start, so all of them; None when it knows
-    none, or the object defines __getattr__ (any name may exist)."""
+    none, or the object defines __getattr__ (any name may exist). With the file's `path` and the repository's
+    `root`, the repository's own modules are read too (`from shop.models import Inventory`, `from .models …`)."""
     import jedi
     try:
-        completions = jedi.Script(code=code).complete(line, column)
+        project = jedi.Project(root) if root else None
+        completions = jedi.Script(code=code, path=path, project=project).complete(line, column)
     except Exception:   # jedi's own failure on odd code: no analysis, never an error for the request
         return None
     if any(c.name in ANY_ATTRIBUTE and not (c.full_name or "").startswith("builtins.") for c in completions):
@@ -62,19 +65,20 @@ def _analyse(code: str, line: int, column: int) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(c.name for c in completions if c.type != "keyword")) or None
 
 
-def existing_names(prefix: str, suffix: str, budget_s: float = BUDGET_S) -> tuple[str, tuple[str, ...]] | str:
+def existing_names(prefix: str, suffix: str, budget_s: float = BUDGET_S, path: str | None = None,
+                   root: str | None = None) -> tuple[str, tuple[str, ...]] | str:
     """(typed start, the names that exist at the cursor starting with it), or why there are none to keep to:
     'not a name site', 'unknown' (analysis cannot say), 'timeout'."""
     typed = site(prefix)
     if typed is None or len(prefix) + len(suffix) > MAX_CODE_CHARS:
         return "not a name site"
     line, column = prefix.count("\n") + 1, len(prefix) - prefix.rfind("\n") - 1 - len(typed)
-    key = (prefix[:len(prefix) - len(typed)] + "\x00" + suffix, line, column)   # typing on a name: the same analysis
+    key = (prefix[:len(prefix) - len(typed)] + "\x00" + suffix, line, column, path, root)   # typing on a name: the same
     with _lock:
         known = key in _kept
         names = _kept.get(key)
     if not known:
-        future = _pool.submit(_analyse, prefix + suffix, line, column)
+        future = _pool.submit(_analyse, prefix + suffix, line, column, path, root)
         try:
             names = future.result(timeout=budget_s)
         except TimeoutError:

@@ -67,6 +67,10 @@ class Request:
     editor: bool = False              # built by editor_request (a remote language server asks its server for the same)
     extra: tuple[str, ...] = ()       # other files' text (llama.vim's input_extra, the editor's other open files),
                                       # most relevant first: placed before this file while the context has room
+    path: str | None = None           # the file's path, when the client knows it: names analysis (runtime/names.py)
+                                      # resolves the file's relative imports from it
+    root: str | None = None           # the repository the file is in (serve --workspace, the editor's folder): names
+                                      # analysis loads the repository's own modules from it
     window_multiple: int = 1          # round the window up to a multiple of this: while the user types a line, the
                                       # healed cursor line grows token by token, and a window that does not change
                                       # with it keeps the context (and its cached keys/values) identical

@@ -271,6 +271,7 @@ class Workspace:
         return out
 
     def ground(self, req: Request) -> Request:
-        """The request with the workspace's chunks after the client's own (edits and completions alike)."""
+        """The request with the workspace's chunks after the client's own (edits and completions alike), and the
+        workspace as its root (names analysis reads the repository's own modules)."""
         found = tuple(s for s in self.search(req.prefix, req.suffix) if s not in req.extra)
-        return replace(req, extra=req.extra + found) if found else req
+        return replace(req, extra=req.extra + found, root=req.root or str(self.root))

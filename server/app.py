@@ -43,6 +43,7 @@ class ServerConfig:
     max_batch: int = MAX_BATCH
     threads: int = 0
     workspace: Path | None = None     # a repository to index and give every request context from
+    names: bool = True                # names analysis in decoding (runtime/names.py); off to compare
 
 
 class ErrorBody(BaseModel):
@@ -99,6 +100,8 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
         s.loaded = loaded or load(cfg.model, threads=cfg.threads)
         s.model_name = f"quicksilver/{s.loaded.model_dir.name}"
         s.engine = Engine(s.loaded, cfg.context_tokens)
+        if not cfg.names:
+            s.engine.names = False
         s.scheduler = Scheduler(s.engine, max_batch=cfg.max_batch)
         s.store, s.metrics, s.started = store or Store(cfg.db), Metrics(), time.time()
         s.live, s.running, s.min_confidence = set(), set(), cfg.min_confidence   # dashboard queues; session/request ids decoding now

@@ -48,6 +48,9 @@ def add_arguments(p) -> None:
     p.add_argument("--workspace", type=Path, metavar="DIR",
                    help="a repository to index (what git or its .gitignore files leave out is never read) and give "
                         "every request context from: /v1/completions, /infill and sessions; changes are followed")
+    p.add_argument("--no-names", dest="names", action="store_false",
+                   help="decode names unconstrained (by default, at a member access or an import, only names that "
+                        "exist there are spelled: jedi's analysis, reported as stats.names)")
 
 
 def uvicorn_config(app, host: str, port: int, **kw):
@@ -99,7 +102,7 @@ def run(args) -> None:
     cfg = ServerConfig(model=args.model, db=args.db, api_key=args.api_key, threads=args.threads,
                        allow_origins=tuple(args.allow_origin), check_host=args.host in LOOPBACK_HOSTS,
                        min_confidence=args.min_confidence, context_tokens=args.context_tokens,
-                       workspace=args.workspace)
+                       workspace=args.workspace, names=args.names)
     app = create_app(cfg, loaded=loaded, store=store)
     try:
         uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()

@@ -463,9 +463,16 @@ async def test_the_workspace_folder_of_a_git_project_is_context(tmp_path):
             if not git or (used and used[-1] > 0):
                 break
             await asyncio.sleep(0.5)
+        # names analysis reads the project's own modules, relative imports included (indexed or not)
+        app = (root / "shop" / "app.py").as_uri()
+        open_document(c, app, "from .models import Inventory\n\ninventory = Inventory({})\ninventory.re\n")
+        await c.text_document_inline_completion_async(lsp.InlineCompletionParams(
+            text_document=lsp.TextDocumentIdentifier(uri=app), position=at(3, 12),
+            context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Invoked)))
         await c.shutdown_session()
         await c.stop()
         assert used and (used[-1] >= 1 if git else used[-1] == 0), log_file.read_text()[-2000:]
+        assert re.findall(r"names: (\S+)", log_file.read_text())[-1] == "1", log_file.read_text()[-2000:]
 
 
 async def test_a_rename_typed_at_a_binding_is_offered_for_its_other_uses(session):

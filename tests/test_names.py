@@ -95,3 +95,29 @@ def test_the_engine_spells_only_names_that_exist(tiny_engine):
             name = found[0] + re.match(r"\w*", c.text).group(0)
             assert name in found[1], (typed, c.text)
     assert Engine.names
+
+
+def test_a_class_from_another_file_of_the_repository_is_known_with_its_root_and_path(tmp_path):
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "__init__.py").write_text("")
+    (tmp_path / "shop" / "models.py").write_text(
+        "class Stock:\n    def remove(self, sku):\n        pass\n\n    def restock(self, sku):\n        pass\n")
+    absolute = "from shop.models import Stock\n\nstock = Stock()\nstock.re"
+    assert existing_names(absolute, "\n", budget_s=30, root=str(tmp_path)) == ("re", ("remove", "restock"))
+    relative = "from .models import Stock\n\nstock = Stock()\nstock.re"
+    path = str(tmp_path / "shop" / "app.py")
+    assert existing_names(relative, "\n", budget_s=30, path=path, root=str(tmp_path)) == ("re", ("remove", "restock"))
+    assert existing_names(relative, "\n", budget_s=30) == "unknown"   # without them: nothing to keep to
+
+
+def test_a_workspace_gives_its_requests_their_root(tmp_path):
+    from runtime.request import Request
+    from runtime.workspace import Workspace
+    (tmp_path / "a.py").write_text("def helper():\n    return 1\n")
+    ws = Workspace(tmp_path)
+    try:
+        ws.refresh()
+        assert ws.ground(Request(prefix="x = helper")).root == str(tmp_path.resolve())
+        assert ws.ground(Request(prefix="x = 1", root="/elsewhere")).root == "/elsewhere"
+    finally:
+        ws.close()

@@ -112,9 +112,11 @@ def test_ground_keeps_the_clients_chunks_first_and_leaves_out_what_the_request_h
 def test_the_workspace_reaches_the_model_through_every_route(tiny_model_dir, tmp_path):
     root = project(tmp_path / "repo", git=True) if (tmp_path / "repo").mkdir() is None else None
     prompt = "from shop.models import FREE_SHIPPING_THRESHOLD\n\ndef total(subtotal):\n    if subtotal >= "
-    seen = {}
-    for workspace in (None, root):
-        srv, thread, url = start_server(tiny_model_dir, tmp_path / f"{workspace is None}.sqlite", workspace=workspace)
+    member = "from shop.models import Inventory\n\n\ndef restock(sku):\n    inventory = Inventory({})\n    inventory.re"
+    seen, names = {}, {}
+    for workspace, analysis in ((None, True), (root, True), (root, False)):
+        srv, thread, url = start_server(tiny_model_dir, tmp_path / f"{workspace is None}{analysis}.sqlite",
+                                        workspace=workspace, names=analysis)
         try:
             if workspace is not None:
                 deadline = time.time() + 30
@@ -123,8 +125,11 @@ def test_the_workspace_reaches_the_model_through_every_route(tiny_model_dir, tmp
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as http:
                 r = http.post("/v1/completions", json={"prompt": prompt, "suffix": "\n", "max_tokens": 8})
                 q = http.post("/infill", json={"input_prefix": prompt, "input_suffix": "\n", "n_predict": 8})
+                m = http.post("/v1/completions", json={"prompt": member, "suffix": "\n", "max_tokens": 8})
             assert r.status_code == 200 and q.status_code == 200, (r.text, q.text)
-            seen[workspace is None] = (r.json()["choices"][0]["quicksilver"], q.json())
+            names[workspace is None, analysis] = m.json()["choices"][0]["quicksilver"]["names"]
+            if analysis:
+                seen[workspace is None] = (r.json()["choices"][0]["quicksilver"], q.json())
         finally:
             stop_server(srv, thread)
     (bare, bare_infill), (grounded, grounded_infill) = seen[True], seen[False]
@@ -133,3 +138,5 @@ def test_the_workspace_reaches_the_model_through_every_route(tiny_model_dir, tmp
     assert grounded_infill["extra_chunks"] >= 1 and grounded_infill["extra_tokens"] > 0
     assert grounded["context_tokens"] == bare["context_tokens"] + grounded["extra_tokens"]   # counted, file kept
     assert grounded_infill["tokens_evaluated"] > bare_infill["tokens_evaluated"]
+    # names analysis reads the workspace's modules (Inventory has one name starting 're'); serve --no-names: off
+    assert names == {(True, True): "unknown", (False, True): "1", (False, False): "not asked"}, names
