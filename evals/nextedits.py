@@ -1,10 +1,16 @@
-"""quicksilver eval nextedits: rename propagation on the held-out packages' code (evals/edit-files.tsv).
+"""quicksilver eval nextedits: next edits on the held-out packages' code (evals/edit-files.tsv), of two kinds.
 
-A case takes a local variable of a function (bound by an assignment, used at least twice more in that function),
+Rename propagation: a case takes a local variable of a function (bound by an assignment, used at least twice more in that function),
 renames it where it is first bound — typed one keystroke at a time, as a user does — and asks for the next edit
 (runtime/nextedit.py, the language server's light bulb: lsp/edits.py `next_edit`). Right: the proposal renames
 exactly the variable's other uses in that function (the function's text equals a full rename done with the
 function's own symbol table); harmed: a proposal that changes anything else or misses a use; none: nothing offered.
+
+A removed parameter: a case takes a module-level function (its name defined once in the file) with a parameter
+that calls in the file pass, deletes the parameter from its `def` a keystroke at a time, and asks for the next
+edit. Right: the proposed document's syntax tree is the file's with exactly that argument taken out of each call
+that passes it by position or keyword (calls that spread `*args` / `**kw` left as they are), judged on the trees,
+not the text; harmed: any other proposal.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from evals.edits import edit_files
-from runtime.nextedit import from_history
+from runtime.nextedit import from_history, source_lines
 
 SEED = 0
 CASES = 100
@@ -64,8 +70,83 @@ def cases(n: int = CASES, seed: int = SEED) -> list[dict]:
     return out
 
 
+def removal_cases(n: int = CASES, seed: int = SEED) -> list[dict]:
+    found = []
+    for package, path in edit_files():
+        try:
+            text = path.read_text()
+            tree = ast.parse(text)
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+            continue
+        fns = [f for f in tree.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        names = [f.name for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        for fn in fns:
+            a = fn.args
+            if names.count(fn.name) != 1 or not a.args or a.posonlyargs or a.vararg or \
+                    any(x.lineno != fn.lineno for x in a.args + a.kwonlyargs) or \
+                    any(d.end_lineno != fn.lineno for d in a.defaults + [d for d in a.kw_defaults if d]):
+                continue   # parameters on the `def` line, a name the file defines once
+            calls = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+                     and c.func.id == fn.name]
+            for i, param in enumerate(fn.args.args):
+                if any(passes(c, param.arg, i) is not None for c in calls) and param.arg.isascii():
+                    found.append({"package": package, "file": str(path), "name": fn.name, "param": param.arg,
+                                  "index": i, "text": text, "line": fn.lineno})
+    rng = np.random.default_rng(seed)
+    out, per_file = [], {}
+    for i in rng.permutation(len(found)):
+        c = found[i]
+        if per_file.get(c["file"], 0) < MAX_PER_FILE:
+            per_file[c["file"]] = per_file.get(c["file"], 0) + 1
+            out.append(c)
+        if len(out) == n:
+            break
+    return out
+
+
+def passes(call: ast.Call, param: str, index: int) -> ast.AST | None:
+    """The argument node of a call that passes the parameter (by keyword, or at its position), None if none does
+    or the call spreads arguments."""
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+        return None
+    by_keyword = next((k for k in call.keywords if k.arg == param), None)
+    return by_keyword or (call.args[index] if index < len(call.args) else None)
+
+
+def removal_versions(c: dict) -> tuple[list[str], str]:
+    """The file as the parameter is deleted from the `def` a keystroke at a time, and the expected tree's dump."""
+    lines = source_lines(c["text"])
+    header = lines[c["line"] - 1]
+    tree = ast.parse(c["text"])
+    fn = next(f for f in tree.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.lineno == c["line"])
+    args = fn.args.args
+    arg = args[c["index"]]
+    nodes = args + fn.args.kwonlyargs   # the parameter's text, with its default and the comma that joins it
+    defaults = dict(zip([a.arg for a in args][len(args) - len(fn.args.defaults):], fn.args.defaults))
+    end_node = defaults.get(arg.arg, arg)
+    b = header.encode()
+    start, end = arg.col_offset, end_node.end_col_offset
+    if c["index"] + 1 < len(nodes) and nodes[c["index"] + 1].lineno == c["line"]:
+        end = nodes[c["index"] + 1].col_offset
+    elif c["index"] > 0:
+        prev = defaults.get(args[c["index"] - 1].arg, args[c["index"] - 1])
+        start = prev.end_col_offset
+    gone = b[start:end].decode()
+    head, tail = b[:start].decode(), b[end:].decode()
+    versions = [head + gone[:k] + tail for k in range(len(gone), -1, -1)]
+    texts = ["".join(lines[:c["line"] - 1]) + v + "".join(lines[c["line"]:]) for v in versions]
+    expected = ast.parse(texts[-1])
+    for call in ast.walk(expected):
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == c["name"]:
+            node = passes(call, c["param"], c["index"])
+            if node is not None:
+                call.keywords = [k for k in call.keywords if k is not node]
+                call.args = [a for a in call.args if a is not node]
+    return texts, ast.dump(expected)
+
+
 def rename_at(text: str, uses: list[tuple[int, int]], old: str, new: str) -> str:
-    lines = text.splitlines(keepends=True)
+    lines = source_lines(text)
     for line, col in sorted(uses, reverse=True):
         s = lines[line - 1].encode()
         lines[line - 1] = (s[:col] + new.encode() + s[col + len(old.encode()):]).decode()
@@ -74,6 +155,18 @@ def rename_at(text: str, uses: list[tuple[int, int]], old: str, new: str) -> str
 
 def evaluate(n: int = CASES, seed: int = SEED) -> dict:
     rows = []
+    for c in removal_cases(n, seed):
+        versions, expected = removal_versions(c)
+        t0 = time.perf_counter()
+        got = from_history(versions[:-1], versions[-1])
+        ms = 1000 * (time.perf_counter() - t0)
+        try:
+            right = got is not None and ast.dump(ast.parse(got.after)) == expected
+        except SyntaxError:
+            right = False
+        rows.append({"kind": "removed parameter", "package": c["package"], "file": c["file"],
+                     "name": f"{c['name']}({c['param']})", "ms": ms,
+                     "outcome": "none" if got is None else ("right" if right else "harmed")})
     for c in cases(n, seed):
         old, new = c["name"], c["name"] + "_renamed"
         versions = [c["text"]]   # typing the new name over the old one at its binding, a keystroke at a time
@@ -85,17 +178,23 @@ def evaluate(n: int = CASES, seed: int = SEED) -> dict:
         got = from_history(versions[:-1], versions[-1])
         ms = 1000 * (time.perf_counter() - t0)
         expected = rename_at(c["text"], c["uses"], old, new)
-        outcome = "none" if got is None else ("right" if got[1] == expected else "harmed")
-        rows.append({"package": c["package"], "file": c["file"], "name": old, "outcome": outcome, "ms": ms,
-                     "uses": len(c["uses"])})
-    out = {"cases": len(rows), "seed": seed, **{k: sum(r["outcome"] == k for r in rows) / max(1, len(rows))
-                                                 for k in ("right", "harmed", "none")},
-           "p50_ms": float(np.percentile([r["ms"] for r in rows], 50)) if rows else 0.0, "rows": rows}
+        outcome = "none" if got is None else ("right" if got.after == expected else "harmed")
+        rows.append({"kind": "rename", "package": c["package"], "file": c["file"], "name": old, "outcome": outcome,
+                     "ms": ms, "uses": len(c["uses"])})
+    out = {"cases": len(rows), "seed": seed, **summary(rows),
+           "kinds": {k: summary([r for r in rows if r["kind"] == k]) for k in ("rename", "removed parameter")},
+           "rows": rows}
     return out
 
 
+def summary(rows: list[dict]) -> dict:
+    return {"cases": len(rows), **{k: sum(r["outcome"] == k for r in rows) / max(1, len(rows))
+                                   for k in ("right", "harmed", "none")},
+            "p50_ms": float(np.percentile([r["ms"] for r in rows], 50)) if rows else 0.0}
+
+
 def add_arguments(p) -> None:
-    p.add_argument("--cases", type=int, default=CASES, help="renames")
+    p.add_argument("--cases", type=int, default=CASES, help="cases of each kind")
     p.add_argument("--seed", type=int, default=SEED, help="which cases")
     p.add_argument("--json", type=Path, help="write the results here")
 
@@ -104,8 +203,9 @@ def run(args) -> None:
     out = evaluate(args.cases, args.seed)
     out["command"] = f"quicksilver eval nextedits --cases {args.cases} --seed {args.seed}" + \
         (f" --json {args.json}" if args.json else "")
-    print(f"{out['cases']} renames: right {out['right']:.1%}, harmed {out['harmed']:.1%}, none {out['none']:.1%}; "
-          f"p50 {out['p50_ms']:.0f} ms")
+    for kind, k in [*out["kinds"].items(), ("all", out)]:
+        print(f"{kind:18} {k['cases']:4} cases: right {k['right']:.1%}, harmed {k['harmed']:.1%}, none {k['none']:.1%}; "
+              f"p50 {k['p50_ms']:.0f} ms")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1) + "\n")

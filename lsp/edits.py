@@ -126,17 +126,7 @@ def next_edit(ls, uri: str) -> lsp.CodeAction | None:
     found = from_history(ls.history.get(uri, [])[:-1], doc.source)
     if found is None:
         return None
-    rename, _ = found
-    starts = [0]
-    for line in doc.source.splitlines(keepends=True):
-        starts.append(starts[-1] + len(line))
-    edits = []
-    for line, col in rename.uses:
-        a = starts[line - 1] + col
-        edits.append(lsp.TextEdit(range=lsp.Range(start=doc.client_position_at_offset(a),
-                                                  end=doc.client_position_at_offset(a + len(rename.old))),
-                                  new_text=rename.new))
-    n = len(edits)
-    title = f"quicksilver: Rename the other {n} use{'s' * (n > 1)} of {rename.old} to {rename.new}"
-    return lsp.CodeAction(title=title, kind=lsp.CodeActionKind.QuickFix, is_preferred=True,
+    edits = [lsp.TextEdit(range=lsp.Range(start=doc.client_position_at_offset(a), end=doc.client_position_at_offset(b)),
+                          new_text=text) for a, b, text in found.edits]
+    return lsp.CodeAction(title=f"quicksilver: {found.title}", kind=lsp.CodeActionKind.QuickFix, is_preferred=True,
                           edit=lsp.WorkspaceEdit(changes={uri: edits}))

@@ -19,6 +19,14 @@ MAX_CHARS = 200_000     # a larger document is not analysed
 MAX_USES = 200          # a rename with more uses is left to a real refactoring tool
 
 
+def source_lines(text: str) -> list[str]:
+    """The lines as Python numbers them, each with its end: str.splitlines also splits at a form feed or U+2028,
+    which Python's parser does not (positions from `ast` would land on the wrong line)."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
 @dataclass
 class Rename:
     old: str
@@ -128,6 +136,34 @@ def _uses(scope: ast.AST, old: str) -> list[ast.AST]:
     return out
 
 
+def _keyword_uses(tree: ast.Module, scope: ast.AST, old: str, new: str, line: int) -> list[ast.keyword]:
+    """When the rename is of a function's parameter (at its `def`), the calls in the file that pass it by keyword
+    (`area(width=2)`, `self.area(width=2)`: runtime/nextedit.py `_calls`), of which the file defines one only."""
+    if not isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return []
+    a = scope.args
+    if not any(x.arg == new and x.lineno == line for x in a.args + a.kwonlyargs):   # positional-only: no keyword
+        return []
+    if sum(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == scope.name for n in ast.walk(tree)) > 1:
+        return []   # which of two same-named functions a call reaches is not known here
+    method = _is_method(tree, scope)
+    calls = (n for n in ast.walk(tree) if isinstance(n, ast.Call) and _calls(n, scope.name, method))
+    return [k for c in calls for k in c.keywords if k.arg == old]
+
+
+def _is_method(tree: ast.Module, fn: ast.AST) -> bool:
+    return any(isinstance(c, ast.ClassDef) and fn in c.body for c in ast.walk(tree))
+
+
+def _calls(call: ast.Call, name: str, method: bool) -> bool:
+    """Whether a call surely reaches the file's function `name`: a module function called by its name, a method
+    through `self.` or `cls.` (`d.get(k)` is not the file's `get`)."""
+    if method:
+        return isinstance(call.func, ast.Attribute) and call.func.attr == name and \
+            isinstance(call.func.value, ast.Name) and call.func.value.id in ("self", "cls")
+    return isinstance(call.func, ast.Name) and call.func.id == name
+
+
 def propagation(before: str, after: str, tree: ast.Module | None = None) -> Rename | None:
     """The rename the edit from `before` to `after` started at a binding, with the uses still to rename (character
     columns); None when the edit is not such a rename, the document does not parse, or nothing is left to do."""
@@ -144,9 +180,9 @@ def propagation(before: str, after: str, tree: ast.Module | None = None) -> Rena
     scope = _binding_scope(tree, new, line)
     if scope is None:
         return None
-    lines = after.splitlines()
+    lines = source_lines(after)
     uses = sorted({(n.lineno, len(lines[n.lineno - 1].encode()[:n.col_offset].decode(errors="replace")))
-                   for n in _uses(scope, old)})
+                   for n in _uses(scope, old) + _keyword_uses(tree, scope, old, new, line)})
     if not uses or len(uses) > MAX_USES:
         return None
     return Rename(old, new, line, uses)
@@ -154,7 +190,7 @@ def propagation(before: str, after: str, tree: ast.Module | None = None) -> Rena
 
 def apply(text: str, rename: Rename) -> str:
     """`text` with each use renamed."""
-    lines = text.splitlines(keepends=True)
+    lines = source_lines(text)
     for line, col in sorted(rename.uses, reverse=True):
         s = lines[line - 1]
         if s[col:col + len(rename.old)] == rename.old:
@@ -162,31 +198,131 @@ def apply(text: str, rename: Rename) -> str:
     return "".join(lines)
 
 
-def offered(now: str, rename: Rename) -> str | None:
-    """The document with the rename carried through, when it compiles and has no undefined name the document did
-    not have (runtime/verify.py's analysis); else None."""
+@dataclass
+class NextEdit:
+    title: str                                 # what it does, shown to the user
+    edits: list[tuple[int, int, str]]          # (start, end, text): character offsets of the document as it is now
+    after: str                                 # the document with the edits made
+
+
+def _offsets(text: str) -> list[int]:
+    starts = [0]
+    for line in source_lines(text):
+        starts.append(starts[-1] + len(line))
+    return starts
+
+
+def _as_edit(now: str, rename: Rename) -> NextEdit:
+    starts, n = _offsets(now), len(rename.uses)
+    edits = [(starts[line - 1] + col, starts[line - 1] + col + len(rename.old), rename.new) for line, col in rename.uses]
+    return NextEdit(f"Rename the other {n} use{'s' * (n > 1)} of {rename.old} to {rename.new}", edits,
+                    apply(now, rename))
+
+
+def _header_params(fn: ast.AST) -> list[str]:
+    a = fn.args
+    return [x.arg for x in a.posonlyargs + a.args]
+
+
+def _functions(tree: ast.Module) -> dict[tuple[str, int], ast.AST]:
+    return {(n.name, n.lineno): n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def removed_argument(before: str, after: str, tree: ast.Module) -> NextEdit | None:
+    """When the edit removed one parameter from a function's `def` (`def area(w, h, unit)` → `def area(w, h)`), the
+    calls in the file that pass it — by position or by keyword — without it: a module function's calls by its
+    name, a method's through `self.` or `cls.`. Calls that spread arguments (`*args`, `**kw`) are left alone; a
+    function whose name the file defines twice gets nothing (which one a call reaches is not known here)."""
+    old_lines, new_lines, line = _changed_lines(before, after)
+    if "\n" in old_lines or "\n" in new_lines or "def " not in old_lines:   # one `def` line changed, nothing else
+        return None
+    try:
+        was = ast.parse(before)
+    except SyntaxError:
+        return None
+    now_fns, was_fns = _functions(tree), _functions(was)
+    fn = next((f for (_, at_line), f in now_fns.items() if at_line == line), None)
+    old = was_fns.get((fn.name, line)) if fn is not None else None
+    if fn is None or old is None or sum(name == fn.name for name, _ in now_fns) != 1:
+        return None
+    params, had = _header_params(fn) + [x.arg for x in fn.args.kwonlyargs], \
+        _header_params(old) + [x.arg for x in old.args.kwonlyargs]
+    gone = [p for p in had if p not in params]
+    if len(had) != len(params) + 1 or len(gone) != 1 or [p for p in had if p != gone[0]] != params:
+        return None
+    gone = gone[0]
+    positional = _header_params(old)
+    method = _is_method(tree, fn)
+    bound = method and not any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in fn.decorator_list)
+    lines, starts, edits = source_lines(after), _offsets(after), []
+
+    def at(ln: int, col: int) -> int:   # ast's UTF-8 byte column → a character offset
+        return starts[ln - 1] + len(lines[ln - 1].encode()[:col].decode(errors="replace"))
+
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        if not _calls(call, fn.name, method) or any(isinstance(a, ast.Starred) for a in call.args) or \
+                any(k.arg is None for k in call.keywords):
+            continue
+        index = positional.index(gone) - (1 if bound else 0) if gone in positional else None
+        target = next((k for k in call.keywords if k.arg == gone), None)
+        if target is None and index is not None and 0 <= index < len(call.args):
+            target = call.args[index]
+        if target is None:
+            continue
+        opening = after.index("(", at(call.func.end_lineno, call.func.end_col_offset))
+
+        def extent(node: ast.AST) -> tuple[int, int]:   # the argument with the parentheses around it, if any
+            a, b = at(node.lineno, node.col_offset), at(node.end_lineno, node.end_col_offset)
+            while True:
+                left, right = after[:a].rstrip(), after[b:].lstrip()
+                if not (left.endswith("(") and len(left) - 1 != opening and right.startswith(")")):
+                    return a, b
+                a, b = len(left) - 1, len(after) - len(right) + 1
+
+        parts = [extent(n) for n in sorted(call.args + call.keywords, key=lambda n: (n.lineno, n.col_offset))]
+        k = sorted(call.args + call.keywords, key=lambda n: (n.lineno, n.col_offset)).index(target)
+        if k + 1 < len(parts):
+            span = (parts[k][0], parts[k + 1][0])
+        elif k > 0:
+            span = (parts[k - 1][1], parts[k][1])
+        else:
+            span = parts[k]
+        edits.append((*span, ""))
+    if not edits:
+        return None
+    text = after
+    for a, b, new in sorted(edits, reverse=True):
+        text = text[:a] + new + text[b:]
+    n = len(edits)
+    return NextEdit(f"Remove the {gone} argument from {n} call{'s' * (n > 1)} of {fn.name}", sorted(edits), text)
+
+
+def checked(now: str, new: str) -> bool:
+    """Whether the document after a next edit compiles and has no undefined name the document did not have
+    (runtime/verify.py's analysis)."""
     from runtime.verify import analyse
-    new = apply(now, rename)
     after, before = analyse(new), analyse(now)
     if after is None:
-        return None
+        return False
     undefined = lambda a: {n for kind, n in a.names if kind == "undefined"}   # noqa: E731
-    return new if before is None or undefined(after) <= undefined(before) else None
+    return before is None or undefined(after) <= undefined(before)
 
 
-def from_history(versions: list[str], now: str) -> tuple[Rename, str] | None:
-    """The rename started since one of the earlier `versions` (the latest that is one), carried through and
-    checked: (the rename, the document after it); None when there is none to offer."""
-    tree = None
-    for before in reversed(versions):
-        if renamed(before, now) is None:
-            continue
-        if tree is None:
-            try:
-                tree = ast.parse(now)
-            except SyntaxError:
-                return None
-        if (found := propagation(before, now, tree)) is not None:
-            new = offered(now, found)
-            return (found, new) if new is not None else None
+def from_history(versions: list[str], now: str) -> NextEdit | None:
+    """The next edit the change since one of the earlier `versions` calls for (the latest version that gives
+    one): a rename carried to the binding's other uses, or a removed parameter removed from the calls; checked
+    before it is offered (None when there is none, or it does not pass)."""
+    if len(now) > MAX_CHARS or all(before == now for before in versions):
+        return None
+    try:
+        tree = ast.parse(now)
+    except SyntaxError:
+        return None
+    for before in reversed(versions):   # a rename: from the latest version where a name was whole
+        if renamed(before, now) is not None and (found := propagation(before, now, tree)) is not None:
+            edit = _as_edit(now, found)
+            return edit if checked(now, edit.after) else None
+    for before in versions:   # a removed parameter: from the earliest version that still had it whole (`unit`, not
+        if (edit := removed_argument(before, now, tree)) is not None:   # the `u` left while deleting it)
+            return edit if checked(now, edit.after) else None
     return None

@@ -228,18 +228,11 @@ class Session:
         self._load()
         if found is None or self.closed or self.version != version:   # the document moved on: it is stale
             return
-        rename, new = found
-        starts = [0]
-        for line in text.splitlines(keepends=True):
-            starts.append(starts[-1] + len(line))
-        spans = [starts[line - 1] + col for line, col in rename.uses]
-        start, end = min(spans), max(spans) + len(rename.old)
-        tail = len(text) - end
-        rid, n = f"next-{version}", len(spans)
-        self.store.save_edit(self.id, rid, start, end, text[start:end], new[start:len(new) - tail], "proposed")
+        start, end = min(a for a, _, _ in found.edits), max(b for _, b, _ in found.edits)
+        new, rid = found.after[start:len(found.after) - (len(text) - end)], f"next-{version}"
+        self.store.save_edit(self.id, rid, start, end, text[start:end], new, "proposed")
         await self.send({"type": "next_edit", "request_id": rid, "version": version, "range": {"start": start, "end": end},
-                         "text": new[start:len(new) - tail],
-                         "title": f"Rename the other {n} use{'s' * (n > 1)} of {rename.old} to {rename.new}"})
+                         "text": new, "title": found.title})
 
     # --- model requests ----------------------------------------------------------------------------
     async def start_request(self, msg: Complete | Edit) -> None:

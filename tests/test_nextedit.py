@@ -56,14 +56,68 @@ def test_the_rename_is_found_after_typing_it_one_keystroke_at_a_time():
     for word in ("coun", "cou", "co", "c", "", "a", "ac", "acc"):
         versions.append(BEFORE.replace("    count = 0", f"    {word} = 0"))
     found = from_history(versions[:-1], versions[-1])
-    assert found is not None and (found[0].old, found[0].new) == ("count", "acc")
-    assert "acc += it * scale" in found[1] and "return count + 1" in found[1]
+    assert found is not None and found.title == "Rename the other 3 uses of count to acc"
+    assert "acc += it * scale" in found.after and "return count + 1" in found.after
 
 
 def test_the_renamed_document_is_checked_before_it_is_offered():
     code = "def f(a, b):\n    x = a\n    return x + b\n"
     found = from_history([code], code.replace("    x = a", "    y = a"))
-    assert found is not None and found[1] == "def f(a, b):\n    y = a\n    return y + b\n"
+    assert found is not None and found.after == "def f(a, b):\n    y = a\n    return y + b\n"
     # a rename to a name that makes another use undefined-looking is still a rename of the binding; a document that
     # does not parse after it never gets one
     assert from_history([code], code.replace("    x = a", "    y = a") + "def (") is None
+
+
+def test_a_renamed_parameter_is_renamed_where_calls_pass_it_by_keyword():
+    before = ("def area(width, height=1):\n    return width * height\n\n\n"
+              "print(area(2, height=3), area(width=1))\n\nclass Box:\n    def area(self, height):\n        pass\n")
+    after = before.replace("height=1", "tall=1", 1)
+    found = from_history([before], after)   # two functions named `area`: which one a call reaches is unknown,
+    assert found.after == after.replace("width * height", "width * tall")   # so only the function's own uses follow
+    before = before[:before.index("class Box")]
+    after = before.replace("height=1", "tall=1", 1)
+    found = from_history([before], after)
+    assert found.after == before.replace("height", "tall") and len(found.edits) == 2
+
+
+REMOVAL = '''def area(width, height, unit):
+    return f"{width * height} {unit}"
+
+
+class Room:
+    def scaled(self, factor, unit):
+        return area(factor, factor, unit)
+
+    def show(self):
+        return self.scaled(2, "m"), self.scaled(3, unit="ft"), other.scaled(4, "m")
+
+
+print(area(1, 2, "m"), area(3, height=4, unit="cm"), area(*(1, 2, 3)))
+'''
+
+
+def test_a_removed_parameter_is_removed_from_the_calls_that_pass_it():
+    versions = [REMOVAL]   # deleting ", unit" a keystroke at a time
+    for k in range(len(", unit") - 1, -1, -1):
+        versions.append(REMOVAL.replace("def area(width, height, unit)", "def area(width, height" + ", unit"[:k] + ")"))
+    found = from_history(versions[:-1], versions[-1])
+    assert found.title == "Remove the unit argument from 3 calls of area"   # not the `*(...)` one: unknown
+    assert 'area(factor, factor)' in found.after and 'area(1, 2), area(3, height=4), area(*(1, 2, 3))' in found.after
+    # a method's calls through an attribute: `self` is not passed
+    now = REMOVAL.replace("def scaled(self, factor, unit):", "def scaled(self, factor):")
+    found = from_history([REMOVAL], now)
+    assert found.title == "Remove the unit argument from 2 calls of scaled"
+    assert 'self.scaled(2), self.scaled(3), other.scaled(4, "m")' in found.after   # not another object's
+
+
+def test_no_removal_is_proposed_for_a_change_that_is_not_one_parameter_less():
+    assert from_history([REMOVAL], REMOVAL.replace("height, unit)", "height, unit, extra=1)")) is None
+    assert from_history([REMOVAL], REMOVAL.replace("def area(width, height, unit)", "def area(height, width)")) is None
+    assert from_history([REMOVAL], REMOVAL.replace("print(area(1, 2, \"m\")", "print(area(1, 2)")) is None
+
+
+def test_an_argument_in_parentheses_goes_with_them():
+    code = "def f(a, b, c):\n    pass\n\n\nf(1, (2 if a else 3), c=4)\nf((1), 2)\n"
+    found = from_history([code], code.replace("def f(a, b, c)", "def f(a, c)"))
+    assert found.after.endswith("f(1, c=4)\nf((1))\n")
