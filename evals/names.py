@@ -1,8 +1,10 @@
-"""quicksilver eval names: member-access cursors (`module.▮`, `self.▮`) in packages the model never trained on,
-asked through /v1/completions as an OpenAI client asks, with the analysis of names on and off.
+"""quicksilver eval names: member-access cursors (`module.▮`, `self.▮`) and import cursors (`from pkg.mod import ▮`)
+in packages the model never trained on, asked through /v1/completions as an OpenAI client asks, with the analysis
+of names on and off.
 
-A cursor sits right after the dot of an attribute read in a function body, on a one-line statement of a module of
-the frozen held-out packages (evals/edit-files.tsv; never in a training corpus). The names that exist there are
+A member cursor sits right after the dot of an attribute read in a function body, on a one-line statement of a
+module of the frozen held-out packages (evals/edit-files.tsv; never in a training corpus); an import cursor right
+after `import ` of a one-line `from … import` at a module's top level, the first imported name expected. The names that exist there are
 what jedi completes at the cursor with no time limit (the analyzer's own word: a cursor it cannot judge — an
 unknown object, `__getattr__` — is left out of the invented rate). Measured per way: how often the answer's first
 name does not exist (invented), how often it is the file's own name (right), how often an invented name would be
@@ -27,9 +29,13 @@ MAX_TOKENS = 32
 NAME = re.compile(r"\w*")
 
 
+KINDS = ("self", "other", "import")
+
+
 def member_cursors(n: int = CURSORS, seed: int = SEED) -> list[dict]:
-    """Half `self.` cursors, half `name.` cursors (a module or another object), at most MAX_PER_FILE a file."""
-    by_kind: dict[str, list[dict]] = {"self": [], "other": []}
+    """A third each of `self.` cursors, `name.` cursors (a module or another object) and `from … import` cursors,
+    at most MAX_PER_FILE of a kind a file."""
+    by_kind: dict[str, list[dict]] = {k: [] for k in KINDS}
     for package, path in edit_files():
         try:
             text = path.read_text()
@@ -37,6 +43,15 @@ def member_cursors(n: int = CURSORS, seed: int = SEED) -> list[dict]:
         except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
             continue
         lines = text.split("\n")
+        for stmt in tree.body:
+            if isinstance(stmt, ast.ImportFrom) and stmt.module and not stmt.level and stmt.lineno == stmt.end_lineno:
+                line = lines[stmt.lineno - 1]
+                at = line.find(" import ") + len(" import ")
+                if line.startswith("from ") and line[at:].startswith(stmt.names[0].name) and stmt.names[0].name != "*":
+                    by_kind["import"].append({
+                        "package": package, "file": str(path), "line": stmt.lineno, "attr": stmt.names[0].name,
+                        "prefix": "\n".join(lines[:stmt.lineno - 1] + [line[:at]]),
+                        "suffix": "\n" + "\n".join(lines[stmt.lineno:]), "expected": line[at:]})
         for fn in (f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))):
             for stmt in fn.body:
                 if stmt.lineno != stmt.end_lineno:
@@ -58,7 +73,7 @@ def member_cursors(n: int = CURSORS, seed: int = SEED) -> list[dict]:
         per_file: dict[str, int] = {}
         for i in rng.permutation(len(found)):
             c = found[i]
-            if per_file.get(c["file"], 0) < MAX_PER_FILE and sum(o["kind"] == kind for o in out) < n // 2:
+            if per_file.get(c["file"], 0) < MAX_PER_FILE and sum(o["kind"] == kind for o in out) < n // len(KINDS):
                 per_file[c["file"]] = per_file.get(c["file"], 0) + 1
                 out.append({**c, "kind": kind})
     return out
@@ -91,6 +106,8 @@ def evaluate(model_dir: Path | None, n: int = CURSORS, seed: int = SEED) -> dict
             for names in (False, True):
                 Engine.names = names
                 kept.clear()   # each request analyses its cursor itself (jedi keeps the modules it loaded)
+                if (answers := srv.config.app.state.engine.answers) is not None:
+                    answers.clear()   # and is decoded: an answer kept from the other way would be typed through
                 for i, (c, exist) in enumerate(zip(points, judged)):
                     row = ask(http, c)
                     first = NAME.match(row["text"]).group(0)
@@ -104,25 +121,31 @@ def evaluate(model_dir: Path | None, n: int = CURSORS, seed: int = SEED) -> dict
         Engine.names = True
         srv.should_exit = True
     out = {"cursors": len(points), "seed": seed, "judged": int(sum(isinstance(j, tuple) for j in judged)),
-           "kinds": {k: sum(c["kind"] == k for c in points) for k in ("self", "other")}, "analysis": {}}
+           "kinds": {k: sum(c["kind"] == k for c in points) for k in KINDS}, "analysis": {}}
     for way in ("off", "on"):
-        these = [r for r in rows if r["analysis"] == way]
-        judged_rows = [r for r in these if r["judged"] and r["first"]]
-        out["analysis"][way] = {
-            "invented": float(np.mean([r["invented"] for r in judged_rows])) if judged_rows else 0.0,
-            "invented_shown": sum(r["invented"] and r["shown"] for r in these),
-            "right": float(np.mean([r["right"] for r in these])),
-            "shown": float(np.mean([r["shown"] for r in these])),
-            "shown_right": float(np.mean([r["right"] for r in these if r["shown"]])) if any(r["shown"] for r in these) else 0.0,
-            "timeouts": sum(r["names"] == "timeout" for r in these),
-            "p50_ms": float(np.percentile([r["ms"] for r in these], 50))}
+        out["analysis"][way] = summary([r for r in rows if r["analysis"] == way])
+        out["analysis"][way]["kinds"] = {k: summary([r for r in rows if r["analysis"] == way and r["kind"] == k])
+                                         for k in KINDS}
     out["rows"] = rows
     return out
 
 
+def summary(these: list[dict]) -> dict:
+    judged_rows = [r for r in these if r["judged"] and r["first"]]
+    return {"invented": float(np.mean([r["invented"] for r in judged_rows])) if judged_rows else 0.0,
+            "judged": len(judged_rows),
+            "invented_shown": sum(r["invented"] and r["shown"] for r in these),
+            "right": float(np.mean([r["right"] for r in these])) if these else 0.0,
+            "shown": float(np.mean([r["shown"] for r in these])) if these else 0.0,
+            "shown_right": float(np.mean([r["right"] for r in these if r["shown"]])) if any(r["shown"] for r in these)
+            else 0.0,
+            "timeouts": sum(r["names"] == "timeout" for r in these),
+            "p50_ms": float(np.percentile([r["ms"] for r in these], 50)) if these else 0.0}
+
+
 def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
-    p.add_argument("--cursors", type=int, default=CURSORS, help="member-access cursors")
+    p.add_argument("--cursors", type=int, default=CURSORS, help="cursors, a third of each kind")
     p.add_argument("--seed", type=int, default=SEED, help="which cursors")
     p.add_argument("--json", type=Path, help="write the results here")
 
@@ -133,8 +156,10 @@ def run(args) -> None:
         (f" --json {args.json}" if args.json else "")
     print(f"{out['cursors']} cursors ({out['kinds']}), {out['judged']} judged by analysis")
     for way, m in out["analysis"].items():
-        print(f"analysis {way:3}  invented {m['invented']:.1%} (shown {m['invented_shown']})  right {m['right']:.1%}  "
-              f"shown {m['shown']:.1%} at {m['shown_right']:.1%}  timeouts {m['timeouts']}  p50 {m['p50_ms']:.0f} ms")
+        for kind, k in [*m["kinds"].items(), ("all", m)]:
+            print(f"analysis {way:3} {kind:6}  invented {k['invented']:.1%} (shown {k['invented_shown']})  "
+                  f"right {k['right']:.1%}  shown {k['shown']:.1%} at {k['shown_right']:.1%}  timeouts {k['timeouts']}  "
+                  f"p50 {k['p50_ms']:.0f} ms")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1) + "\n")

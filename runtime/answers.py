@@ -44,6 +44,8 @@ class Settings:
     editor: bool
     extra: tuple
     window_multiple: int
+    path: str | None        # names analysis reads the file's imports from where it is
+    root: str | None
 
     @classmethod
     def of(cls, req) -> "Settings":
@@ -53,7 +55,7 @@ class Settings:
         shaped = req.editor
         return cls(req.mode, req.suffix, tuple(s for s in req.stop if not (shaped and s == "\n")), req.threshold,
                    req.eom_bias, None if shaped else req.single_line, req.language, req.window, req.block, req.editor,
-                   tuple(req.extra), req.window_multiple)
+                   tuple(req.extra), req.window_multiple, req.path, req.root)
 
 
 @dataclass

@@ -48,7 +48,7 @@ def test_typing_the_start_of_a_shown_answer_gets_the_rest_of_it_without_a_pass(s
 
 
 @pytest.mark.parametrize("change", ["other character", "other suffix", "sampled", "other stop", "whole answer typed",
-                                    "edit", "block"])
+                                    "edit", "block", "another repository"])
 def test_a_request_the_kept_answer_does_not_answer_is_decoded(first, change):
     engine, c = first
     other = "Z" if c.text[0] != "Z" else "Q"
@@ -58,7 +58,8 @@ def test_a_request_the_kept_answer_does_not_answer_is_decoded(first, change):
            "other stop": Request(prefix=PREFIX + c.text[0], suffix=SUFFIX, max_new_tokens=32),
            "whole answer typed": line(PREFIX + c.text),
            "edit": Request(prefix=PREFIX, suffix=SUFFIX, mode="edit", existing="in()\n"),
-           "block": editor_request(PREFIX + c.text[0], SUFFIX, single_line=False)}[change]
+           "block": editor_request(PREFIX + c.text[0], SUFFIX, single_line=False),
+           "another repository": line(PREFIX + c.text[0], root="/elsewhere")}[change]   # its names may differ
     out = engine.complete(req)
     assert not out.stats["typed_through"] and out.stats["forward_passes"] > 0
 
