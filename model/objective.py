@@ -22,6 +22,8 @@ FIM_SENTINELS = 4           # <|fim_prefix|>, <|fim_suffix|>, <|fim_middle|> and
 MIN_FIM_PIECE = 32          # the shortest text a packed FIM example is cut from
 EVAL_MASK_RATES = (0.15, 0.5, 0.85)
 ENTROPY_TEMPERATURE = 0.5   # dParallel's temperature for the entropy of rightly predicted slots (certainty forcing)
+FROM_ROW_SHARE = 0.5        # corruption: a substitute taken from the row itself (a wrong variable, another operator)
+KEEP_WEIGHT = 0.1           # corruption: weight of the loss on visible tokens left as they were (keep them)
 
 
 @dataclass
@@ -148,6 +150,34 @@ def mask_tokens(clean: torch.Tensor, region: torch.Tensor, mask_id: int, generat
         t = torch.full((B, 1), rate, device=clean.device)
     masked = region & (torch.rand(B, T, device=clean.device, generator=generator) < t)
     return torch.where(masked, torch.full_like(clean, mask_id), clean), masked, t
+
+
+def corrupt_tokens(noisy: torch.Tensor, clean: torch.Tensor, region: torch.Tensor, masked: torch.Tensor, rate: float,
+                   first_id: int, vocab_size: int, generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Corruption beyond masks, as bugs are (Seed Diffusion's edit corruption, GIDD's uniform noise): `rate` of the
+    visible tokens of the region are replaced — FROM_ROW_SHARE of them by a token from elsewhere in the same row,
+    the rest by any non-special token (ids from `first_id`). (noisy ids, corrupted bool): the original stays the
+    target there, so the model learns to judge a token that is present, not only to fill a mask."""
+    B, T = clean.shape
+    dev = clean.device
+    corrupted = region & ~masked & (torch.rand(B, T, device=dev, generator=generator) < rate)
+    from_row = torch.gather(clean, 1, torch.randint(0, T, (B, T), device=dev, generator=generator))
+    anything = torch.randint(first_id, vocab_size, (B, T), device=dev, generator=generator)
+    substitute = torch.where(torch.rand(B, T, device=dev, generator=generator) < FROM_ROW_SHARE, from_row, anything)
+    corrupted &= (substitute != clean) & (substitute >= first_id)
+    return torch.where(corrupted, substitute, noisy), corrupted
+
+
+def judged_loss(logits: torch.Tensor, clean: torch.Tensor, masked: torch.Tensor, corrupted: torch.Tensor,
+                region: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the clean tokens (shifted logits) on masked and corrupted positions, plus KEEP_WEIGHT × the
+    same on the region's visible tokens left as they were: fill masks, fix what is wrong, keep what is right."""
+    fix = (masked | corrupted)[:, 1:]
+    keep = (region & ~masked & ~corrupted)[:, 1:]
+    lg, y = logits[:, :-1].float(), clean[:, 1:]
+    loss = F.cross_entropy(lg[fix], y[fix]) if fix.any() else logits.sum() * 0
+    return loss + KEEP_WEIGHT * F.cross_entropy(lg[keep], y[keep]) if keep.any() else loss
 
 
 def diffusion_loss(logits: torch.Tensor, clean: torch.Tensor, masked: torch.Tensor, t: torch.Tensor,

@@ -19,8 +19,9 @@ from model.corpus import META_FILE, load_shard
 from model.repo_corpus import is_repo_corpus, load_rows
 from model.network import SIZES, ModelConfig, Transformer
 from model.objective import (ENTROPY_TEMPERATURE, EVAL_MASK_RATES, Examples, Mixture, autoregressive_loss,
-                             certainty_forcing_loss, diffusion_loss, mask_tokens, unigram_cross_entropy)
-from model.tokenizer import TOKENIZER_FILE, CodeTokenizer
+                             certainty_forcing_loss, corrupt_tokens, diffusion_loss, judged_loss, mask_tokens,
+                             unigram_cross_entropy)
+from model.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, CodeTokenizer
 
 CALIBRATION_SKIP = 3      # first steps left untimed (compilation, allocator warm-up)
 CALIBRATION_STEPS = 10    # steps timed to turn a --minutes budget into a step count
@@ -51,6 +52,10 @@ def add_arguments(p) -> None:
     p.add_argument("--certainty", type=float, default=0.0,
                    help="certainty forcing on the data (dParallel's entropy term, ground truth as the target): this "
                         "weight × the entropy of the masked slots the model already predicts right; 0: off")
+    p.add_argument("--corrupt", type=float, default=0.0,
+                   help="corruption beyond masks: this share of the visible tokens of each example's region replaced "
+                        "(half by a token of the same row, half by any), the original the target there, so the "
+                        "model learns to judge present tokens (repair); 0: masks only")
     p.add_argument("--mixture", type=Mixture.parse, default=Mixture(), help="random:infill:completion example shares")
     p.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on cuda)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on a CPU too (fast only with AVX512-BF16/AMX)")
@@ -109,7 +114,7 @@ class Trainer:
                           "init_tokens": read_state(args.init_from)["tokens_total"] if args.init_from else 0,
                           "init_seconds": read_state(args.init_from)["seconds_total"] if args.init_from else 0.0,
                           "device": args.device, "weighting": args.weighting, "mixture": vars(args.mixture),
-                          "certainty": args.certainty}
+                          "certainty": args.certainty, "corrupt": args.corrupt}
         if resume and (args.steps or args.minutes):  # a new budget: recalibrate the schedule unless steps are given
             self.state["total_steps"] = args.steps
         self.cfg = self.model.cfg
@@ -158,6 +163,11 @@ class Trainer:
                 (raw, _random_region(raw, starts))
             clean, region = torch.from_numpy(clean).to(self.device), torch.from_numpy(region).to(self.device)
             noisy, masked, t = mask_tokens(clean, region, self.tok.mask_id, generator, rate)
+            if rate is None and self.args.corrupt:   # training rows: some visible tokens wrong, to be judged
+                noisy, corrupted = corrupt_tokens(noisy, clean, region, masked, self.args.corrupt,
+                                                  len(SPECIAL_TOKENS), self.tok.vocab_size, generator)
+                with self.autocast:
+                    return judged_loss(self.net(noisy), clean, masked, corrupted, region)
             with self.autocast:
                 logits = self.net(noisy)
             if rate is None and self.args.certainty:   # training rows (held-out evals stay plain cross-entropy)
