@@ -255,11 +255,46 @@ def report(results: Path, model_dir: Path | None = None) -> str:
             lines.append("")
         if name.startswith("imported-") and isinstance(r, dict) and r.get("precisions"):
             lines += [f"## An imported model at {r['shape']}'s shape (`{r['command']}`)", "", *imported_table(r), ""]
+    lines += grounded_sections(data)
     load_test = data.get("loadtest")
     if isinstance(load_test, dict):
         lines += ["## Server under load (`quicksilver eval load --json evals/results/loadtest.json`)", "",
                   "```", json.dumps(load_test, indent=1), "```", ""]
     return "\n".join(lines)
+
+
+def grounded_sections(data: dict) -> list[str]:
+    """Repository context (eval repo), names that exist (eval names), edits (eval edits) and next edits."""
+    lines = []
+    if isinstance(r := data.get("repo"), dict) and r.get("asked"):
+        lines += [f"## Cross-file cursors in held-out packages (`{r['command']}`)", "",
+                  "| asked | chunks | exact | identifier | shown | precision | tokens / pass | tokens read | p50 ms |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {way} | {a['extra_chunks']:.1f} | {pct(a['exact'])} | {pct(a['identifier'])} | {pct(a['shown'])} | "
+                  f"{pct(a['precision'])} | {a['tokens_per_pass']:.2f} | {a['tokens_evaluated']:.0f} | {num(a['p50_ms'])} |"
+                  for way, a in r["asked"].items()] + [""]
+    if isinstance(r := data.get("names"), dict) and r.get("analysis"):
+        lines += [f"## Names that exist (`{r['command']}`)", "", f"{r['cursors']} cursors, {r['judged']} judged by "
+                  "analysis; invented: the answer's first name does not exist there (of the judged answers).", "",
+                  "| analysis | kind | invented | invented and shown | right | shown | right when shown | p50 ms |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for way, m in r["analysis"].items():
+            for kind, k in [*m.get("kinds", {}).items(), ("all", m)]:
+                lines.append(f"| {way} | {kind} | {pct(k['invented'])} | {k['invented_shown']} | {pct(k['right'])} | "
+                             f"{pct(k['shown'])} | {pct(k['shown_right'])} | {num(k['p50_ms'])} |")
+        lines.append("")
+    for name in ("edits", "edits-seed1"):
+        if isinstance(r := data.get(name), dict) and r.get("kinds"):
+            lines += [f"## Repair of planted bugs (`{r['command']}`)", "",
+                      "| kind | cases | fixed | harmed | refused | p50 ms |", "| --- | --- | --- | --- | --- | --- |"]
+            lines += [f"| {kind} | {k['cases']} | {k['fixed']} | {k['harmed']} | {k['refused']} | {num(k['p50_ms'])} |"
+                      for kind, k in [*r["kinds"].items(), ("all", r["totals"])]] + [""]
+    if isinstance(r := data.get("nextedits"), dict) and r.get("kinds"):
+        lines += [f"## Next edits (`{r['command']}`)", "", "| kind | cases | right | harmed | none | p50 ms |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {kind} | {k['cases']} | {pct(k['right'])} | {pct(k['harmed'])} | {pct(k['none'])} | "
+                  f"{num(k['p50_ms'])} |" for kind, k in [*r["kinds"].items(), ("all", r)]] + [""]
+    return lines
 
 
 def imported_table(r: dict) -> list[str]:

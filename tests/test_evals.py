@@ -180,6 +180,8 @@ def test_report_reads_the_committed_results(tmp_path):
     text = report(tmp_path, SHIPPED)
     assert "| single-line | oracle | 1033 |" in text and "unknown / oracle pass@1" in text
     assert "## Engine speed" in text and "## Typing in an editor" in text
+    assert all(f"## {part}" in text for part in ("Cross-file cursors", "Names that exist", "Repair of planted bugs",
+                                                  "Next edits"))
     assert (tmp_path / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"
     old = json.loads((tmp_path / "single-line-unknown.json").read_text())
     old["model_sha256"] = "0" * 64  # made with a model that is no longer shipped: marked, and left out of ratios
