@@ -116,6 +116,7 @@ def phases(state: dict) -> list[dict]:
     return before + [{"objective": st["objective"], "device": st.get("device", "cpu"), "tokens": st["tokens"],
                       "seconds": round(st["seconds"], 1), "steps": st["step"], "mixture": st.get("mixture"),
                       **({"certainty": st["certainty"]} if st.get("certainty") else {}),
+                      **({"corrupt": st["corrupt"]} if st.get("corrupt") else {}),
                       "unigram_ce": st.get("unigram_ce"), "heldout": st.get("heldout", {}),
                       "history": st.get("history", [])} for st in chain]
 

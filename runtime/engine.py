@@ -12,6 +12,7 @@ from runtime.context import fit
 from runtime.contexts import ContextCache, KeptContexts, canonical_key, canonical_window
 from runtime.drafts import draft
 from runtime.names import existing_names, warm
+from runtime.policies import REPAIR_STRIPES
 from runtime.postprocess import heal
 from runtime.fixes import name_fix
 from runtime.frames import Completion, Frame, Result, Stats
@@ -52,6 +53,8 @@ class Engine:
         self.answers = KeptAnswers(self.count_tokens) if type_through else None
         self.calibrator = Calibrator.load(model.model_dir, model.card.get("files", {}).get(model.model_file, ""))
         self._stacked: tuple[list[ContextCache], np.ndarray, np.ndarray] | None = None
+        last = (model.card.get("training", {}).get("phases") or [{}])[-1]   # trained to judge present tokens: a
+        self.stripes = 0 if last.get("corrupt") else REPAIR_STRIPES         # repair scores them in one pass
         if self.names:
             warm()
 
@@ -102,6 +105,7 @@ class Engine:
         opts = SamplerOptions(
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
             top_p=req.top_p, seed=req.seed, stop=stops_of(req), edit=req.edit if existing is not None else "all",
+            stripes=self.stripes,
             forced=forced, eom_bias=req.eom_bias, max_tokens=cap,
             fill_line=existing is None and not (prefix + forced).rsplit("\n", 1)[-1].strip(),
             may_end=None if existing is not None else end_guard(

@@ -155,15 +155,17 @@ def through_stop(tokens: list[int], stop: tuple[str, ...], text_of: Callable[[li
     return tokens[:hi]
 
 
-def stripe_of(n: int, stripe: int) -> np.ndarray:
-    """The slots of a window of n that scoring pass `stripe` masks."""
-    return np.arange(n) % REPAIR_STRIPES == stripe
+def stripe_of(n: int, stripe: int, stripes: int = REPAIR_STRIPES) -> np.ndarray:
+    """The slots of a window of n that scoring pass `stripe` of `stripes` scores (and masks); with 0 stripes, a
+    model that judges present tokens scores them all in one pass."""
+    return np.ones(n, bool) if stripes == 0 else np.arange(n) % stripes == stripe
 
 
-def striped(ids: np.ndarray, start: int, end: int, stripe: int, mask: int) -> np.ndarray:
-    """The sequence for scoring pass `stripe`: the window's `stripe_of` slots masked."""
+def striped(ids: np.ndarray, start: int, end: int, stripe: int, mask: int, stripes: int = REPAIR_STRIPES) -> np.ndarray:
+    """The sequence for scoring pass `stripe`: the window's `stripe_of` slots masked (none with 0 stripes)."""
     out = ids.copy()
-    out[start:end][stripe_of(end - start, stripe)] = mask
+    if stripes:
+        out[start:end][stripe_of(end - start, stripe, stripes)] = mask
     return out
 
 

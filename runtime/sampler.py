@@ -10,6 +10,7 @@ Options (unknown ones raise):
     stop         list   strings; the result ends before the first one
     deadline     float  time.monotonic() after which decoding stops with the text before the first masked slot
     edit         str    a window of existing tokens: 'all' re-masks them, 'repair' the unlikely ones, 'none' `masked`
+    stripes      int    'repair' scores in this many passes, each masking every stripes-th slot; 0: one, none masked
     eom_bias     float  added to the <|eom|> logit: > 0 ends middles earlier (the model tends to overfill a window)
     forced       str    text the window must begin with (healing: the cursor's typed line), removed from the result
     fill_line    bool   the cursor's line is blank: it gets a non-blank character before the result may end or break it
@@ -59,6 +60,7 @@ class SamplerOptions:
     stop: tuple[str, ...] = ()
     deadline: float | None = None
     edit: str = "all"
+    stripes: int = REPAIR_STRIPES   # 0 for a model trained to judge present tokens (model/objective.py corrupt_tokens)
     eom_bias: float = EOM_BIAS
     forced: str = ""
     fill_line: bool = False
@@ -78,14 +80,13 @@ class SamplerOptions:
             raise ValueError("threshold must be in (0, 1]")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
-        if self.edit not in EDIT_MODES:
-            raise ValueError(f"edit must be one of {EDIT_MODES}, not {self.edit!r}")
+        if self.edit not in EDIT_MODES or self.stripes < 0:
+            raise ValueError(f"edit must be one of {EDIT_MODES}, not {self.edit!r}, and stripes >= 0")
         self.stop = tuple(s for s in self.stop if s)
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplerOptions":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
+        if unknown := set(d) - {f.name for f in fields(cls)}:
             raise ValueError(f"unknown sampler options {sorted(unknown)}")
         return cls(**d)
 
@@ -128,8 +129,7 @@ class Denoiser:
         self.step_of = np.zeros(len(win), np.int64)   # the step that committed each slot (0: given; -1: masked still)
         self.rng = np.random.default_rng(opts.seed)
         self.stats, self.t0 = Stats(), time.perf_counter()
-        self.done = False
-        self.line_filled = not opts.fill_line
+        self.done, self.line_filled = False, not opts.fill_line
         self.cache = None   # the engine's keys/values for the fixed context (opaque here)
         self.context_key, self.context_window = b"", 0   # the engine's kept context for it (opaque here)
         self.final: list[int] = []   # the result's tokens, set by `finish` (the client's cap applied)
@@ -144,7 +144,8 @@ class Denoiser:
     # --- the two calls a scheduler makes -------------------------------------------------------------
     def inputs(self) -> np.ndarray:
         """The sequence for the next forward pass (the logits needed start at position start - 1)."""
-        return striped(self.ids, self.start, self.end, self.stripe, self.special.mask) if self.scoring else self.ids
+        return striped(self.ids, self.start, self.end, self.stripe, self.special.mask, self.opts.stripes) \
+            if self.scoring else self.ids
 
     def advance(self, logits: np.ndarray) -> Frame:
         """Consume the logits of one forward pass for the window slots ((window, V) or longer): one denoising step
@@ -281,14 +282,13 @@ class Denoiser:
         return (at >= lo) & (at < hi)
 
     def _score(self, logits: np.ndarray) -> Frame:
-        stripe = stripe_of(self.end - self.start, self.stripe)
+        stripe = stripe_of(self.end - self.start, self.stripe, self.opts.stripes)
         self.scores[stripe] = token_probs(logits[stripe], self.original[stripe])
         self.stripe += 1
-        if self.stripe == REPAIR_STRIPES or self.stripe >= self.end - self.start:
+        if self.stripe >= max(self.opts.stripes, 1) or self.stripe >= self.end - self.start:
             self.scoring = False
             self.masked = self.scores < REPAIR_THRESHOLD
-            self.ids[self.start:self.end][self.masked] = self.special.mask
-            self.step_of[self.masked] = -1
+            self.ids[self.start:self.end][self.masked], self.step_of[self.masked] = self.special.mask, -1
             if not self.masked.any():
                 self.finish("nothing to repair")
         return self.frame()

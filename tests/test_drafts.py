@@ -44,3 +44,17 @@ def test_agreeing_slots_are_committed_in_one_pass_and_a_disagreeing_draft_commit
     assert wrong.masked.sum() == 3 and 44 not in wrong.ids and wrong.stats.drafted == 0
     off = run_step([44, 45], [30, 31, 32, 33], unsure)
     assert off.masked.sum() == 3 and 44 not in off.ids
+
+
+def test_a_model_that_judges_present_tokens_scores_a_repair_in_one_pass_with_nothing_masked():
+    window = [30, 31, 32, 33]
+    for stripes, passes in ((3, 3), (0, 1)):
+        d = Denoiser([2, 20, 21], window, [22, 2], SamplerOptions(window=4, block=4, edit="repair", stripes=stripes),
+                     SPECIAL, str)
+        seen = 0
+        while d.scoring:
+            masked_now = int((d.inputs()[3:7] == SPECIAL.mask).sum())
+            assert masked_now == (0 if stripes == 0 else len(np.flatnonzero(np.arange(4) % 3 == seen)))
+            d.advance(logits_for([30, 31, 44, 33], [0.9, 0.9, 0.9, 0.9]))   # the model doubts slot 2's token
+            seen += 1
+        assert seen == passes and list(d.masked) == [False, False, True, False]
