@@ -83,6 +83,7 @@ def response(state, req: Request, c: Completion | None, min_confidence: float | 
             "calibrated": bool(stats.get("calibrated")),
             "tokens_predicted": predicted, "tokens_evaluated": prompt_n, "tokens_cached": 0,
             "extra_chunks": stats.get("extra_chunks", 0), "extra_tokens": stats.get("extra_tokens", 0),
+            "names": stats.get("names", "not asked"),   # what names analysis did (runtime/names.py)
             "truncated": bool(stats.get("truncated")), "has_new_line": bool(c and "\n" in c.text),
             "stop_type": kind, "stopping_word": word, "stopped_eos": kind == "eos", "stopped_limit": kind == "limit",
             "stopped_word": kind == "word", "id": c.id if c else req.id,
