@@ -5,6 +5,8 @@ renames it where it is first bound — typed one keystroke at a time, as a user 
 (runtime/nextedit.py, the language server's light bulb: lsp/edits.py `next_edit`). Right: the proposal renames
 exactly the variable's other uses in that function (the function's text equals a full rename done with the
 function's own symbol table); harmed: a proposal that changes anything else or misses a use; none: nothing offered.
+The same variable renamed into a name the function already has (another of its variables, a parameter, a global
+or builtin it reads) must get nothing: right when nothing is offered, harmed when anything is.
 
 A removed parameter: a case takes a module-level function (its name defined once in the file) with a parameter
 that calls in the file pass, deletes the parameter from its `def` a keystroke at a time, and asks for the next
@@ -56,8 +58,10 @@ def cases(n: int = CASES, seed: int = SEED) -> list[dict]:
                                key=lambda n: (n.lineno, n.col_offset))
                 if len(nodes) < 3 or not isinstance(nodes[0].ctx, ast.Store) or not nodes[0].id.isascii():
                     continue
+                taken = sorted(o.get_name() for o in t.get_symbols() if o.get_name() != sym.get_name() and
+                               (o.is_referenced() or o.is_assigned() or o.is_parameter()))
                 found.append({"package": package, "file": str(path), "name": sym.get_name(), "text": text,
-                              "uses": [(n.lineno, n.col_offset) for n in nodes]})
+                              "uses": [(n.lineno, n.col_offset) for n in nodes], "taken": taken})
     rng = np.random.default_rng(seed)
     out, per_file = [], {}
     for i in rng.permutation(len(found)):
@@ -181,8 +185,16 @@ def evaluate(n: int = CASES, seed: int = SEED) -> dict:
         outcome = "none" if got is None else ("right" if got.after == expected else "harmed")
         rows.append({"kind": "rename", "package": c["package"], "file": c["file"], "name": old, "outcome": outcome,
                      "ms": ms, "uses": len(c["uses"])})
+        if c["taken"]:   # the same rename into a name the function already has: merging two things, never offered
+            taken = c["taken"][0]
+            t0 = time.perf_counter()
+            got = from_history([c["text"]], rename_at(c["text"], c["uses"][:1], old, taken))
+            rows.append({"kind": "rename into a taken name", "package": c["package"], "file": c["file"],
+                         "name": f"{old} -> {taken}", "outcome": "right" if got is None else "harmed",
+                         "ms": 1000 * (time.perf_counter() - t0)})
     out = {"cases": len(rows), "seed": seed, **summary(rows),
-           "kinds": {k: summary([r for r in rows if r["kind"] == k]) for k in ("rename", "removed parameter")},
+           "kinds": {k: summary([r for r in rows if r["kind"] == k])
+                     for k in ("rename", "rename into a taken name", "removed parameter")},
            "rows": rows}
     return out
 
@@ -204,7 +216,7 @@ def run(args) -> None:
     out["command"] = f"quicksilver eval nextedits --cases {args.cases} --seed {args.seed}" + \
         (f" --json {args.json}" if args.json else "")
     for kind, k in [*out["kinds"].items(), ("all", out)]:
-        print(f"{kind:18} {k['cases']:4} cases: right {k['right']:.1%}, harmed {k['harmed']:.1%}, none {k['none']:.1%}; "
+        print(f"{kind:24} {k['cases']:4} cases: right {k['right']:.1%}, harmed {k['harmed']:.1%}, none {k['none']:.1%}; "
               f"p50 {k['p50_ms']:.0f} ms")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

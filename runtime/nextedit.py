@@ -164,6 +164,15 @@ def _calls(call: ast.Call, name: str, method: bool) -> bool:
     return isinstance(call.func, ast.Name) and call.func.id == name
 
 
+def _named(scope: ast.AST, name: str) -> int:
+    """How many nodes in the scope, nested scopes included, name `name` (read, bound, a parameter, a definition,
+    an import, a global or nonlocal declaration)."""
+    return sum((isinstance(n, ast.Name) and n.id == name) or (isinstance(n, ast.arg) and n.arg == name) or
+               (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name) or
+               (isinstance(n, ast.alias) and (n.asname or n.name).split(".")[0] == name) or
+               (isinstance(n, (ast.Global, ast.Nonlocal)) and name in n.names) for n in ast.walk(scope))
+
+
 def propagation(before: str, after: str, tree: ast.Module | None = None) -> Rename | None:
     """The rename the edit from `before` to `after` started at a binding, with the uses still to rename (character
     columns); None when the edit is not such a rename, the document does not parse, or nothing is left to do."""
@@ -178,9 +187,9 @@ def propagation(before: str, after: str, tree: ast.Module | None = None) -> Rena
     except SyntaxError:
         return None
     scope = _binding_scope(tree, new, line)
-    if scope is None:
-        return None
-    lines = source_lines(after)
+    if scope is None or _named(scope, new) > 1:   # the new name is in the scope already (another variable, a
+        return None                               # parameter, a builtin or module it uses, a nested function's):
+    lines = source_lines(after)                   # renaming into it would merge two things into one
     uses = sorted({(n.lineno, len(lines[n.lineno - 1].encode()[:n.col_offset].decode(errors="replace")))
                    for n in _uses(scope, old) + _keyword_uses(tree, scope, old, new, line)})
     if not uses or len(uses) > MAX_USES:

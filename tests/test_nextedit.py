@@ -121,3 +121,14 @@ def test_an_argument_in_parentheses_goes_with_them():
     code = "def f(a, b, c):\n    pass\n\n\nf(1, (2 if a else 3), c=4)\nf((1), 2)\n"
     found = from_history([code], code.replace("def f(a, b, c)", "def f(a, c)"))
     assert found.after.endswith("f(1, c=4)\nf((1))\n")
+
+
+@pytest.mark.parametrize("new", ["total", "limit", "n", "print", "math", "g"])
+def test_a_rename_into_a_name_the_scope_already_has_is_never_proposed(new):
+    """Merging two things into one compiles and adds no undefined name, yet changes what the code does: the
+    scope's other variable, a parameter, a nested function's own variable, a builtin or module it uses."""
+    code = ("import math\n\n\ndef f(items, limit):\n    total = 10\n    count = 0\n    for item in items:\n"
+            "        if item and count < limit:\n            count += 1\n    def g():\n        n = 5\n"
+            "        return n + count\n    print(count, total, math.pi, g())\n    return count\n")
+    assert from_history([code], code.replace("    count = 0", f"    {new} = 0")) is None
+    assert from_history([code], code.replace("    count = 0", "    tally = 0")) is not None   # a fresh name is
