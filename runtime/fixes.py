@@ -1,12 +1,14 @@
 """Repairs static analysis makes on its own, before the model is asked: a name the block reads that nothing in the
-file defines (pyflakes says so), or an attribute of `self` read nowhere else in the file, replaced by the one name in scope or
-attribute the file defines that it most resembles — an IDE's "did you mean". What it proposes still passes runtime/verify.py."""
+file defines (pyflakes says so), an attribute of `self` read nowhere else in the file, or an attribute another object
+lacks as jedi knows its type, replaced by the one name in scope or attribute that it most resembles — an IDE's "did
+you mean". What it proposes still passes runtime/verify.py."""
 from __future__ import annotations
 
 import ast
 import builtins
 import difflib
 import io
+import time
 import tokenize
 
 from runtime.verify import analyse
@@ -76,4 +78,27 @@ def name_fix(prefix: str, block: str, suffix: str, language: str | None) -> str 
         if len(wrong) >= MIN_NAME and attrs.count(wrong) == 1 and wrong not in BUILTIN_ATTRIBUTES:
             if (right := _candidates(wrong, own)) is not None:
                 fixed = _replace(fixed, wrong, right, attribute=True)
+    for wrong, right in _known_attributes(a, inside, attrs, prefix + block + suffix):   # another object's, as jedi
+        fixed = _replace(fixed, wrong, right, attribute=True)                           # knows its type
     return fixed if fixed != block else None
+
+
+def _known_attributes(a, inside: list, attrs: list[str], code: str) -> list[tuple[str, str]]:
+    """(misspelled, right) for attributes of another object (`os.path.exsts`, `inventory.remve`) read once in the
+    file, that analysis (runtime/names.py: jedi) says the object lacks while it has one alike; an object analysis
+    cannot type, or one answering any attribute (`__getattr__`), is left alone."""
+    from runtime.names import BUDGET_S, existing_names
+    out, deadline = [], time.monotonic() + BUDGET_S   # the whole block's analysis within one request's budget
+    for n in inside:
+        if not (isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load) and len(n.attr) >= MIN_NAME
+                and attrs.count(n.attr) == 1 and not (isinstance(n.value, ast.Name) and n.value.id in ("self", "cls"))):
+            continue
+        end = a.offset(n.end_lineno, n.end_col_offset)
+        if code[end - len(n.attr):end] != n.attr:
+            continue
+        if (left := deadline - time.monotonic()) <= 0:
+            break
+        found = existing_names(code[:end - len(n.attr)], code[end:], budget_s=left)
+        if isinstance(found, tuple) and n.attr not in found[1] and (right := _candidates(n.attr, set(found[1]))):
+            out.append((n.attr, right))
+    return out

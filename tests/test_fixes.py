@@ -42,3 +42,12 @@ def test_the_engine_offers_the_fix_as_a_repair_without_a_pass():
                                 language="python"))
     assert c.text == "    return message\n" and c.stats["fixed_by"] == "analysis" and c.stats["forward_passes"] == 0
     assert c.stats["change"] == "mesage → message" and not c.stats.get("refused")
+
+
+def test_another_objects_misspelled_attribute_is_fixed_where_analysis_knows_its_type():
+    prefix = "import os\n\n\nclass Stock:\n    def remove(self, sku):\n        pass\n\n\ndef f(stock: Stock, p):\n"
+    fixed = name_fix(prefix, "    stock.remve(p)\n    return os.path.exsts(p)\n", "", "python")
+    assert fixed == "    stock.remove(p)\n    return os.path.exists(p)\n"
+    # an object analysis cannot type, or an attribute it has: left alone
+    assert name_fix("def f(thing, p):\n", "    return thing.remve(p)\n", "", "python") is None
+    assert name_fix(prefix, "    return os.path.join(p)\n", "", "python") is None
