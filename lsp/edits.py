@@ -117,8 +117,9 @@ def remember(ls, uri: str) -> None:
 
 
 def next_edit(ls, uri: str) -> lsp.CodeAction | None:
-    """The next edit the document's last edits call for, as a code action carrying it: a name renamed at its
-    binding renamed at every other use in its scope (runtime/nextedit.py, checked before it is offered)."""
+    """The next edit the document's last edits call for, as a code action carrying it (runtime/nextedit.py: a
+    rename carried to the binding's other uses, a deleted parameter deleted from the calls; checked before it is
+    offered), bound to the document's version where the client takes versioned edits."""
     try:
         doc = document(ls, uri)
     except ValueError:
@@ -128,5 +129,9 @@ def next_edit(ls, uri: str) -> lsp.CodeAction | None:
         return None
     edits = [lsp.TextEdit(range=lsp.Range(start=doc.client_position_at_offset(a), end=doc.client_position_at_offset(b)),
                           new_text=text) for a, b, text in found.edits]
+    caps = getattr(getattr(ls.client_capabilities, "workspace", None), "workspace_edit", None)
+    change = lsp.WorkspaceEdit(document_changes=[lsp.TextDocumentEdit(   # bound to the version it was made for
+        text_document=lsp.OptionalVersionedTextDocumentIdentifier(uri=uri, version=doc.version), edits=edits)]) \
+        if caps is not None and caps.document_changes else lsp.WorkspaceEdit(changes={uri: edits})
     return lsp.CodeAction(title=f"quicksilver: {found.title}", kind=lsp.CodeActionKind.QuickFix, is_preferred=True,
-                          edit=lsp.WorkspaceEdit(changes={uri: edits}))
+                          edit=change)

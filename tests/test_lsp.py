@@ -494,6 +494,8 @@ async def test_a_rename_typed_at_a_binding_is_offered_for_its_other_uses(session
         context=lsp.CodeActionContext(diagnostics=[], trigger_kind=lsp.CodeActionTriggerKind.Automatic)))
     first = actions[0]
     assert first.title == "quicksilver: Rename the other 2 uses of count to tot"
-    edits = sorted(first.edit.changes[uri], key=lambda e: (e.range.start.line, e.range.start.character))
+    made = first.edit.changes[uri] if first.edit.changes else first.edit.document_changes[0].edits
+    assert first.edit.changes or first.edit.document_changes[0].text_document.version == version
+    edits = sorted(made, key=lambda e: (e.range.start.line, e.range.start.character))
     assert [(e.range.start.line, e.range.start.character, e.range.end.character, e.new_text) for e in edits] == \
         [(3, 8, 13, "tot"), (4, 11, 16, "tot")]   # never the module's own `count` on line 7
