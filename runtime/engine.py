@@ -1,6 +1,7 @@
 """The engine: requests in, frames and results out. It knows nothing about HTTP, websockets or LSP."""
 from __future__ import annotations
 
+import re
 import time
 from typing import Iterator
 
@@ -162,6 +163,8 @@ class Engine:
             return d.completion
         res: Result = d.result()
         text = postprocess(req, res.text, res.stats.stop_reason, res.stats.confidence)
+        if d.opts.names and re.match(r"\w*", text).group(0) not in d.opts.names:
+            text = ""   # a name the window cut short (`variant` of `variants`) names nothing that exists
         verdict = harm(req, text)
         d.stats.post_ms = 1000 * (time.perf_counter() - t0)
         stats = vars(res.stats).copy()

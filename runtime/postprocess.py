@@ -125,6 +125,15 @@ def invents_a_name(text: str, prefix: str, suffix: str) -> bool:
     return typed.group() in words and typed.group() + more.group() not in words
 
 
+STUTTER = re.compile(r"(?:^|\s)(\S*[A-Za-z_]\w{2,}\S*)(?:\s+\1){2,}(?:\s|$)")
+
+
+def stutters(line: str) -> bool:
+    """Whether a line says the same word three times in a row (`inventory() inventory() inventory()`: a user's probe
+    saw it shown) — the model looping within a line, as `cut_repeats` catches it across lines."""
+    return STUTTER.search(line) is not None
+
+
 def cut_broken_character(text: str, prefix: str, suffix: str) -> str:
     """The text before its first U+FFFD, unless the file has one too: the model wrote byte tokens that are not a
     whole character (a user's probe saw '"中\ufffd"' shown), and a replacement character is never what the user
@@ -142,4 +151,8 @@ def clean_completion(text: str, prefix: str, suffix: str, single_line: bool = Fa
         text = text.split("\n", 1)[0]
     elif suffix:
         text = drop_suffix_overlap(text, suffix)
+    lines = text.split("\n")
+    looping = next((i for i, line in enumerate(lines) if stutters(line)), None)
+    if looping is not None:   # the text before the line that loops
+        text = "\n".join(lines[:looping]) + ("\n" if looping else "")
     return cut_repeats(text, prefix, suffix, sure)

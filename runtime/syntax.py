@@ -24,18 +24,20 @@ BLOCKS = {"function_definition", "class_definition", "decorated_definition", "if
 
 PYTHON_LINE = re.compile(r"^\s*(def |class |import |from \S+ import |return\b|elif |else:|try:|except\b|with |"
                          r"for \S.* in |while |if \S|@\w|self\.)")
-PYTHON_EVIDENCE = 2           # lines near the cursor that must read as Python
+PYTHON_EVIDENCE = 2           # lines near the cursor that must read as Python (one in a snippet of under 6 lines)
 NEAR_CHARS = 4000             # how much text each side of the cursor is looked at
 
 
 def infer_language(prefix: str, suffix: str) -> str | None:
     """'python' when the code around the cursor reads as Python (for clients that send no language), else None:
-    a few lines that start like Python statements, and no C-style braces or semicolons at line ends."""
+    a few lines that start like Python statements (one, in a snippet of a few lines: `from shop import Stock` then
+    `stock.re`), and no C-style braces or semicolons at line ends."""
     lines = (prefix[-NEAR_CHARS:] + suffix[:NEAR_CHARS]).split("\n")
-    if sum(bool(PYTHON_LINE.match(l)) for l in lines) < PYTHON_EVIDENCE:
+    written = [l for l in lines if l.strip()]
+    if sum(bool(PYTHON_LINE.match(l)) for l in lines) < min(PYTHON_EVIDENCE, max(1, len(written) // 3)):
         return None
-    c_like = sum(l.rstrip().endswith(("{", ";", "}")) for l in lines if l.strip())
-    return "python" if c_like * 4 < len([l for l in lines if l.strip()]) else None
+    c_like = sum(l.rstrip().endswith(("{", ";", "}")) for l in written)
+    return "python" if c_like * 4 < len(written) else None
 
 
 def language_of(uri: str, language_id: str | None = None) -> str | None:

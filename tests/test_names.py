@@ -121,3 +121,18 @@ def test_a_workspace_gives_its_requests_their_root(tmp_path):
         assert ws.ground(Request(prefix="x = 1", root="/elsewhere")).root == "/elsewhere"
     finally:
         ws.close()
+
+
+def test_a_name_the_window_cuts_short_is_never_the_answer(tiny_engine):
+    """With room for one token, a name that takes more is cut: the answer is then nothing, never its start."""
+    from runtime.request import Request
+    seen = set()
+    for typed in ("x = inventory.", "y = inventory.r", "z = json.", "w = json.du", "from collections import O"):
+        for seed in range(4):
+            c = tiny_engine.complete(Request(prefix=CODE + typed, suffix="\n", max_new_tokens=1, language="python",
+                                             temperature=1.0, seed=seed))
+            found = existing_names(CODE + typed, "\n", budget_s=30)
+            first = found[0] + re.match(r"\w*", c.text).group(0)
+            assert not c.text or first in found[1], (typed, c.text)
+            seen.add(bool(c.text))
+    assert seen == {True, False}   # some answers fit one token, some were cut

@@ -169,3 +169,23 @@ def test_a_character_cut_between_byte_tokens_is_never_shown():
     assert clean_completion("\ufffd\ufffd", "s = ", "\n") == ""
     assert cut_broken_character('x = "\ufffd"', 'bad = "\ufffd"\n', "") == 'x = "\ufffd"'   # the file has one
     assert cut_broken_character("print('中文')", "", "") == "print('中文')"
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("inventory() inventory() inventory()", ""),               # a user's probe saw it shown
+    ("total = 0\nself.x self.x self.x\n", "total = 0\n"),     # the lines before the one that loops stay
+    ("x = [0, 0, 0, 0]", "x = [0, 0, 0, 0]"),                 # short repeats are code
+    ("return foo(a) + foo(b) + foo(c)", "return foo(a) + foo(b) + foo(c)"),
+])
+def test_a_line_that_says_the_same_word_three_times_is_not_shown(text, shown):
+    from runtime.postprocess import clean_completion
+    assert clean_completion(text, "def f(self):\n    ", "\n") == shown
+
+
+def test_a_short_snippet_with_one_python_line_reads_as_python():
+    from runtime.syntax import infer_language
+    assert infer_language("from shop.models import Stock\n\nstock = Stock()\nstock.re", "\n") == "python"
+    assert infer_language("x = 1\ny = 2\nz = ", "") is None            # nothing Python-only in it
+    assert infer_language('import React from "react";\n', "") is None   # braces and semicolons: not Python
+    six = "let a = 1\nlet b = 2\nlet c = 3\nlet d = 4\nlet e = 5\nif x {\n"
+    assert infer_language(six, "") is None   # a longer text needs two lines that read as Python
