@@ -61,6 +61,30 @@ def edit_files() -> list[tuple[str, Path]]:
     return out
 
 
+def parsed_edit_files():
+    """(package, path, text, tree) of each frozen file that parses."""
+    for package, path in edit_files():
+        try:
+            text = path.read_text()
+            yield package, path, text, ast.parse(text)
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+            continue
+
+
+def spread(found: list[dict], n: int, seed: int, most: int) -> list[dict]:
+    """n of the found cases in a seeded random order, at most `most` of them from one file."""
+    rng = np.random.default_rng(seed)
+    out, per_file = [], {}
+    for i in rng.permutation(len(found)):
+        c = found[i]
+        if per_file.get(c["file"], 0) < most:
+            per_file[c["file"]] = per_file.get(c["file"], 0) + 1
+            out.append(c)
+        if len(out) == n:
+            break
+    return out
+
+
 def freeze(packages: tuple[str, ...] = PACKAGES) -> list[str]:
     """The list's lines for the installed packages (tests left out): package, path under site-packages, sha1."""
     root = Path(sysconfig.get_paths()["purelib"])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.edits import edit_files
+from evals.edits import parsed_edit_files
 
 SEED = 0
 CURSORS = 120
@@ -36,12 +36,7 @@ def member_cursors(n: int = CURSORS, seed: int = SEED) -> list[dict]:
     """A third each of `self.` cursors, `name.` cursors (a module or another object) and `from … import` cursors,
     at most MAX_PER_FILE of a kind a file."""
     by_kind: dict[str, list[dict]] = {k: [] for k in KINDS}
-    for package, path in edit_files():
-        try:
-            text = path.read_text()
-            tree = ast.parse(text)
-        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
-            continue
+    for package, path, text, tree in parsed_edit_files():
         lines = text.split("\n")
         for stmt in tree.body:
             if isinstance(stmt, ast.ImportFrom) and stmt.module and not stmt.level and stmt.lineno == stmt.end_lineno:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.edits import edit_files
+from evals.edits import parsed_edit_files, spread
 from runtime.nextedit import from_history, source_lines
 
 SEED = 0
@@ -34,12 +34,10 @@ MAX_PER_FILE = 3
 
 def cases(n: int = CASES, seed: int = SEED) -> list[dict]:
     found = []
-    for package, path in edit_files():
+    for package, path, text, tree in parsed_edit_files():
         try:
-            text = path.read_text()
-            tree = ast.parse(text)
             table = symtable.symtable(text, str(path), "exec")
-        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+        except (SyntaxError, ValueError):
             continue
         tables = {}
         stack = [table]
@@ -62,26 +60,12 @@ def cases(n: int = CASES, seed: int = SEED) -> list[dict]:
                                (o.is_referenced() or o.is_assigned() or o.is_parameter()))
                 found.append({"package": package, "file": str(path), "name": sym.get_name(), "text": text,
                               "uses": [(n.lineno, n.col_offset) for n in nodes], "taken": taken})
-    rng = np.random.default_rng(seed)
-    out, per_file = [], {}
-    for i in rng.permutation(len(found)):
-        c = found[i]
-        if per_file.get(c["file"], 0) < MAX_PER_FILE:
-            per_file[c["file"]] = per_file.get(c["file"], 0) + 1
-            out.append(c)
-        if len(out) == n:
-            break
-    return out
+    return spread(found, n, seed, MAX_PER_FILE)
 
 
 def removal_cases(n: int = CASES, seed: int = SEED) -> list[dict]:
     found = []
-    for package, path in edit_files():
-        try:
-            text = path.read_text()
-            tree = ast.parse(text)
-        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
-            continue
+    for package, path, text, tree in parsed_edit_files():
         fns = [f for f in tree.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
         names = [f.name for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
         for fn in fns:
@@ -96,16 +80,7 @@ def removal_cases(n: int = CASES, seed: int = SEED) -> list[dict]:
                 if any(passes(c, param.arg, i) is not None for c in calls) and param.arg.isascii():
                     found.append({"package": package, "file": str(path), "name": fn.name, "param": param.arg,
                                   "index": i, "text": text, "line": fn.lineno})
-    rng = np.random.default_rng(seed)
-    out, per_file = [], {}
-    for i in rng.permutation(len(found)):
-        c = found[i]
-        if per_file.get(c["file"], 0) < MAX_PER_FILE:
-            per_file[c["file"]] = per_file.get(c["file"], 0) + 1
-            out.append(c)
-        if len(out) == n:
-            break
-    return out
+    return spread(found, n, seed, MAX_PER_FILE)
 
 
 def passes(call: ast.Call, param: str, index: int) -> ast.AST | None:

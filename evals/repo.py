@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.edits import edit_files
+from evals.edits import edit_files, spread
 
 SEED = 0
 CURSORS = 150
@@ -111,15 +111,7 @@ def cross_file_cursors(n: int = CURSORS, seed: int = SEED) -> list[dict]:
             candidates.append({"package": package, "module": dotted, "file": str(path), "name": name,
                                "source": names[name], "line": line + 1, "prefix": before,
                                "suffix": "\n" + "\n".join(lines[line + 1:]), "expected": lines[line][col:]})
-    rng = np.random.default_rng(seed)
-    out, per_file = [], {}
-    for i in rng.permutation(len(candidates)):
-        c = candidates[i]
-        if per_file.get(c["file"], 0) < MAX_PER_FILE:
-            per_file[c["file"]] = per_file.get(c["file"], 0) + 1
-            out.append(c)
-        if len(out) == n:
-            break
+    out = spread(candidates, n, seed, MAX_PER_FILE)
     for c in out:
         c["chunks"] = chunks_for(c, known)
     return out
