@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ MAX_FILES = 20_000           # a folder with more (a home directory?) is indexed
 CHUNK_LINES = 64             # the longest chunk (llama.vim's chunk); a longer definition is cut into pieces
 SNIPPETS = 4                 # chunks added to one request
 CANDIDATES = 16              # best BM25 rows looked at (some are already in the request's own text)
+OWN_CHARS = 40               # a chunk the request holds, this long at least, says which file it is (its path)
 QUERY_LINES = (24, 8)        # lines before and after the cursor whose identifiers make the query
 MAX_TERMS = 48
 DEFINITION_TERMS = 8         # the names nearest the cursor whose definitions come first
@@ -242,9 +244,9 @@ class Workspace:
             self.thread.join(timeout=5)
 
     # --- retrieval --------------------------------------------------------------------------------------------
-    def search(self, prefix: str, suffix: str = "", limit: int | None = None) -> list[str]:
+    def search(self, prefix: str, suffix: str = "", limit: int | None = None, own: Counter | None = None) -> list[str]:
         """The chunks most like the code around the cursor, best first, as "# path" then the chunk (those whose
-        text the request already holds are left out)."""
+        text the request already holds are left out, and counted by path in `own`: the file being edited)."""
         near = "".join(prefix.splitlines(keepends=True)[-QUERY_LINES[0]:]) + \
             "".join(suffix.splitlines(keepends=True)[:QUERY_LINES[1]])
         terms = list(dict.fromkeys(reversed(identifiers(near))))[:MAX_TERMS]   # the nearest the cursor first
@@ -264,6 +266,8 @@ class Workspace:
                 continue
             head = body.strip()[:200]
             if not head or head in prefix or head in suffix:
+                if own is not None and len(head) >= OWN_CHARS:
+                    own[path] += 1
                 continue
             out.append(f"# {path}\n{body}")
             if len(out) == (limit or self.snippets):
@@ -271,7 +275,10 @@ class Workspace:
         return out
 
     def ground(self, req: Request) -> Request:
-        """The request with the workspace's chunks after the client's own (edits and completions alike), and the
-        workspace as its root (names analysis reads the repository's own modules)."""
-        found = tuple(s for s in self.search(req.prefix, req.suffix) if s not in req.extra)
-        return replace(req, extra=req.extra + found, root=req.root or str(self.root))
+        """The request with the workspace's chunks after the client's own (edits and completions alike), the
+        workspace as its root and, where the request holds chunks of one of its files, that file as its path:
+        names analysis reads the repository's own modules, relative imports included (HTTP clients name no file)."""
+        own = Counter()
+        found = tuple(s for s in self.search(req.prefix, req.suffix, own=own) if s not in req.extra)
+        path = req.path or (str(self.root / own.most_common(1)[0][0]) if own else None)
+        return replace(req, extra=req.extra + found, root=req.root or str(self.root), path=path)

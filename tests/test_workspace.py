@@ -142,3 +142,28 @@ def test_the_workspace_reaches_the_model_through_every_route(tiny_model_dir, tmp
     assert grounded_infill["tokens_evaluated"] > bare_infill["tokens_evaluated"]
     # names analysis reads the workspace's modules (Inventory has one name starting 're'); serve --no-names: off
     assert names == {(True, True): "unknown", (False, True): "1", (False, False): "not asked"}, names
+
+
+def test_the_file_a_request_holds_gives_it_its_path_so_relative_imports_resolve(tmp_path):
+    from runtime.names import existing_names
+    from runtime.request import Request
+    from runtime.workspace import Workspace
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "__init__.py").write_text("")
+    (tmp_path / "shop" / "models.py").write_text(MODELS)
+    app = ("from .models import Inventory\n\n\ndef empty(inventory: Inventory) -> bool:\n"
+           "    return not inventory.items\n\n\ndef restock(inventory: Inventory, sku: str) -> None:\n"
+           "    inventory.remove(sku)\n")
+    (tmp_path / "shop" / "app.py").write_text(app)
+    ws = Workspace(tmp_path)
+    try:
+        ws.refresh()
+        prefix = app[:app.index("remove")]   # the user's buffer, at `inventory.▮`
+        req = ws.ground(Request(prefix=prefix, suffix=app[app.index("(sku)"):]))
+        assert req.path == str(tmp_path.resolve() / "shop" / "app.py")
+        typed, names = existing_names(req.prefix, req.suffix, budget_s=30, path=req.path, root=req.root)
+        assert {"items", "remove"} <= set(names) and "restock" not in names
+        assert existing_names(req.prefix, req.suffix, budget_s=30, root=req.root) == "unknown"   # without the path
+        assert ws.ground(Request(prefix="x = 1\n")).path is None   # nothing of the workspace in it
+    finally:
+        ws.close()
