@@ -68,10 +68,13 @@ def name_fix(prefix: str, block: str, suffix: str, language: str | None) -> str 
         if len(wrong) >= MIN_NAME and (right := _candidates(wrong, defined)) is not None:
             fixed = _replace(fixed, wrong, right, attribute=False)
     attrs = [n.attr for n in ast.walk(a.tree) if isinstance(n, ast.Attribute)]
-    # the attributes the file defines: assigned (`self.items = ...`) or its classes' methods; never a builtin
+    # the attributes the file defines: assigned (`self.items = ...`), its classes' fields or methods; never a builtin
     # type's (`.strip` read once is a str method, not a misspelled `.rstrip`)
     own = {n.attr for n in ast.walk(a.tree) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)}
     own |= {m.name for m in methods}
+    own |= {t.id for c in ast.walk(a.tree) if isinstance(c, ast.ClassDef) for st in c.body   # class fields (a
+            for t in ([st.target] if isinstance(st, ast.AnnAssign) else getattr(st, "targets", []))  # dataclass's)
+            if isinstance(t, ast.Name)}
     mine = {n.attr for n in inside if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load)
             and isinstance(n.value, ast.Name) and n.value.id in ("self", "cls")}   # another object's: unknowable
     for wrong in sorted(mine):

@@ -51,3 +51,9 @@ def test_another_objects_misspelled_attribute_is_fixed_where_analysis_knows_its_
     # an object analysis cannot type, or an attribute it has: left alone
     assert name_fix("def f(thing, p):\n", "    return thing.remve(p)\n", "", "python") is None
     assert name_fix(prefix, "    return os.path.join(p)\n", "", "python") is None
+
+
+def test_a_misspelled_dataclass_field_read_through_self_is_fixed():
+    prefix = ("from dataclasses import dataclass\n\n\n@dataclass\nclass Entry:\n    comment: str = ''\n"
+              "    size: int = 0\n\n    def describe(self):\n")
+    assert name_fix(prefix, "        return self.commeent\n", "", "python") == "        return self.comment\n"
