@@ -8,7 +8,7 @@ import logging
 from lsprotocol import types as lsp
 
 from lsp.documents import document, run_request
-from runtime.nextedit import from_history
+from runtime.nextedit import from_history, keep
 from runtime.request import EDITOR_TOKENS, Request
 from runtime.syntax import enclosing_block, language_of
 
@@ -101,8 +101,6 @@ def refused(ls, mode: str, why: str, answer: dict) -> dict:
     return answer
 
 
-HISTORY = 32   # versions of a document kept to find the edit a next edit follows from
-
 
 def remember(ls, uri: str) -> None:
     """Keep the document's text as it is now (after didOpen or didChange)."""
@@ -110,10 +108,7 @@ def remember(ls, uri: str) -> None:
         doc = document(ls, uri)
     except ValueError:   # not open, or not valid Unicode: nothing to follow
         return
-    kept = ls.history.setdefault(uri, [])
-    if not kept or kept[-1] != doc.source:
-        kept.append(doc.source)
-        del kept[:-HISTORY]
+    keep(ls.history.setdefault(uri, []), doc.source)
 
 
 def next_edit(ls, uri: str) -> lsp.CodeAction | None:

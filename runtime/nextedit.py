@@ -3,7 +3,8 @@ rename propagation: when the one difference between the document before an edit 
 `total` at one place), every other use of that binding in the same scope is renamed too. The proposal is found by
 analysis, not guessed: Python's tokenizer finds the renamed name, its `ast` finds the scope and the uses (a local
 of the function the edit is in, or a module-level name), and runtime/verify.py's check passes the result (it
-parses, adds no undefined name) before it is offered.
+parses, adds no undefined name) before it is offered; a rename into a name the scope already has is never one.
+The second kind: a parameter deleted from a `def` is deleted from the calls in the file that pass it.
 """
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ from dataclasses import dataclass
 
 MAX_CHARS = 200_000     # a larger document is not analysed
 MAX_USES = 200          # a rename with more uses is left to a real refactoring tool
+HISTORY = 32            # versions of a document kept to find the edit a next edit follows from
+
+
+def keep(versions: list[str], text: str) -> None:
+    """Add the document's text as it is now to its kept versions (the language server's, a session's)."""
+    if not versions or versions[-1] != text:
+        versions.append(text)
+        del versions[:-HISTORY]
 
 
 def source_lines(text: str) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter, ValidationError
 
 from runtime.frames import Completion
-from runtime.nextedit import from_history
+from runtime.nextedit import from_history, keep
 from runtime.request import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS, Request, editor_request
 from runtime.scheduler import Handle
 from server.generate import run, submit
@@ -26,7 +26,6 @@ from server.generate import run, submit
 LANGUAGES_WITH_COMMENTS = {"python": "#"}
 DEFAULT_LANGUAGE = "python"
 MAX_ID_CHARS = 64
-HISTORY = 32   # versions of the document a session keeps to find the edit a next edit follows from
 FOLLOW_AFTER_S = 0.15   # a next edit is looked for once the client's changes pause this long
 INTERRUPTED = "the server stopped while this request ran; send it again"
 
@@ -164,9 +163,7 @@ class Session:
         if doc is None:
             raise ProtocolError(f"session {self.id} no longer exists (idle sessions are deleted): open a new one")
         self.text, self.language, self.version = doc["text"], doc["language"], doc["version"]
-        if not self.versions or self.versions[-1] != self.text:
-            self.versions.append(self.text)
-            del self.versions[:-HISTORY]
+        keep(self.versions, self.text)
 
     def _change(self, text: str, language: str | None = None, based_on: int | None = None) -> dict:
         """Store a new text at the next version, against what is stored now (another client may have changed it)."""
@@ -220,8 +217,9 @@ class Session:
         self.following = asyncio.create_task(self._next_edit())
 
     async def _next_edit(self) -> None:
-        """A rename typed at a binding, carried to the binding's other uses (runtime/nextedit.py, checked before it
-        is offered): stored as a proposal the client can accept or reject, sent as a `next_edit` message."""
+        """The next edit the client's last changes call for (runtime/nextedit.py: a rename carried to the binding's
+        other uses, a deleted parameter deleted from the calls; checked before it is offered): stored as a proposal
+        the client can accept or reject, sent as a `next_edit` message."""
         await asyncio.sleep(FOLLOW_AFTER_S)
         version, text, history = self.version, self.text, self.versions[:-1]
         found = await asyncio.get_running_loop().run_in_executor(None, from_history, history, text)
