@@ -50,7 +50,7 @@ def collect(engine: Engine, seeds, per_kind: int, skip: set | None = None, asked
         out = engine.finish(req, d)
         if out.text.strip():
             rows.append({"features": features(d.generated_probs, out.text, out.raw, req.prefix, req.suffix,
-                                              out.stats["stop_reason"]),
+                                              out.stats["stop_reason"], bool(d.opts.names)),
                          "exact": judge(c, out.text)["exact"], "seed": seed, "kind": c["kind"], "asked": how,
                          "text": out.text, "raw": out.raw})
     return rows

@@ -23,18 +23,19 @@ import numpy as np
 from evals.edits import parsed_edit_files
 
 SEED = 0
-CURSORS = 120
+CURSORS = 160
 MAX_PER_FILE = 3
 MAX_TOKENS = 32
 NAME = re.compile(r"\w*")
 
 
-KINDS = ("self", "other", "import")
+KINDS = ("self", "other", "import", "keyword")
 
 
 def member_cursors(n: int = CURSORS, seed: int = SEED) -> list[dict]:
-    """A third each of `self.` cursors, `name.` cursors (a module or another object) and `from … import` cursors,
-    at most MAX_PER_FILE of a kind a file."""
+    """A quarter each of `self.` cursors, `name.` cursors (a module or another object), `from … import` cursors and
+    keyword-argument cursors (`f(x, key=1, ▮other=2)`: after another keyword, where only a keyword may stand), at
+    most MAX_PER_FILE of a kind a file."""
     by_kind: dict[str, list[dict]] = {k: [] for k in KINDS}
     for package, path, text, tree in parsed_edit_files():
         lines = text.split("\n")
@@ -47,6 +48,14 @@ def member_cursors(n: int = CURSORS, seed: int = SEED) -> list[dict]:
                         "package": package, "file": str(path), "line": stmt.lineno, "attr": stmt.names[0].name,
                         "prefix": "\n".join(lines[:stmt.lineno - 1] + [line[:at]]),
                         "suffix": "\n" + "\n".join(lines[stmt.lineno:]), "expected": line[at:]})
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.lineno == n.end_lineno):
+            for before, kw in zip(call.keywords, call.keywords[1:]):
+                line = lines[kw.lineno - 1]
+                if before.arg and kw.arg and line[kw.col_offset:].startswith(kw.arg + "="):
+                    by_kind["keyword"].append({
+                        "package": package, "file": str(path), "line": kw.lineno, "attr": kw.arg,
+                        "prefix": "\n".join(lines[:kw.lineno - 1] + [line[:kw.col_offset]]),
+                        "suffix": "\n" + "\n".join(lines[kw.lineno:]), "expected": line[kw.col_offset:]})
         for fn in (f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))):
             for stmt in fn.body:
                 if stmt.lineno != stmt.end_lineno:
@@ -90,7 +99,7 @@ def evaluate(model_dir: Path | None, n: int = CURSORS, seed: int = SEED) -> dict
     from evals.editor import local_server
     from runtime.engine import Engine
     from runtime.names import _kept as kept
-    from runtime.names import existing_names
+    from runtime.names import existing_names, names_one
     from runtime.request import EDITOR_MIN_CONFIDENCE, UNCALIBRATED_MIN_CONFIDENCE
     points = member_cursors(n, seed)
     judged = [existing_names(c["prefix"][-6000:], c["suffix"][:6000], budget_s=600) for c in points]
@@ -109,7 +118,7 @@ def evaluate(model_dir: Path | None, n: int = CURSORS, seed: int = SEED) -> dict
                     floor = EDITOR_MIN_CONFIDENCE if row["calibrated"] else UNCALIBRATED_MIN_CONFIDENCE
                     known = isinstance(exist, tuple)
                     row.update(analysis="on" if names else "off", cursor=i, kind=c["kind"], first=first,
-                               judged=known, invented=known and bool(first) and first not in exist[1],
+                               judged=known, invented=known and bool(first) and not names_one(first, exist[1]),
                                right=first == c["attr"], shown=bool(row["text"].strip()) and row["confidence"] >= floor)
                     rows.append(row)
     finally:
@@ -140,7 +149,7 @@ def summary(these: list[dict]) -> dict:
 
 def add_arguments(p) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
-    p.add_argument("--cursors", type=int, default=CURSORS, help="cursors, a third of each kind")
+    p.add_argument("--cursors", type=int, default=CURSORS, help="cursors, a quarter of each kind")
     p.add_argument("--seed", type=int, default=SEED, help="which cursors")
     p.add_argument("--json", type=Path, help="write the results here")
 

@@ -19,15 +19,16 @@ log = logging.getLogger("quicksilver.confidence")
 
 CALIBRATOR_FILE = "calibrator.json"
 FEATURES = ("min_logp", "mean_logp", "first_logp", "last_logp", "log_tokens", "lines", "blank_line", "typed_chars",
-            "suffix_on_line", "ended", "cut")
+            "suffix_on_line", "ended", "cut", "named")
 FLOOR = 1e-6
 
 
-def features(probs: np.ndarray, text: str, raw: str, prefix: str, suffix: str, stop_reason: str) -> dict[str, float]:
+def features(probs: np.ndarray, text: str, raw: str, prefix: str, suffix: str, stop_reason: str,
+             named: bool = False) -> dict[str, float]:
     """What the calibrator reads: the generated tokens' log-probabilities (least, mean, first, last — the end
     marker's included), how much was generated and shown, the cursor (a blank line, how much of the line is typed,
-    code after the cursor on its line), whether the model ended the middle itself, and whether post-processing
-    cut the text."""
+    code after the cursor on its line), whether the model ended the middle itself, whether post-processing
+    cut the text, and whether analysis checked the name it starts with (runtime/names.py)."""
     logp = np.log(np.clip(np.asarray(probs, np.float64), FLOOR, 1.0)) if len(probs) else np.log([FLOOR])
     line = prefix[prefix.rfind("\n") + 1:]
     return {"min_logp": float(logp.min()), "mean_logp": float(logp.mean()), "first_logp": float(logp[0]),
@@ -35,7 +36,8 @@ def features(probs: np.ndarray, text: str, raw: str, prefix: str, suffix: str, s
             "lines": float(min(text.count("\n") + 1, 8)) if text else 0.0,
             "blank_line": float(not line.strip()), "typed_chars": math.log1p(len(line.strip())),
             "suffix_on_line": float(bool(suffix.split("\n", 1)[0].strip())),
-            "ended": float(stop_reason in ("eom", "stop")), "cut": float(len(text) < len(raw.rstrip()))}
+            "ended": float(stop_reason in ("eom", "stop")), "cut": float(len(text) < len(raw.rstrip())),
+            "named": float(named)}
 
 
 class Calibrator:

@@ -1,7 +1,6 @@
 """The engine: requests in, frames and results out. It knows nothing about HTTP, websockets or LSP."""
 from __future__ import annotations
 
-import re
 import time
 from typing import Iterator
 
@@ -12,7 +11,7 @@ from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import ContextCache, KeptContexts, canonical_key, canonical_window
 from runtime.drafts import draft
-from runtime.names import existing_names, warm
+from runtime.names import existing_names, in_use, names_one, warm
 from runtime.policies import REPAIR_STRIPES
 from runtime.postprocess import heal
 from runtime.fixes import name_fix
@@ -126,6 +125,7 @@ class Engine:
             req.language == "python" else "not asked"
         if isinstance(found, tuple):   # a member access or an import: only names analysis knows there
             opts.names = tuple(n[len(found[0]):] for n in found[1])
+            opts.used = tuple(n[len(found[0]):] for n in in_use(req.prefix, req.suffix, found[1]))
         if existing is None and self.drafts:   # what followed the cursor's last tokens where they occur earlier
             opts.draft = draft(ctx.prefix + (init[:int(masked.argmax())] if masked is not None else []), window,
                                self.special.ends_set)
@@ -163,7 +163,7 @@ class Engine:
             return d.completion
         res: Result = d.result()
         text = postprocess(req, res.text, res.stats.stop_reason, res.stats.confidence)
-        if d.opts.names and re.match(r"\w*", text).group(0) not in d.opts.names:
+        if d.opts.names and not names_one(text, d.opts.names):
             text = ""   # a name the window cut short (`variant` of `variants`) names nothing that exists
         verdict = harm(req, text)
         d.stats.post_ms = 1000 * (time.perf_counter() - t0)
@@ -172,7 +172,7 @@ class Engine:
         if stats["calibrated"] and text:
             suffix = req.suffix if req.mode == "infill" else ""
             stats["confidence"] = self.calibrator(features(d.generated_probs, text, res.text, req.prefix, suffix,
-                                                           res.stats.stop_reason))
+                                                           res.stats.stop_reason, bool(d.opts.names)))
         if verdict is not None:   # an edit: what it changes, or why it is never offered (the front ends say so)
             stats["change"] = verdict.summary
             if not verdict.ok:

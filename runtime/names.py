@@ -23,6 +23,9 @@ MAX_CODE_CHARS = 200_000   # a larger file is not analysed (jedi's parse grows w
 KEPT = 256               # analyses remembered (the same cursor asked again, typing through a name)
 MEMBER = re.compile(r"(?<![\w.])(?:[A-Za-z_]\w*\.)+(\w*)$")                      # obj.attr, pkg.mod.attr
 FROM_IMPORT = re.compile(r"^\s*from\s+[\w.]+\s+import\s+(?:\(\s*)?(?:\w+(?:\s+as\s+\w+)?\s*,\s*)*(\w*)$")
+STRINGS = re.compile(r"""[rbfu]*("[^"\n]*"|'[^'\n]*')""", re.I)   # one-line strings, for `keyword_site`
+KEYWORD_LINES = 30       # how far back a call's parenthesis is looked for
+UNPACKING = ("*", "**")  # what may stand at a keyword argument's place besides a keyword
 ANY_ATTRIBUTE = {"__getattr__", "__getattribute__"}   # an object defining these answers names jedi cannot list
 
 _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="names")
@@ -41,25 +44,82 @@ def warm() -> None:
 
 
 def site(prefix: str) -> str | None:
-    """The typed start of the name at the cursor when it is a member access or an imported name, else None."""
+    """The typed start of the name at the cursor when it is a member access, an imported name or a keyword
+    argument (`keyword_site`), else None."""
+    return found[1] if (found := _site(prefix)) else None
+
+
+def _site(prefix: str) -> tuple[str, str] | None:
+    """('member' | 'import' | 'keyword', the typed start) at a name site, else None."""
     line = prefix[prefix.rfind("\n") + 1:]
     if "#" in line or line.count('"') % 2 or line.count("'") % 2:   # in a comment or a string, probably
         return None
-    m = MEMBER.search(line) or FROM_IMPORT.match(line)
-    return m.group(1) if m else None
+    if m := MEMBER.search(line) or FROM_IMPORT.match(line):
+        return ("member" if m.re is MEMBER else "import"), m.group(1)
+    return None if (typed := keyword_site(prefix)) is None else ("keyword", typed)
 
 
-def _analyse(code: str, line: int, column: int, path: str | None = None,
-             root: str | None = None) -> tuple[str, ...] | None:
+def keyword_site(prefix: str) -> str | None:
+    """The typed start of a call's argument that can only be a keyword one (or `*`/`**` unpacking): one that
+    follows a keyword argument (`f(x, key=1, ▮`), where Python takes no positional argument. Read on the call's
+    last KEYWORD_LINES lines with strings and comments blanked; None where that does not show it."""
+    text = "\n".join(re.sub(r"#.*", "", STRINGS.sub('""', ln)) for ln in prefix.rsplit("\n", KEYWORD_LINES)[-KEYWORD_LINES:])
+    if not (m := re.search(r",\s*(\w*)$", text)):
+        return None
+    depth, at = 0, len(text)
+    while at > 0 and depth >= 0:   # back to the call's open parenthesis
+        at -= 1
+        depth += {")": 1, "]": 1, "}": 1, "(": -1, "[": -1, "{": -1}.get(text[at], 0)
+    head, args = text[:at].rstrip(), text[at + 1:]
+    if depth >= 0 or not re.search(r"[\w)\]]$", head) or re.search(r"\b(?:def|class|lambda)\s+\w*$", head):
+        return None   # not in a call's parentheses (a definition's, a tuple's)
+    level, parts = 0, [""]
+    for ch in args:   # the arguments before the cursor's, at the call's own level
+        level += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(ch, 0)
+        parts[-1:] = [parts[-1], ""] if ch == "," and level == 0 else [parts[-1] + ch]
+    keyword = re.compile(r"\s*(?:\w+\s*=(?!=)|\*\*)")
+    return m.group(1) if len(parts) > 1 and any(keyword.match(a) for a in parts[:-1]) else None
+
+
+def in_use(prefix: str, suffix: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Of the names that exist at the cursor, those the file uses elsewhere: after a dot for a member access (the
+    same attribute read or written on some object), anywhere below for an import (the imported name is used).
+    The model prefers them (runtime/policies.py `narrow`), as an IDE's completion ranks what the code already uses."""
+    kind, typed = _site(prefix) or ("", "")
+    if kind == "keyword":
+        return ()
+    if kind == "import":
+        seen = set(re.findall(r"\w+", suffix))
+    else:
+        seen = set(re.findall(r"\.(\w+)", prefix[:len(prefix) - len(typed)] + suffix))
+    return tuple(n for n in names if n in seen)
+
+
+def names_one(text: str, rests: tuple[str, ...]) -> bool:
+    """Whether text's first name is one of `rests` (a name the window cut short, `variant` of `variants`, is not)."""
+    word = re.match(r"\w*", text).group(0)
+    return any(re.match(r"\w*", r).group(0) == word for r in rests)
+
+
+def _analyse(code: str, line: int, column: int, path: str | None = None, root: str | None = None,
+             keyword: bool = False) -> tuple[str, ...] | None:
     """Every name jedi completes at (line, column) — before the typed start, so all of them; None when it knows
-    none, or the object defines __getattr__ (any name may exist). With the file's `path` and the repository's
-    `root`, the repository's own modules are read too (`from shop.models import Inventory`, `from .models …`)."""
+    none, or the object defines __getattr__ (any name may exist). At a keyword argument, the keywords the call
+    still takes (`key=`), and unpacking; None where the callee is unknown or takes any keyword (`**kwargs`).
+    With the file's `path` and the repository's `root`, the repository's own modules are read too
+    (`from shop.models import Inventory`, `from .models …`)."""
     import jedi
     try:
-        project = jedi.Project(root) if root else None
-        completions = jedi.Script(code=code, path=path, project=project).complete(line, column)
+        script = jedi.Script(code=code, path=path, project=jedi.Project(root) if root else None)
+        completions = script.complete(line, column)
+        signatures = script.get_signatures(line, column) if keyword else []
     except Exception:   # jedi's own failure on odd code: no analysis, never an error for the request
         return None
+    if keyword:
+        if not signatures or any(p.kind.name == "VAR_KEYWORD" for s in signatures for p in s.params):
+            return None
+        keywords = tuple(dict.fromkeys(c.name for c in completions if c.type == "param" and c.name.endswith("=")))
+        return keywords + UNPACKING if keywords else None
     if any(c.name in ANY_ATTRIBUTE and not (c.full_name or "").startswith("builtins.") for c in completions):
         return None
     return tuple(dict.fromkeys(c.name for c in completions if c.type != "keyword")) or None
@@ -69,16 +129,16 @@ def existing_names(prefix: str, suffix: str, budget_s: float = BUDGET_S, path: s
                    root: str | None = None) -> tuple[str, tuple[str, ...]] | str:
     """(typed start, the names that exist at the cursor starting with it), or why there are none to keep to:
     'not a name site', 'unknown' (analysis cannot say), 'timeout'."""
-    typed = site(prefix)
-    if typed is None or len(prefix) + len(suffix) > MAX_CODE_CHARS:
+    if (found := _site(prefix)) is None or len(prefix) + len(suffix) > MAX_CODE_CHARS:
         return "not a name site"
+    kind, typed = found
     line, column = prefix.count("\n") + 1, len(prefix) - prefix.rfind("\n") - 1 - len(typed)
     key = (prefix[:len(prefix) - len(typed)] + "\x00" + suffix, line, column, path, root)   # typing on a name: the same
     with _lock:
         known = key in _kept
         names = _kept.get(key)
     if not known:
-        future = _pool.submit(_analyse, prefix + suffix, line, column, path, root)
+        future = _pool.submit(_analyse, prefix + suffix, line, column, path, root, kind == "keyword")
         try:
             names = future.result(timeout=budget_s)
         except TimeoutError:

@@ -26,6 +26,7 @@ import numpy as np
 from runtime.vocab import SpecialIds
 
 REPAIR_STRIPES = 3           # scoring passes for 'repair': each masks every third token of the block
+USED_BONUS = 4.0             # logits gained by a name the file uses elsewhere (runtime/names.py in_use)
 GUARD_TRIES = 8              # ending tokens may_end refuses at one slot before every ending token is barred there
 
 
@@ -48,23 +49,25 @@ def names_left(text: str, names: tuple[str, ...]) -> tuple[str, ...] | None:
     return tuple(n[len(text):] for n in names if n.startswith(text)) or None
 
 
-def narrow(row: np.ndarray, rests: tuple[str, ...], special: SpecialIds, skip: int = 0) -> None:
+def narrow(row: np.ndarray, rests: tuple[str, ...], special: SpecialIds, skip: int = 0,
+           used: tuple[str, ...] = ()) -> None:
     """Names that exist, in place on the leftmost slot's logits: a token may only go on spelling one of the names
     (`rests`: what each still needs; the token's first `skip` characters are typed text it heals) or end a name that
-    is complete, never glue more letters onto it. Untouched if no token may."""
-    def fits(extra: str) -> bool:
-        return any(r.startswith(extra) or (extra.startswith(r) and not _word(extra[len(r)])) for r in rests)
+    is complete, never glue more letters onto it; a token that goes on spelling a name the file uses elsewhere
+    (`used`, rests too) gains USED_BONUS. Untouched if no token may."""
+    def fits(extra: str, among: tuple[str, ...]) -> bool:
+        return any(r.startswith(extra) or (extra.startswith(r) and not _word(extra[len(r)])) for r in among)
 
     if skip:   # healing already narrowed the row to the few tokens that agree with the typed text
         pool = [i for i in np.flatnonzero(np.isfinite(row)) if len(special.texts[i]) <= skip or
-                fits(special.texts[i][skip:])]
+                fits(special.texts[i][skip:], rests)]
     else:
         near = np.zeros(len(row), bool)
         for r in rests:
             near |= special.agrees(r) if r else ~special.starts_word
-        pool = [i for i in np.flatnonzero(near & np.isfinite(row)) if fits(special.texts[i])]
+        pool = [i for i in np.flatnonzero(near & np.isfinite(row)) if fits(special.texts[i], rests)]
     if pool:   # (a complete name's rest is "": then tokens that start no name, end markers among them, fit)
-        keep = row[pool].copy()
+        keep = row[pool] + USED_BONUS * np.array([bool(used) and fits(special.texts[i][skip:], used) for i in pool])
         row[:] = -np.inf
         row[pool] = keep
 

@@ -17,6 +17,7 @@ Options (unknown ones raise):
     parallel_ends bool  an end marker right after this step's slots is committed with them (else in a pass of its own)
     max_tokens   int    the most tokens of new text a result keeps (a client's max_tokens); default: the window's
     names        tuple  the rests of the names that exist at the cursor (runtime/names.py): only those are spelled
+    used         tuple  the rests of those names the file uses elsewhere: preferred
     draft        tuple  tokens expected after the given slots (runtime/drafts.py): the leading ones that agree commit
     commit_with  callable  Step -> bool mask: the slots to commit instead of `commit_rule`'s (an eval's oracle)
     may_end      callable  text -> bool: whether the result may end as `text` (syntax guidance: runtime/syntax.py
@@ -69,13 +70,12 @@ class SamplerOptions:
     may_end: Callable[[str], bool] | None = None
     draft: tuple[int, ...] = ()
     names: tuple[str, ...] = ()
+    used: tuple[str, ...] = ()
     commit_with: Callable[[Step], np.ndarray] | None = None
 
     def __post_init__(self):
-        if self.window < 1 or self.block < 1:
-            raise ValueError("window and block must be at least 1")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
+        if min(self.window, self.block, 1 if self.max_tokens is None else self.max_tokens) < 1:
+            raise ValueError("window, block and max_tokens must be at least 1")
         if not 0 < self.threshold <= 1:
             raise ValueError("threshold must be in (0, 1]")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -194,9 +194,9 @@ class Denoiser:
             cand = cand[:1]
             heal(logits[cand[0]], healing, self.special)
         if self.opts.names and len(cand) and cand[0] == int(self.masked.argmax()) and \
-                (rests := names_left(self._text(self._tokens()), self.opts.names)) is not None:
+                (rests := names_left(spelled := self._text(self._tokens()), self.opts.names)) is not None:
             cand = cand[:1]   # a name being spelled: one slot at a time, each a name that exists (runtime/names.py)
-            narrow(logits[cand[0]], rests, self.special, len(healing))
+            narrow(logits[cand[0]], rests, self.special, len(healing), names_left(spelled, self.opts.used) or ())
         if not self.line_filled:
             text = self._past_forced(self.decode(self._tokens())) or ""
             self.line_filled = bool(text.strip(" \t\r\n"))

@@ -34,6 +34,7 @@ def test_features_describe_the_decoding_and_the_cursor():
     g = features([], "", "return x\nreturn x\n", "    ", "    pass\n", "window")
     assert g["blank_line"] == 1 and g["cut"] == 1 and g["ended"] == 0 and g["suffix_on_line"] == 1
     assert g["min_logp"] < -13   # no generated tokens: as unsure as can be
+    assert f["named"] == 0 and features([0.9], "remove(sku)", "remove(sku)", "inventory.", "\n", "eom", True)["named"] == 1
 
 
 def test_the_calibrator_is_used_for_its_own_model_only(model_copy):

@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from runtime.names import existing_names, site
-from runtime.policies import names_left, narrow
+from runtime.names import existing_names, in_use, keyword_site, site
+from runtime.policies import USED_BONUS, names_left, narrow
 from runtime.vocab import SpecialIds
 
 CODE = '''import json
@@ -33,6 +33,14 @@ inventory = Inventory()
 anything = Anything()
 
 
+def ship(sku, count=1, *, express=False, carrier=None):
+    pass
+
+
+def log(message, **fields):
+    pass
+
+
 def restock(sku, unknown):
     '''
 
@@ -44,6 +52,12 @@ def restock(sku, unknown):
     ("from collections import Ord", ("Ord", ("OrderedDict",))),
     ("unknown.re", "unknown"),         # an untyped parameter: analysis cannot say
     ("anything.fo", "unknown"),        # __getattr__: any name may exist
+    ("ship(sku, count=2, ", ("", ("carrier=", "express=", "*", "**"))),   # only a keyword may follow one
+    ("ship(sku, count=2, ex", ("ex", ("express=",))),
+    ("ship(sku, count=2, express=True, carrier=None, ", "unknown"),   # every keyword given: nothing to keep to
+    ("log('x', level=1, ", "unknown"),   # **fields: any keyword
+    ("unknown(1, level=1, ", "unknown"),
+    ("ship(sku, ", "not a name site"),   # a positional argument may stand here
     ("x = 1", "not a name site"),
     ("print('inventory.re", "not a name site"),   # in a string
     ("# see inventory.re", "not a name site"),
@@ -59,19 +73,45 @@ def test_a_cursor_typing_through_a_name_reuses_the_analysis_and_a_slow_one_times
     assert existing_names(CODE + "import os\nz = os.path.", "\n", budget_s=0) == "timeout"
 
 
+@pytest.mark.parametrize("prefix, typed", [
+    ("f(x, key=1, ", ""), ("f(x, key=1, ot", "ot"), ("f(**options, ", ""),
+    ('f(key="a, b",\n  other=[1, 2],  # a, b\n  ', ""),   # strings, lists and comments on the call's lines
+    ("f(x, ", None), ("def f(a=1, ", None), ("x = (a, b=1, ", None), ("f(g(a=1), ", None),
+    ("f(a == 1, ", None), ('print("a=1, ", ', None), ("d = {a: 1, ", None),
+])
+def test_a_keyword_site_is_an_argument_after_a_keyword_one(prefix, typed):
+    assert keyword_site(prefix) == typed
+
+
+def test_names_the_file_uses_elsewhere_are_the_ones_preferred():
+    names = ("count", "items", "remove")
+    assert in_use("x = inventory.", "\ny = inventory.remove(1)\nz = other.items\n", names) == ("items", "remove")
+    assert in_use("from shop import ", "\nInventory()\ncount = 1\n", ("Inventory", "Order", "count")) == \
+        ("Inventory", "count")
+    assert in_use("ship(sku, count=2, ", ")\n", ("express=", "*")) == ()
+
+
 SPECIAL = SpecialIds(mask=0, eom=1, ends=(1,), banned=(0,),
                      texts=["", "", "re", "move", "mo", "ve", "set", "(", "moved", " x", "count", "rem", "o"])
 TOKEN = {t: i for i, t in enumerate(SPECIAL.texts) if t}
 
 
-def allowed(rests, skip=0, healed_to=None):
+def allowed(rests, skip=0, healed_to=None, used=()):
     row = np.zeros(len(SPECIAL.texts))
     row[0] = -np.inf
     if healed_to is not None:   # healing left only these
         row[[i for t, i in TOKEN.items() if t not in healed_to]] = -np.inf
         row[1] = -np.inf
-    narrow(row, rests, SPECIAL, skip)
+    narrow(row, rests, SPECIAL, skip, used)
     return {SPECIAL.texts[i] or "<end>" for i in np.flatnonzero(np.isfinite(row))}
+
+
+def test_a_name_the_file_uses_gains_over_one_it_does_not():
+    row = np.zeros(len(SPECIAL.texts))
+    row[TOKEN["co"] if "co" in TOKEN else TOKEN["count"]] = 1.0   # the model prefers "count" ...
+    narrow(row, ("move", "count"), SPECIAL, 0, ("move",))    # ... the file uses "remove"
+    assert row[TOKEN["mo"]] == row[TOKEN["move"]] == USED_BONUS and row[TOKEN["count"]] == 1.0
+    assert not np.isfinite(row[TOKEN["set"]])
 
 
 def test_narrow_lets_a_slot_only_go_on_spelling_a_name_or_end_a_complete_one():
@@ -87,13 +127,14 @@ def test_narrow_lets_a_slot_only_go_on_spelling_a_name_or_end_a_complete_one():
 def test_the_engine_spells_only_names_that_exist(tiny_engine):
     from runtime.engine import Engine
     from runtime.request import editor_request
-    for typed in ("x = inventory.", "if inventory.co", "from collections import "):
+    for typed in ("x = inventory.", "if inventory.co", "from collections import ", "ship(sku, count=2, "):
         c = tiny_engine.complete(editor_request(CODE + typed, "\n", "python", True))
         found = existing_names(CODE + typed, "\n", budget_s=30)
         assert c.stats["names"] == str(len(found[1]))
         if c.text.strip():
             name = found[0] + re.match(r"\w*", c.text).group(0)
-            assert name in found[1], (typed, c.text)
+            assert name in {re.match(r"\w*", n).group(0) for n in found[1]}, (typed, c.text)
+            assert not typed.endswith(", ") or c.text.startswith(("*", name + "=")), c.text   # a keyword, then =
     assert Engine.names
 
 
