@@ -1,4 +1,4 @@
-"""quicksilver eval nextedits: next edits on the held-out packages' code (evals/edit-files.tsv), of two kinds.
+"""quicksilver eval nextedits: next edits on the held-out packages' code (evals/edit-files.tsv), of three kinds.
 
 Rename propagation: a case takes a local variable of a function (bound by an assignment, used at least twice more in that function),
 renames it where it is first bound — typed one keystroke at a time, as a user does — and asks for the next edit
@@ -13,6 +13,12 @@ that calls in the file pass, deletes the parameter from its `def` a keystroke at
 edit. Right: the proposed document's syntax tree is the file's with exactly that argument taken out of each call
 that passes it by position or keyword (calls that spread `*args` / `**kw` left as they are), judged on the trees,
 not the text; harmed: any other proposal.
+
+The same change on other lines: a case takes an attribute of a module-level name or `self` (`log.warn`,
+`self.items`) that the file reads on at least three lines (once a line), writes the file as it was before an API
+rename (every one of them `log.warn_old`), and makes the rename back on the first, deleting `_old` a keystroke at
+a time. Right: the proposal is the file itself; partial: it renames some of the others and nothing else; harmed:
+it changes anything else.
 """
 from __future__ import annotations
 
@@ -124,6 +130,39 @@ def removal_versions(c: dict) -> tuple[list[str], str]:
     return texts, ast.dump(expected)
 
 
+OLD = "_old"
+
+
+def repeated_cases(n: int = CASES, seed: int = SEED) -> list[dict]:
+    found = []
+    for package, path, text, tree in parsed_edit_files():
+        at: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr.isascii() and \
+                    node.lineno == node.end_lineno:
+                at.setdefault((node.value.id, node.attr), []).append((node.end_lineno, node.end_col_offset))
+        for (obj, attr), ends in at.items():
+            lines = [ln for ln, _ in ends]
+            if len(ends) >= 3 and len(set(lines)) == len(lines) and attr + OLD not in text:
+                found.append({"package": package, "file": str(path), "name": f"{obj}.{attr}", "attr": attr,
+                              "text": text, "ends": sorted(ends)})
+    return spread(found, n, seed, MAX_PER_FILE)
+
+
+def repeated_versions(c: dict) -> list[str]:
+    """The file before the rename (every use `attr_old`), then `_old` deleted at the first use a keystroke at a
+    time: the last version is the file with the first use renamed back."""
+    lines = source_lines(c["text"])
+
+    def spelled(first: int) -> str:   # the first use spelled attr + OLD[:first], the others attr + OLD
+        out = list(lines)
+        for i, (ln, end) in enumerate(c["ends"]):
+            b = out[ln - 1].encode()
+            out[ln - 1] = (b[:end] + OLD[:first if i == 0 else len(OLD)].encode() + b[end:]).decode()
+        return "".join(out)
+    return [spelled(k) for k in range(len(OLD), -1, -1)]
+
+
 def rename_at(text: str, uses: list[tuple[int, int]], old: str, new: str) -> str:
     lines = source_lines(text)
     for line, col in sorted(uses, reverse=True):
@@ -167,16 +206,35 @@ def evaluate(n: int = CASES, seed: int = SEED) -> dict:
             rows.append({"kind": "rename into a taken name", "package": c["package"], "file": c["file"],
                          "name": f"{old} -> {taken}", "outcome": "right" if got is None else "harmed",
                          "ms": 1000 * (time.perf_counter() - t0)})
+    for c in repeated_cases(n, seed):
+        versions = repeated_versions(c)
+        t0 = time.perf_counter()
+        got = from_history(versions[:-1], versions[-1])
+        ms = 1000 * (time.perf_counter() - t0)
+        rows.append({"kind": "same change elsewhere", "package": c["package"], "file": c["file"], "name": c["name"],
+                     "ms": ms, "uses": len(c["ends"]), "outcome": repeated_outcome(c, versions[-1], got)})
     out = {"cases": len(rows), "seed": seed, **summary(rows),
            "kinds": {k: summary([r for r in rows if r["kind"] == k])
-                     for k in ("rename", "rename into a taken name", "removed parameter")},
+                     for k in ("rename", "rename into a taken name", "removed parameter", "same change elsewhere")},
            "rows": rows}
     return out
 
 
+def repeated_outcome(c: dict, now: str, got) -> str:
+    """right: the proposal is the file; partial: each line it changes is the file's line; else harmed."""
+    if got is None:
+        return "none"
+    if got.after == c["text"]:
+        return "right"
+    real, was, after = source_lines(c["text"]), source_lines(now), source_lines(got.after)
+    if len(after) == len(real) and all(a in (r, w) for a, r, w in zip(after, real, was)):
+        return "partial"
+    return "harmed"
+
+
 def summary(rows: list[dict]) -> dict:
     return {"cases": len(rows), **{k: sum(r["outcome"] == k for r in rows) / max(1, len(rows))
-                                   for k in ("right", "harmed", "none")},
+                                   for k in ("right", "partial", "harmed", "none")},
             "p50_ms": float(np.percentile([r["ms"] for r in rows], 50)) if rows else 0.0}
 
 
@@ -191,7 +249,8 @@ def run(args) -> None:
     out["command"] = f"quicksilver eval nextedits --cases {args.cases} --seed {args.seed}" + \
         (f" --json {args.json}" if args.json else "")
     for kind, k in [*out["kinds"].items(), ("all", out)]:
-        print(f"{kind:24} {k['cases']:4} cases: right {k['right']:.1%}, harmed {k['harmed']:.1%}, none {k['none']:.1%}; "
+        print(f"{kind:24} {k['cases']:4} cases: right {k['right']:.1%}, partial {k['partial']:.1%}, "
+              f"harmed {k['harmed']:.1%}, none {k['none']:.1%}; "
               f"p50 {k['p50_ms']:.0f} ms")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

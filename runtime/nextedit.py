@@ -4,7 +4,9 @@ rename propagation: when the one difference between the document before an edit 
 analysis, not guessed: Python's tokenizer finds the renamed name, its `ast` finds the scope and the uses (a local
 of the function the edit is in, or a module-level name), and runtime/verify.py's check passes the result (it
 parses, adds no undefined name) before it is offered; a rename into a name the scope already has is never one.
-The second kind: a parameter deleted from a `def` is deleted from the calls in the file that pass it.
+The second kind: a parameter deleted from a `def` is deleted from the calls in the file that pass it. The third:
+the same change on the other lines that have what the edited line had (`log.warn(` → `log.warning(`,
+`x == None` → `x is None`), matched with a token of context on each side.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import tokenize
 from dataclasses import dataclass
 
 MAX_CHARS = 200_000     # a larger document is not analysed
-MAX_USES = 200          # a rename with more uses is left to a real refactoring tool
+MAX_USES = 200          # a rename with more uses is left to a real refactoring tool (and a change repeated on more lines)
 HISTORY = 32            # versions of a document kept to find the edit a next edit follows from
 
 
@@ -315,6 +317,61 @@ def removed_argument(before: str, after: str, tree: ast.Module) -> NextEdit | No
     return NextEdit(f"Remove the {gone} argument from {n} call{'s' * (n > 1)} of {fn.name}", sorted(edits), text)
 
 
+TOKEN = re.compile(r"\w+|\S")
+SIMILAR = 0.6           # a change that is not an attribute's is repeated only on lines this alike (difflib's ratio)
+
+
+def repeated_change(before: str, after: str) -> NextEdit | None:
+    """When the edit changed one line (`logger.warn("x")` → `logger.warning("x")`), the same change on every other
+    line that has the edited text with the same token on each side of it (an attribute with its object,
+    `logger.warn`, and a word ending where a word ends); a change that is not an attribute's, only on lines alike
+    (`if x == None:` and `return x == None`, not a call of another function that passes the same argument). A change of one bare name is a rename's (`propagation`), and a pattern the edited line has twice, or
+    that would be made on more than MAX_USES lines, gives nothing."""
+    old_line, new_line, line = _changed_lines(before, after)
+    if "\n" in old_line or "\n" in new_line or old_line.strip() == new_line.strip():
+        return None
+    a = _common(old_line, new_line)
+    z = min(_common(old_line[::-1], new_line[::-1]), len(old_line) - a, len(new_line) - a)
+    while a and _word(old_line[a - 1]) and (_word(old_line[a]) if a < len(old_line) - z else True):
+        a -= 1   # whole words: `warn` → `warning`, not `` → `ing`
+    while z and _word(old_line[-z]) and _word(old_line[-z - 1]):
+        z -= 1
+    was, now = old_line[a:len(old_line) - z], new_line[a:len(new_line) - z]
+    if not was.strip() or (was.isidentifier() and now.isidentifier() and not old_line[:a].endswith(".")):
+        return None
+    left = [m for m in TOKEN.finditer(old_line[:a])]
+    right = None if _word(was[-1]) else TOKEN.search(old_line, len(old_line) - z)   # a word ends at a boundary
+    if not left or (right is None and not _word(was[-1])):
+        return None
+    attribute = left[-1].group() == "." and len(left) > 1 and _word(left[-2].group()[0])
+    start = left[-2].start() if attribute else left[-1].start()   # an attribute's object comes with it
+    end = right.end() if right else len(old_line) - z
+    pattern, change = old_line[start:end], old_line[start:a] + now + old_line[len(old_line) - z:end]
+    if old_line.count(pattern) != 1 or len(pattern.strip()) < 3:
+        return None
+    lines, starts, edits = source_lines(after), _offsets(after), []
+    for n, text in enumerate(lines, 1):
+        at = text.find(pattern)
+        if n == line or at < 0 or text.count(pattern) != 1 or \
+                (at and _word(text[at - 1]) and _word(pattern[0])) or \
+                (at + len(pattern) < len(text) and _word(text[at + len(pattern)]) and _word(pattern[-1])) or \
+                not (attribute or difflib.SequenceMatcher(None, old_line.strip(), text.strip()).ratio() >= SIMILAR):
+            continue
+        edits.append((starts[n - 1] + at, starts[n - 1] + at + len(pattern), change))
+    if not edits or len(edits) > MAX_USES:
+        return None
+    new = after
+    for s_, e_, text in reversed(edits):
+        new = new[:s_] + text + new[e_:]
+    k = len(edits)
+    return NextEdit(f"Make the same change on {k} other line{'s' * (k > 1)}: {pattern.strip()} → {change.strip()}",
+                    edits, new)
+
+
+def _word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
 def checked(now: str, new: str) -> bool:
     """Whether the document after a next edit compiles and has no undefined name the document did not have
     (runtime/verify.py's analysis)."""
@@ -327,9 +384,9 @@ def checked(now: str, new: str) -> bool:
 
 
 def from_history(versions: list[str], now: str) -> NextEdit | None:
-    """The next edit the change since one of the earlier `versions` calls for (the latest version that gives
-    one): a rename carried to the binding's other uses, or a removed parameter removed from the calls; checked
-    before it is offered (None when there is none, or it does not pass)."""
+    """The next edit the change since one of the earlier `versions` calls for: a rename carried to the binding's
+    other uses, a removed parameter removed from the calls, or the same change on similar lines; checked before
+    it is offered (None when there is none, or it does not pass)."""
     if len(now) > MAX_CHARS or all(before == now for before in versions):
         return None
     try:
@@ -343,4 +400,15 @@ def from_history(versions: list[str], now: str) -> NextEdit | None:
     for before in versions:   # a removed parameter: from the earliest version that still had it whole (`unit`, not
         if (edit := removed_argument(before, now, tree)) is not None:   # the `u` left while deleting it)
             return edit if checked(now, edit.after) else None
+    for before in versions:   # the same change elsewhere: from the earliest version that parses (not `x  None` while
+        if _parses(before) and (edit := repeated_change(before, now)) is not None:   # `==` becomes `is`)
+            return edit if checked(now, edit.after) else None
     return None
+
+
+def _parses(text: str) -> bool:
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):
+        return False
+    return True

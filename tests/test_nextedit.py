@@ -132,3 +132,38 @@ def test_a_rename_into_a_name_the_scope_already_has_is_never_proposed(new):
             "        return n + count\n    print(count, total, math.pi, g())\n    return count\n")
     assert from_history([code], code.replace("    count = 0", f"    {new} = 0")) is None
     assert from_history([code], code.replace("    count = 0", "    tally = 0")) is not None   # a fresh name is
+
+
+LOGGING = '''import logging
+log = logging.getLogger()
+
+
+def check(x, y):
+    log.warn("x is %s", x)
+    if x == None:
+        log.warn("no x")
+    if y == None:
+        return log.warn
+    return x == None
+'''
+
+
+def test_the_same_change_is_made_on_the_other_lines_that_have_what_the_edited_line_had():
+    # typed a keystroke at a time: the versions in between (`log.warni(`) are passed over for the first whole one
+    now = LOGGING.replace('log.warn("x', 'log.warning("x')
+    typing = [LOGGING.replace('log.warn("x', 'log.warn' + "ing"[:k] + '("x') for k in range(3)]
+    edit = from_history(typing, now)
+    assert edit.title == "Make the same change on 2 other lines: log.warn → log.warning"
+    assert edit.after == LOGGING.replace("log.warn", "log.warning")
+    assert [now[a:b] for a, b, _ in edit.edits] == ["log.warn", "log.warn"]
+    # an operator with a token of context on each side: `x == None`, not `y == None`
+    now = LOGGING.replace("if x == None", "if x is None")
+    edit = from_history([LOGGING, LOGGING.replace("if x == None", "if x  None")], now)
+    assert edit.after == now.replace("return x == None", "return x is None")
+
+
+def test_no_repeated_change_for_a_bare_name_a_pattern_twice_on_the_line_or_no_other_line():
+    assert from_history([LOGGING], LOGGING.replace("return x ==", "return y ==")) is None   # a name: a rename's
+    two = "def f(a):\n    g(a.b, a.b)\n    g(a.b)\n"
+    assert from_history([two], two.replace("g(a.b, a.b)", "g(a.c, a.b)")) is None
+    assert from_history([LOGGING], LOGGING.replace('"no x"', '"x missing"')) is None
