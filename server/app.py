@@ -24,7 +24,7 @@ from server.generate import ModelFailure
 from server.guard import Guard, Policy
 from server.metrics import Metrics
 from server.routes import completions, dashboard, infill, meta, sessions
-from server.store import Store
+from server.store import Store, StoreUnavailable
 
 log = logging.getLogger("quicksilver.server")
 KNOWN_ROUTES = {"/v1/completions", "/infill", "/v1/models", "/health", "/metrics", "/v1/events", "/v1/events/summary",
@@ -34,7 +34,7 @@ KNOWN_ROUTES = {"/v1/completions", "/infill", "/v1/models", "/health", "/metrics
 @dataclass
 class ServerConfig:
     model: Path | None = None
-    db: Path = Path("quicksilver.sqlite")
+    db: str | Path = Path("quicksilver.sqlite")   # a SQLite file, or a PostgreSQL URL replicas share
     api_key: str | None = None
     allow_origins: tuple[str, ...] = ()
     check_host: bool = True           # bound to loopback: refuse other Host names (DNS rebinding)
@@ -54,6 +54,7 @@ ERROR_RESPONSES = {code: {"model": ErrorBody, "description": what} for code, wha
     400: "a bad value: the message says which", 401: "missing or wrong API key",
     403: "a browser origin that is not allowed (--allow-origin)", 413: "body over 1 MB",
     415: "the body is not sent as application/json", 429: "the queue is full: retry after Retry-After seconds",
+    503: "the database cannot be reached just now (a shared PostgreSQL restarting): retry after Retry-After seconds",
 }.items()}
 
 
@@ -152,6 +153,12 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
     @app.exception_handler(Busy)
     async def busy(_, exc: Busy):
         response = error(429, f"server busy: {exc}", "server_busy")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_, exc: StoreUnavailable):   # PostgreSQL restarting: retry; the store reconnects
+        response = error(503, str(exc), "store_unavailable")
         response.headers["Retry-After"] = "1"
         return response
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from contextlib import aclosing
 from typing import AsyncIterator
@@ -11,6 +12,9 @@ from runtime.frames import Completion
 from runtime.request import Request
 from runtime.frames import Frame
 from runtime.scheduler import Handle
+from server.store import StoreUnavailable
+
+log = logging.getLogger("quicksilver.server")
 
 
 LIVE_QUEUE = 256          # frames a slow dashboard may lag behind before it misses some
@@ -60,7 +64,10 @@ async def run(state, req: Request, route: str, handle: Handle) -> AsyncIterator[
                 state.metrics.observe_result(item.stats)
                 state.metrics.latency.labels(route).observe(ms / 1000)
                 status = CANCELLED_STATUS if item.stats["stop_reason"] in ("cancelled", "shutdown") else 200
-                state.store.add_request(item.id, route, ms, 1000 * first, item.stats, status)
+                try:
+                    state.store.add_request(item.id, route, ms, 1000 * first, item.stats, status)
+                except StoreUnavailable as e:   # the answer does not need the history: it is served all the same
+                    log.warning("request %s not recorded: %s", item.id, e)
             yield item
     finally:
         handle.cancel()

@@ -33,7 +33,9 @@ def add_arguments(p) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1 keeps it local)")
     p.add_argument("--port", type=int, default=8000, help="port")
     p.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
-    p.add_argument("--db", type=Path, default=Path("quicksilver.sqlite"), help="SQLite file for events and history")
+    p.add_argument("--db", "--database", default="quicksilver.sqlite",
+                   help="where sessions, events and history are kept: a SQLite file, or a PostgreSQL URL "
+                        "(postgresql://user@host/db, with quicksilver[postgres]) that several servers share")
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV), help=f"require this key (or set {API_KEY_ENV})")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="a browser origin (e.g. http://localhost:3000) allowed to call the API and open websockets; "

@@ -1,7 +1,7 @@
 """Chat-edit sessions: a document per session, completions and edits proposed at ranges, accept / reject / undo.
 
-State lives in SQLite (server/store.py), so a client that reconnects with its session id, or a restarted
-server, resumes where it was; every change is made against the stored document and version, so two clients on
+State lives in the server's store (server/store.py: SQLite, or a PostgreSQL database servers share), so a client
+that reconnects with its session id, or a restarted server, resumes where it was; every change is made against the stored document and version, so two clients on
 one session never overwrite each other silently. Messages are validated by the models below (a wrong type or
 value is an `error` message, never a dropped connection). The websocket route (server/routes/sessions.py) only
 moves JSON; the protocol is written down in docs/sessions.md.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
@@ -22,6 +22,7 @@ from runtime.nextedit import from_history, keep
 from runtime.request import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS, Request, editor_request
 from runtime.scheduler import Handle
 from server.generate import run, submit
+from server.store import StoreUnavailable
 
 LANGUAGES_WITH_COMMENTS = {"python": "#"}
 DEFAULT_LANGUAGE = "python"
@@ -286,7 +287,8 @@ class Session:
                         await self.send({"type": "result", "request_id": req.id, "text": item.text, "version": version,
                                          "range": {"start": start, "end": end}, "stats": item.stats})
         except Exception as e:  # the session goes on; a closed connection hears nothing more
-            self.store.save_edit(self.id, req.id, start, end, old, "", "failed")
+            with suppress(StoreUnavailable):   # the database away: the client still hears why
+                self.store.save_edit(self.id, req.id, start, end, old, "", "failed")
             await self.send({"type": "error", "request_id": req.id, "message": str(e)})
         finally:
             self.inflight.pop(req.id, None)

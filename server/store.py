@@ -1,77 +1,214 @@
-"""The server's SQLite file: completion telemetry, per-request latency history, and chat-edit sessions — each kept
-for a stated time (SESSION_TTL_S, HISTORY_TTL_S), so the file does not grow without bound."""
+"""The server's store: completion telemetry, per-request latency history, and chat-edit sessions — each kept for a
+stated time (SESSION_TTL_S, HISTORY_TTL_S), so it does not grow without bound. A SQLite file by default; a
+PostgreSQL database (psycopg) when replicas share the state. The same SQL serves both (`?` parameters, `ON CONFLICT`
+upserts); the schema is migrated on open (MIGRATIONS, a `schema_version` table)."""
 from __future__ import annotations
 
+import functools
+import re
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY, completion_id TEXT NOT NULL, event TEXT NOT NULL, ts REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS requests (
-    id TEXT PRIMARY KEY, route TEXT NOT NULL, ms REAL NOT NULL, first_frame_ms REAL, tokens INTEGER,
-    steps INTEGER, forward_passes INTEGER, status INTEGER NOT NULL, ts REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY, text TEXT NOT NULL, language TEXT NOT NULL, version INTEGER NOT NULL,
-    created REAL NOT NULL, updated REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS edits (
-    request_id TEXT NOT NULL, session_id TEXT NOT NULL, start INTEGER NOT NULL, end_ INTEGER NOT NULL,
-    old_text TEXT NOT NULL, new_text TEXT NOT NULL, state TEXT NOT NULL, ts REAL NOT NULL,
-    PRIMARY KEY (session_id, request_id));
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, direction TEXT NOT NULL, body TEXT NOT NULL, ts REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated);
-CREATE INDEX IF NOT EXISTS messages_session ON messages (session_id);
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
-"""
+MIGRATIONS = [   # (version, statements): the schema a store is migrated to, in order, once each ({id}, {real}: per backend)
+    (1, ["""CREATE TABLE IF NOT EXISTS events (
+            id {id}, completion_id TEXT NOT NULL, event TEXT NOT NULL, ts {real} NOT NULL)""",
+         """CREATE TABLE IF NOT EXISTS requests (
+            id TEXT PRIMARY KEY, route TEXT NOT NULL, ms {real} NOT NULL, first_frame_ms {real}, tokens INTEGER,
+            steps INTEGER, forward_passes INTEGER, status INTEGER NOT NULL, ts {real} NOT NULL)""",
+         "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)",
+         """CREATE TABLE IF NOT EXISTS sessions (
+            id TEXT PRIMARY KEY, text TEXT NOT NULL, language TEXT NOT NULL, version INTEGER NOT NULL,
+            created {real} NOT NULL, updated {real} NOT NULL)""",
+         """CREATE TABLE IF NOT EXISTS edits (
+            request_id TEXT NOT NULL, session_id TEXT NOT NULL, start INTEGER NOT NULL, end_ INTEGER NOT NULL,
+            old_text TEXT NOT NULL, new_text TEXT NOT NULL, state TEXT NOT NULL, ts {real} NOT NULL,
+            PRIMARY KEY (session_id, request_id))""",
+         """CREATE TABLE IF NOT EXISTS messages (
+            id {id}, session_id TEXT NOT NULL, direction TEXT NOT NULL, body TEXT NOT NULL, ts {real} NOT NULL)""",
+         "CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated)",
+         "CREATE INDEX IF NOT EXISTS messages_session ON messages (session_id)",
+         "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)"]),
+]
 EVENTS = ("shown", "accepted", "dismissed")
 SESSION_TTL_S = 30 * 86400       # a session untouched this long is deleted, with its edits and messages
 HISTORY_TTL_S = 7 * 86400        # requests, events and logged messages older than this are deleted
 MAX_SESSIONS = 10_000            # beyond this, the least recently used sessions go first
 PRUNE_EVERY_S = 60
 MESSAGES_KEPT = 64               # a session's journal of received messages keeps only its latest ones
+ALL = 2 ** 62                    # LIMIT for "all the rows" (SQLite has no OFFSET without a LIMIT)
+CONNECT_TIMEOUT_S = 5
 
 
 class StoreError(Exception):
-    """The SQLite file cannot be used; the message names it."""
+    """The store cannot be used at all (a damaged SQLite file, a database that refuses us); the message names it."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached just now (PostgreSQL restarting): a request that needs it gets 503 and may
+    be retried; the store reconnects on its own."""
+
+
+class _Lost(StoreUnavailable):
+    """The database dropped a connection that worked (it restarted): the operation is tried once more."""
+
+
+def _again(method):
+    """Run a store operation (one transaction) once more on a new connection if the database dropped the old one:
+    after a restart, the first request on each server succeeds instead of failing once."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except _Lost:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class Conflict(ValueError):
     """A session changed since the version a client based its change on."""
 
 
-class Store:
-    """One connection shared under a lock (writes are small and rare next to a forward pass)."""
+def is_url(where: str | Path) -> bool:
+    return str(where).startswith(("postgresql://", "postgres://"))
 
-    def __init__(self, path: str | Path):
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+
+class _SQLite:
+    types = {"id": "INTEGER PRIMARY KEY", "real": "REAL"}
+    lost = ()   # nothing to reconnect to
+
+    def __init__(self, path: str):
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.path, check_same_thread=False)
+            self.db = sqlite3.connect(path, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise StoreError(f"{path} cannot be used as the server's SQLite file ({e}); move it away or "
+                             "pass --db NEW_PATH") from None
+
+    def execute(self, sql: str, params=()):
+        return self.db.execute(sql, params)
+
+    def transaction(self):
+        return self.db
+
+    def lock_schema(self) -> None:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _Postgres:
+    types = {"id": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", "real": "DOUBLE PRECISION"}
+
+    def __init__(self, url: str):
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError("a PostgreSQL store needs psycopg: pip install 'quicksilver[postgres]'") from None
+        self.url, self.psycopg, self.lost = url, psycopg, (psycopg.OperationalError, psycopg.InterfaceError)
+        self.db = None
+        self.connect()
+
+    def connect(self) -> None:
+        try:
+            self.db = self.psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        except self.psycopg.OperationalError as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+            raise StoreUnavailable(f"the database at {_redacted(self.url)} cannot be reached ({why}): retry "
+                                   "shortly") from None
+
+    def execute(self, sql: str, params=()):
+        if self.db is None or self.db.closed:
+            self.connect()
+        return self.db.execute(sql.replace("?", "%s"), params)
+
+    def transaction(self):
+        if self.db is None or self.db.closed:
+            self.connect()
+        return self.db.transaction()
+
+    def lock_schema(self) -> None:   # replicas starting together migrate one at a time
+        self.db.execute("SELECT pg_advisory_xact_lock(8086)")
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+
+
+def _redacted(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+class Store:
+    """The server's state — completion telemetry, per-request latency history, chat-edit sessions — in a SQLite
+    file (the default: one process) or a PostgreSQL database (`--db postgresql://…`: replicas share it). One
+    connection shared under a lock (writes are small and rare next to a forward pass)."""
+
+    def __init__(self, where: str | Path):
+        self.path = str(where)
+        self.backend = _Postgres(self.path) if is_url(self.path) else _SQLite(self.path)
+        self.where, self.kind = _redacted(self.path), "postgresql" if is_url(self.path) else "sqlite"
+        self.lock = threading.Lock()
+        try:
+            self.migrate()
         except sqlite3.Error as e:
             raise StoreError(f"{self.path} cannot be used as the server's SQLite file ({e}); move it away or "
                              "pass --db NEW_PATH") from None
-        self.lock = threading.Lock()
         self.pruned = 0.0
         self.prune()
 
+    @contextmanager
+    def _db(self, write: bool = False):
+        """The connection, under the lock (in a transaction for a write); a lost PostgreSQL connection becomes
+        StoreUnavailable, and the next use connects again."""
+        with self.lock:
+            try:
+                if write:
+                    with self.backend.transaction():
+                        yield self.backend
+                else:
+                    yield self.backend
+            except self.backend.lost as e:
+                self.backend.close()
+                raise _Lost(f"the database at {self.where} went away ({str(e).strip() or e!r}): retry "
+                                       "shortly") from None
+
+    def migrate(self) -> int:
+        """Bring the schema to the last of MIGRATIONS (each in a transaction of its own); the version it is at."""
+        with self._db(write=True) as db:
+            db.lock_schema()   # (PostgreSQL's IF NOT EXISTS is not safe against a second server doing the same)
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        at = 0
+        for version, statements in MIGRATIONS:
+            with self._db(write=True) as db:
+                db.lock_schema()
+                at = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+                if at >= version:
+                    continue
+                for sql in statements:
+                    db.execute(sql.format(**db.types))
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                at = version
+        return at
+
+    @_again
     def prune(self, now: float | None = None) -> None:
         """Delete what is past its time: idle sessions (and their edits and messages), old history."""
         now = time.time() if now is None else now
-        with self.lock, self.db:
-            self.db.execute("DELETE FROM sessions WHERE updated < ? OR id IN (SELECT id FROM sessions ORDER BY "
-                            "updated DESC LIMIT -1 OFFSET ?)", (now - SESSION_TTL_S, MAX_SESSIONS))
-            self.db.execute("DELETE FROM edits WHERE session_id NOT IN (SELECT id FROM sessions)")
-            self.db.execute("DELETE FROM messages WHERE ts < ? OR session_id NOT IN (SELECT id FROM sessions)",
-                            (now - HISTORY_TTL_S,))
-            self.db.execute("DELETE FROM requests WHERE ts < ?", (now - HISTORY_TTL_S,))
-            self.db.execute("DELETE FROM events WHERE ts < ?", (now - HISTORY_TTL_S,))
+        with self._db(write=True) as db:
+            db.execute("DELETE FROM sessions WHERE updated < ? OR id IN (SELECT id FROM sessions ORDER BY "
+                       "updated DESC LIMIT ? OFFSET ?)", (now - SESSION_TTL_S, ALL, MAX_SESSIONS))
+            db.execute("DELETE FROM edits WHERE session_id NOT IN (SELECT id FROM sessions)")
+            db.execute("DELETE FROM messages WHERE ts < ? OR session_id NOT IN (SELECT id FROM sessions)",
+                       (now - HISTORY_TTL_S,))
+            db.execute("DELETE FROM requests WHERE ts < ?", (now - HISTORY_TTL_S,))
+            db.execute("DELETE FROM events WHERE ts < ?", (now - HISTORY_TTL_S,))
         self.pruned = now
 
     def prune_now_and_then(self) -> None:
@@ -80,97 +217,125 @@ class Store:
 
     def close(self) -> None:
         with self.lock:
-            self.db.close()
+            self.backend.close()
 
+    @_again
     def add_event(self, completion_id: str, event: str) -> bool:
         """Record what the user did with a completion this server produced; False for an id it never served."""
         if event not in EVENTS:
             raise ValueError(f"event must be one of {EVENTS}, not {event!r}")
-        with self.lock:
-            known = self.db.execute("SELECT 1 FROM requests WHERE id = ?", (completion_id,)).fetchone()
-        if not known:
-            return False
-        with self.lock, self.db:
-            self.db.execute("INSERT INTO events (completion_id, event, ts) VALUES (?, ?, ?)",
-                            (completion_id, event, time.time()))
+        with self._db(write=True) as db:
+            if not db.execute("SELECT 1 FROM requests WHERE id = ?", (completion_id,)).fetchone():
+                return False
+            db.execute("INSERT INTO events (completion_id, event, ts) VALUES (?, ?, ?)",
+                       (completion_id, event, time.time()))
         return True
 
+    @_again
     def event_summary(self) -> dict:
-        with self.lock:
-            counts = dict(self.db.execute("SELECT event, COUNT(DISTINCT completion_id) FROM events GROUP BY event"))
+        with self._db() as db:
+            counts = dict(db.execute("SELECT event, COUNT(DISTINCT completion_id) FROM events GROUP BY event"))
         shown = counts.get("shown", 0)
         return {**{e: counts.get(e, 0) for e in EVENTS},
                 "acceptance_rate": counts.get("accepted", 0) / shown if shown else None}
 
+    @_again
     def add_request(self, rid: str, route: str, ms: float, first_frame_ms: float | None, stats: dict | None,
                     status: int) -> None:
         stats = stats or {}
-        with self.lock, self.db:
-            self.db.execute("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (rid, route, ms, first_frame_ms, stats.get("tokens"), stats.get("steps"),
-                             stats.get("forward_passes"), status, time.time()))
+        with self._db(write=True) as db:
+            db.execute("INSERT INTO requests (id, route, ms, first_frame_ms, tokens, steps, forward_passes, status, "
+                       "ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET route = excluded.route, "
+                       "ms = excluded.ms, first_frame_ms = excluded.first_frame_ms, tokens = excluded.tokens, "
+                       "steps = excluded.steps, forward_passes = excluded.forward_passes, status = excluded.status, "
+                       "ts = excluded.ts",
+                       (rid, route, ms, first_frame_ms, stats.get("tokens"), stats.get("steps"),
+                        stats.get("forward_passes"), status, time.time()))
 
+    @_again
     def recent_requests(self, limit: int = 50) -> list[dict]:
-        with self.lock:
-            cur = self.db.execute("SELECT * FROM requests ORDER BY ts DESC LIMIT ?", (limit,))
+        with self._db() as db:
+            cur = db.execute("SELECT id, route, ms, first_frame_ms, tokens, steps, forward_passes, status, ts "
+                             "FROM requests ORDER BY ts DESC LIMIT ?", (limit,))
             names = [c[0] for c in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
 
+    @_again
+    def requests_since(self, since: float) -> list[tuple[float, int | None, int | None]]:
+        """(ms, tokens, forward_passes) of the successful requests since `since`."""
+        with self._db() as db:
+            return [tuple(r) for r in db.execute("SELECT ms, tokens, forward_passes FROM requests WHERE ts >= ? "
+                                                 "AND status = 200", (since,)).fetchall()]
+
     # --- chat-edit sessions ---------------------------------------------------------------------------
+    @_again
     def save_session(self, sid: str, text: str, language: str, version: int) -> None:
         """Store a session at `version`, which must be the stored one plus one (or 0 for a new session): a client
-        that changed a session another client changed first gets Conflict, not a silently lost change."""
+        that changed a session another client changed first — through this server or another replica — gets
+        Conflict, not a silently lost change."""
         now = time.time()
-        with self.lock, self.db:
+        with self._db(write=True) as db:
             if version == 0:
-                self.db.execute("INSERT INTO sessions VALUES (?, ?, ?, 0, ?, ?)", (sid, text, language, now, now))
-                return
-            cur = self.db.execute("UPDATE sessions SET text = ?, language = ?, version = ?, updated = ? "
-                                  "WHERE id = ? AND version = ?", (text, language, version, now, sid, version - 1))
+                cur = db.execute("INSERT INTO sessions VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (id) DO NOTHING",
+                                 (sid, text, language, now, now))
+            else:
+                cur = db.execute("UPDATE sessions SET text = ?, language = ?, version = ?, updated = ? "
+                                 "WHERE id = ? AND version = ?", (text, language, version, now, sid, version - 1))
             if cur.rowcount != 1:
                 raise Conflict(f"session {sid} changed meanwhile (another client?): open it again for its text")
 
+    @_again
     def load_session(self, sid: str) -> dict | None:
-        with self.lock:
-            row = self.db.execute("SELECT text, language, version FROM sessions WHERE id = ?", (sid,)).fetchone()
+        with self._db() as db:
+            row = db.execute("SELECT text, language, version FROM sessions WHERE id = ?", (sid,)).fetchone()
         return None if row is None else {"text": row[0], "language": row[1], "version": row[2]}
 
+    @_again
     def save_edit(self, sid: str, rid: str, start: int, end: int, old: str, new: str, state: str) -> None:
-        with self.lock, self.db:
-            self.db.execute("INSERT OR REPLACE INTO edits VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (rid, sid, start, end, old, new, state, time.time()))
+        with self._db(write=True) as db:
+            db.execute("INSERT INTO edits (request_id, session_id, start, end_, old_text, new_text, state, ts) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, request_id) DO UPDATE SET "
+                       "start = excluded.start, end_ = excluded.end_, old_text = excluded.old_text, "
+                       "new_text = excluded.new_text, state = excluded.state, ts = excluded.ts",
+                       (rid, sid, start, end, old, new, state, time.time()))
 
+    @_again
     def edits_in(self, sid: str, states: tuple[str, ...]) -> list[dict]:
-        with self.lock:
-            rows = self.db.execute(f"SELECT request_id FROM edits WHERE session_id = ? AND state IN "
-                                   f"({','.join('?' * len(states))}) ORDER BY ts", (sid, *states)).fetchall()
-        return [self.get_edit(sid, r[0]) for r in rows]
+        with self._db() as db:
+            rows = db.execute(f"SELECT request_id, start, end_, old_text, new_text, state FROM edits WHERE "
+                              f"session_id = ? AND state IN ({','.join('?' * len(states))}) ORDER BY ts",
+                              (sid, *states)).fetchall()
+        return [_edit(r) for r in rows]
 
+    @_again
     def get_edit(self, sid: str, rid: str) -> dict | None:
-        with self.lock:
-            row = self.db.execute("SELECT start, end_, old_text, new_text, state FROM edits "
-                                  "WHERE session_id = ? AND request_id = ?", (sid, rid)).fetchone()
-        return None if row is None else dict(zip(("start", "end", "old", "new", "state"), row)) | {"request_id": rid}
+        with self._db() as db:
+            row = db.execute("SELECT request_id, start, end_, old_text, new_text, state FROM edits "
+                             "WHERE session_id = ? AND request_id = ?", (sid, rid)).fetchone()
+        return None if row is None else _edit(row)
 
+    @_again
     def last_accepted(self, sid: str) -> dict | None:
-        with self.lock:
-            row = self.db.execute("SELECT request_id FROM edits WHERE session_id = ? AND state = 'accepted' "
-                                  "ORDER BY ts DESC LIMIT 1", (sid,)).fetchone()
-        return self.get_edit(sid, row[0]) if row else None
+        with self._db() as db:
+            row = db.execute("SELECT request_id, start, end_, old_text, new_text, state FROM edits WHERE "
+                             "session_id = ? AND state = 'accepted' ORDER BY ts DESC LIMIT 1", (sid,)).fetchone()
+        return None if row is None else _edit(row)
 
+    @_again
     def log_message(self, sid: str, direction: str, body: str) -> None:
         """Journal a session's message; only its last MESSAGES_KEPT are kept (the document itself is stored whole)."""
-        with self.lock, self.db:
-            self.db.execute("INSERT INTO messages (session_id, direction, body, ts) VALUES (?, ?, ?, ?)",
-                            (sid, direction, body, time.time()))
-            self.db.execute("DELETE FROM messages WHERE session_id = ? AND id NOT IN (SELECT id FROM messages "
-                            "WHERE session_id = ? ORDER BY id DESC LIMIT ?)", (sid, sid, MESSAGES_KEPT))
+        with self._db(write=True) as db:
+            db.execute("INSERT INTO messages (session_id, direction, body, ts) VALUES (?, ?, ?, ?)",
+                       (sid, direction, body, time.time()))
+            db.execute("DELETE FROM messages WHERE session_id = ? AND id NOT IN (SELECT id FROM messages "
+                       "WHERE session_id = ? ORDER BY id DESC LIMIT ?)", (sid, sid, MESSAGES_KEPT))
 
+    @_again
     def latency_history(self, since: float, bucket_s: float) -> list[dict]:
         """p50 / p95 latency, request count and tokens per second per time bucket since `since`."""
-        with self.lock:
-            rows = self.db.execute("SELECT ts, ms, tokens FROM requests WHERE ts >= ? AND status = 200 ORDER BY ts",
-                                   (since,)).fetchall()
+        with self._db() as db:
+            rows = db.execute("SELECT ts, ms, tokens FROM requests WHERE ts >= ? AND status = 200 ORDER BY ts",
+                              (since,)).fetchall()
         buckets: dict[int, list[tuple[float, int]]] = {}
         for ts, ms, tokens in rows:
             buckets.setdefault(int(ts // bucket_s), []).append((ms, tokens or 0))
@@ -181,3 +346,7 @@ class Store:
                         "p95_ms": ms[min(len(ms) - 1, int(0.95 * len(ms)))],
                         "tokens_per_s": sum(t for _, t in items) / max(1e-9, sum(ms) / 1000)})
         return out
+
+
+def _edit(row) -> dict:
+    return dict(zip(("request_id", "start", "end", "old", "new", "state"), row))

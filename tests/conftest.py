@@ -128,3 +128,24 @@ def start_server(model_dir: Path, db: Path, api_key: str | None = API_KEY, **opt
 def stop_server(srv, thread) -> None:
     srv.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server for the test session (tests/postgres.py)."""
+    from tests.postgres import Postgres, binaries
+    bindir = binaries()
+    if bindir is None:
+        pytest.skip("PostgreSQL's binaries are not installed (Debian: apt-get install postgresql; .ci/run does)")
+    pytest.importorskip("psycopg", reason="pip install 'quicksilver[postgres]'")
+    server = Postgres(bindir)
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres(postgres_server):
+    """The shared PostgreSQL server with an empty database."""
+    postgres_server.reset()
+    return postgres_server

@@ -61,11 +61,11 @@ def seed(db, now: float) -> None:
     """Three requests a minute, with a 15-minute gap, in the last hour; the last five minutes hold WINDOW_MS. A
     minute's requests share one timestamp (so one bucket): m minutes ago less SEED_LEAD_S."""
     store = Store(db)
-    with store.lock, store.db:
+    with store._db(write=True) as db:
         for m in [*OLD_RUN, *NEW_RUN]:
             base = 400 + 25 * (m % 7)
             for j, ms in enumerate(WINDOW_MS.get(m, (base, 1.25 * base, 1.6 * base))):
-                store.db.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                db.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  (f"seed-{m}-{j}", "/v1/completions", ms, ms / 4, SEED_TOKENS, 5, SEED_PASSES, 200,
                                   now - 60 * m + SEED_LEAD_S))
     store.close()

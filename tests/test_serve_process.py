@@ -9,6 +9,7 @@ import sys
 import time
 
 import httpx
+import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import API_KEY as KEY
@@ -90,6 +91,12 @@ def test_a_corrupt_database_is_one_line_naming_it(tiny_model_dir, tmp_path):
     bad = tmp_path / "corrupt.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
     assert str(bad) in serve_fails("--model", str(tiny_model_dir), "--db", str(bad))
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_without_its_password(tiny_model_dir):
+    pytest.importorskip("psycopg")
+    message = serve_fails("--model", str(tiny_model_dir), "--db", "postgresql://me:hunter2@127.0.0.1:1/quicksilver")
+    assert "cannot be reached" in message and "127.0.0.1:1" in message and "hunter2" not in message
 
 
 def test_a_key_headers_cannot_carry_is_refused_at_start(tiny_model_dir, tmp_path):

@@ -36,9 +36,7 @@ def summarise(rows: list[tuple[float, int | None, int | None]]) -> dict:
 
 def window_rows(store, since: float) -> list[tuple[float, int | None, int | None]]:
     """(ms, tokens, forward_passes) of the successful requests since `since`."""
-    with store.lock:
-        return store.db.execute("SELECT ms, tokens, forward_passes FROM requests WHERE ts >= ? AND status = 200",
-                                (since,)).fetchall()
+    return store.requests_since(since)
 
 
 @router.get("/dashboard", response_class=HTMLResponse)

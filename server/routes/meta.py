@@ -18,7 +18,8 @@ router = APIRouter()
 async def health(http: HttpRequest):
     s = http.app.state
     return {"status": "ok", "model": s.model_name, "card_sha256": s.loaded.card_sha256, "provider": s.loaded.provider,
-            "model_file": s.loaded.model_file, "family": s.loaded.conventions.family, "uptime_s": round(time.time() - s.started, 1)}
+            "model_file": s.loaded.model_file, "family": s.loaded.conventions.family, "store": s.store.kind,
+            "uptime_s": round(time.time() - s.started, 1)}
 
 
 @router.get("/v1/models")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from runtime.scheduler import Busy
 from server.sessions import Complete, Edit, Open, ProtocolError, Session, parse
-from server.store import Conflict
+from server.store import Conflict, StoreUnavailable
 
 router = APIRouter()
 REPLIES = ("set_document", "patch", "accept", "reject", "undo")
@@ -76,7 +76,7 @@ async def sessions(ws: WebSocket):
                 if raw is None:
                     raise ProtocolError("send JSON text messages (this was a binary frame)")
                 session = await act(state, session, send, raw)
-            except (ProtocolError, Conflict, Busy, ValueError) as e:
+            except (ProtocolError, Conflict, Busy, ValueError, StoreUnavailable) as e:   # the session stays open
                 await send({"type": "error", "request_id": request_id_of(raw or ""), "message": str(e)})
     except WebSocketDisconnect:
         pass
