@@ -290,10 +290,10 @@ def grounded_sections(data: dict) -> list[str]:
             lines += [f"| {kind} | {k['cases']} | {k['fixed']} | {k['harmed']} | {k['refused']} | {num(k['p50_ms'])} |"
                       for kind, k in [*r["kinds"].items(), ("all", r["totals"])]] + [""]
     if isinstance(r := data.get("nextedits"), dict) and r.get("kinds"):
-        lines += [f"## Next edits (`{r['command']}`)", "", "| kind | cases | right | harmed | none | p50 ms |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {kind} | {k['cases']} | {pct(k['right'])} | {pct(k['harmed'])} | {pct(k['none'])} | "
-                  f"{num(k['p50_ms'])} |" for kind, k in [*r["kinds"].items(), ("all", r)]] + [""]
+        lines += [f"## Next edits (`{r['command']}`)", "", "| kind | cases | right | partial | harmed | none | p50 ms |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {kind} | {k['cases']} | {pct(k['right'])} | {pct(k.get('partial', 0.0))} | {pct(k['harmed'])} | "
+                  f"{pct(k['none'])} | {num(k['p50_ms'])} |" for kind, k in [*r["kinds"].items(), ("all", r)]] + [""]
     return lines
 
 
