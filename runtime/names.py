@@ -21,11 +21,12 @@ BUDGET_S = 2.0           # how long a request waits for the analysis (jedi answe
                          # analysis of a file that imports a large package can take seconds on this CPU)
 MAX_CODE_CHARS = 200_000   # a larger file is not analysed (jedi's parse grows with it)
 KEPT = 256               # analyses remembered (the same cursor asked again, typing through a name)
-MEMBER = re.compile(r"(?<![\w.])(?:[A-Za-z_]\w*\.)+(\w*)$")                      # obj.attr, pkg.mod.attr
+MEMBER = re.compile(r"(?:(?<![\w.])(?:[A-Za-z_]\w*\.)+|[)\]]\.)(\w*)$")   # obj.attr, pkg.mod.attr, Inventory().attr
 FROM_IMPORT = re.compile(r"^\s*from\s+[\w.]+\s+import\s+(?:\(\s*)?(?:\w+(?:\s+as\s+\w+)?\s*,\s*)*(\w*)$")
 STRINGS = re.compile(r"""[rbfu]*("[^"\n]*"|'[^'\n]*')""", re.I)   # one-line strings, for `keyword_site`
 KEYWORD_LINES = 30       # how far back a call's parenthesis is looked for
-UNPACKING = ("*", "**")  # what may stand at a keyword argument's place besides a keyword
+UNPACKING = ("**",)      # what may stand at a keyword argument's place besides a keyword (`*args` may too, but a
+                         # bare `*` then `, key=…` is what the model wrote: a syntax error in a call)
 ANY_ATTRIBUTE = {"__getattr__", "__getattribute__"}   # an object defining these answers names jedi cannot list
 
 _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="names")
@@ -125,7 +126,7 @@ def _analyse(code: str, line: int, column: int, path: str | None = None, root: s
     return tuple(dict.fromkeys(c.name for c in completions if c.type != "keyword")) or None
 
 
-def existing_names(prefix: str, suffix: str, budget_s: float = BUDGET_S, path: str | None = None,
+def existing_names(prefix: str, suffix: str, budget_s: float | None = None, path: str | None = None,
                    root: str | None = None) -> tuple[str, tuple[str, ...]] | str:
     """(typed start, the names that exist at the cursor starting with it), or why there are none to keep to:
     'not a name site', 'unknown' (analysis cannot say), 'timeout'."""
@@ -140,7 +141,7 @@ def existing_names(prefix: str, suffix: str, budget_s: float = BUDGET_S, path: s
     if not known:
         future = _pool.submit(_analyse, prefix + suffix, line, column, path, root, kind == "keyword")
         try:
-            names = future.result(timeout=budget_s)
+            names = future.result(timeout=BUDGET_S if budget_s is None else budget_s)
         except TimeoutError:
             return "timeout"
         with _lock:
@@ -149,4 +150,6 @@ def existing_names(prefix: str, suffix: str, budget_s: float = BUDGET_S, path: s
             _kept[key] = names
     if names is None:
         return "unknown"
-    return typed, tuple(n for n in names if n.startswith(typed))
+    line = prefix[prefix.rfind("\n") + 1:]
+    listed = set(re.findall(r"\w+", line.split(" import ", 1)[1])) - {"as"} if kind == "import" else set()
+    return typed, tuple(n for n in names if n.startswith(typed) and n not in listed)   # not one the line imports

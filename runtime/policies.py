@@ -43,8 +43,9 @@ def _word(ch: str) -> bool:
 
 def names_left(text: str, names: tuple[str, ...]) -> tuple[str, ...] | None:
     """What each name still needs after `text` (the window's text past the typed start); None once the text has
-    left the name (a character that is not a name's) or fits none of them (nothing to keep to)."""
-    if not all(map(_word, text)):
+    left the names (a character no name has there; a name ending in one, `key=` or `**`, is left once it is
+    whole) or fits none of them (nothing to keep to)."""
+    if not all(map(_word, text)) and not any(n.startswith(text) and n != text for n in names):
         return None
     return tuple(n[len(text):] for n in names if n.startswith(text)) or None
 

@@ -24,7 +24,7 @@ from server.generate import ModelFailure
 from server.guard import Guard, Policy
 from server.metrics import Metrics
 from server.routes import completions, dashboard, infill, meta, sessions
-from server.store import Store, StoreUnavailable
+from server.store import RETRY, Store, StoreUnavailable
 
 log = logging.getLogger("quicksilver.server")
 KNOWN_ROUTES = {"/v1/completions", "/infill", "/v1/models", "/health", "/metrics", "/v1/events", "/v1/events/summary",
@@ -158,7 +158,7 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(_, exc: StoreUnavailable):   # PostgreSQL restarting: retry; the store reconnects
-        response = error(503, str(exc), "store_unavailable")
+        response = error(503, f"{exc}: {RETRY}", "store_unavailable")
         response.headers["Retry-After"] = "1"
         return response
 

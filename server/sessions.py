@@ -22,12 +22,15 @@ from runtime.nextedit import from_history, keep
 from runtime.request import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS, Request, editor_request
 from runtime.scheduler import Handle
 from server.generate import run, submit
-from server.store import StoreUnavailable
+from server.store import RETRY, Conflict, StoreUnavailable
 
 LANGUAGES_WITH_COMMENTS = {"python": "#"}
 DEFAULT_LANGUAGE = "python"
 MAX_ID_CHARS = 64
-FOLLOW_AFTER_S = 0.15   # a next edit is looked for once the client's changes pause this long
+FOLLOW_AFTER_S = 0.5    # a next edit is looked for once the client's changes pause this long (typing at 0.3 s a key
+                        # made one per keystroke at 0.15: `warn → warni`, `warn → warnin`, ...)
+NEXT_EDIT = "next-"     # the request ids of next-edit proposals
+CHANGE_TRIES = 5        # a change without a version, made again when another server stored one first
 INTERRUPTED = "the server stopped while this request ran; send it again"
 
 
@@ -167,13 +170,25 @@ class Session:
         keep(self.versions, self.text)
 
     def _change(self, text: str, language: str | None = None, based_on: int | None = None) -> dict:
-        """Store a new text at the next version, against what is stored now (another client may have changed it)."""
-        self._load()
-        if based_on is not None and based_on != self.version:
-            raise ProtocolError(f"conflict: the document is at version {self.version}, not {based_on}; "
-                                "apply your change to its current text")
-        text = text(self.text) if callable(text) else text
-        self.store.save_session(self.id, text, language or self.language, self.version + 1)
+        """Store a new text at the next version, against what is stored now (another client may have changed it).
+        A change based on a version is refused if the document moved past it; one based on none (a patch without
+        `version`) is made again on the current text when another server stored a change first (CHANGE_TRIES).
+        Next-edit proposals made for an earlier text are stale once it changes."""
+        for attempt in range(CHANGE_TRIES):
+            self._load()
+            if based_on is not None and based_on != self.version:
+                raise ProtocolError(f"conflict: the document is at version {self.version}, not {based_on}; "
+                                    "apply your change to its current text")
+            new = text(self.text) if callable(text) else text
+            try:
+                self.store.save_session(self.id, new, language or self.language, self.version + 1)
+                break
+            except Conflict:
+                if based_on is not None or attempt == CHANGE_TRIES - 1:
+                    raise
+        for e in self.store.edits_in(self.id, ("proposed",)):
+            if e["request_id"].startswith(NEXT_EDIT):
+                self.store.save_edit(self.id, e["request_id"], e["start"], e["end"], e["old"], e["new"], "stale")
         self._load()
         return self.document()
 
@@ -228,7 +243,7 @@ class Session:
         if found is None or self.closed or self.version != version:   # the document moved on: it is stale
             return
         start, end = min(a for a, _, _ in found.edits), max(b for _, b, _ in found.edits)
-        new, rid = found.after[start:len(found.after) - (len(text) - end)], f"next-{version}"
+        new, rid = found.after[start:len(found.after) - (len(text) - end)], f"{NEXT_EDIT}{version}"
         self.store.save_edit(self.id, rid, start, end, text[start:end], new, "proposed")
         await self.send({"type": "next_edit", "request_id": rid, "version": version, "range": {"start": start, "end": end},
                          "text": new, "title": found.title})
@@ -289,7 +304,8 @@ class Session:
         except Exception as e:  # the session goes on; a closed connection hears nothing more
             with suppress(StoreUnavailable):   # the database away: the client still hears why
                 self.store.save_edit(self.id, req.id, start, end, old, "", "failed")
-            await self.send({"type": "error", "request_id": req.id, "message": str(e)})
+            await self.send({"type": "error", "request_id": req.id,
+                             "message": f"{e}: {RETRY}" if isinstance(e, StoreUnavailable) else str(e)})
         finally:
             self.inflight.pop(req.id, None)
             self.state.running.discard(f"{self.id}/{req.id}")

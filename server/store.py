@@ -48,7 +48,10 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached just now (PostgreSQL restarting): a request that needs it gets 503 and may
-    be retried; the store reconnects on its own."""
+    be retried (RETRY, the front ends' words); the store reconnects on its own."""
+
+
+RETRY = "retry shortly: the server reconnects by itself"
 
 
 class _Lost(StoreUnavailable):
@@ -120,8 +123,7 @@ class _Postgres:
             self.db = self.psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
         except self.psycopg.OperationalError as e:
             why = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-            raise StoreUnavailable(f"the database at {_redacted(self.url)} cannot be reached ({why}): retry "
-                                   "shortly") from None
+            raise StoreUnavailable(f"the database at {_redacted(self.url)} cannot be reached ({why})") from None
 
     def execute(self, sql: str, params=()):
         if self.db is None or self.db.closed:
@@ -142,7 +144,9 @@ class _Postgres:
 
 
 def _redacted(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+    """The URL without its password (`user:***@`, `password=***`)."""
+    url = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
 
 
 class Store:
@@ -176,8 +180,7 @@ class Store:
                     yield self.backend
             except self.backend.lost as e:
                 self.backend.close()
-                raise _Lost(f"the database at {self.where} went away ({str(e).strip() or e!r}): retry "
-                                       "shortly") from None
+                raise _Lost(f"the database at {self.where} went away ({str(e).strip() or e!r})") from None
 
     def migrate(self) -> int:
         """Bring the schema to the last of MIGRATIONS (each in a transaction of its own); the version it is at."""

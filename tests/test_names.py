@@ -52,12 +52,14 @@ def restock(sku, unknown):
     ("from collections import Ord", ("Ord", ("OrderedDict",))),
     ("unknown.re", "unknown"),         # an untyped parameter: analysis cannot say
     ("anything.fo", "unknown"),        # __getattr__: any name may exist
-    ("ship(sku, count=2, ", ("", ("carrier=", "express=", "*", "**"))),   # only a keyword may follow one
+    ("ship(sku, count=2, ", ("", ("carrier=", "express=", "**"))),   # only a keyword may follow one
     ("ship(sku, count=2, ex", ("ex", ("express=",))),
     ("ship(sku, count=2, express=True, carrier=None, ", "unknown"),   # every keyword given: nothing to keep to
     ("log('x', level=1, ", "unknown"),   # **fields: any keyword
     ("unknown(1, level=1, ", "unknown"),
     ("ship(sku, ", "not a name site"),   # a positional argument may stand here
+    ("Inventory().re", ("re", ("remove",))),   # a call's result
+    ("from json import dumps, du", ("du", ("dump",))),   # not a name the line already imports
     ("x = 1", "not a name site"),
     ("print('inventory.re", "not a name site"),   # in a string
     ("# see inventory.re", "not a name site"),
@@ -117,6 +119,9 @@ def test_a_name_the_file_uses_gains_over_one_it_does_not():
 def test_narrow_lets_a_slot_only_go_on_spelling_a_name_or_end_a_complete_one():
     assert names_left("", ("move", "unt")) == ("move", "unt") and names_left("mo", ("move",)) == ("ve",)
     assert names_left("mo(", ("move",)) is None and names_left("x", ("move",)) is None
+    # a keyword goes on to its `=`, unpacking to its second `*`; past them, nothing is constrained
+    assert names_left("key", ("key=", "**")) == ("=",) and names_left("*", ("key=", "**")) == ("*",)
+    assert names_left("key=", ("key=",)) is None and names_left("**", ("**",)) is None
     assert allowed(("move",)) == {"mo", "move", "o"} - {"o"}   # never "moved" (a name that does not exist)
     assert allowed(("ve",)) == {"ve"}
     assert allowed(("",)) == {"(", " x", "<end>"}   # complete: anything that starts no name may follow
@@ -128,13 +133,13 @@ def test_the_engine_spells_only_names_that_exist(tiny_engine):
     from runtime.engine import Engine
     from runtime.request import editor_request
     for typed in ("x = inventory.", "if inventory.co", "from collections import ", "ship(sku, count=2, "):
+        found = existing_names(CODE + typed, "\n", budget_s=30)   # (kept: the engine's own budget never runs out)
         c = tiny_engine.complete(editor_request(CODE + typed, "\n", "python", True))
-        found = existing_names(CODE + typed, "\n", budget_s=30)
         assert c.stats["names"] == str(len(found[1]))
         if c.text.strip():
             name = found[0] + re.match(r"\w*", c.text).group(0)
             assert name in {re.match(r"\w*", n).group(0) for n in found[1]}, (typed, c.text)
-            assert not typed.endswith(", ") or c.text.startswith(("*", name + "=")), c.text   # a keyword, then =
+            assert not typed.endswith(", ") or c.text.startswith(("**", name + "=")), c.text   # a keyword, then =
     assert Engine.names
 
 
@@ -169,10 +174,10 @@ def test_a_name_the_window_cuts_short_is_never_the_answer(tiny_engine):
     from runtime.request import Request
     seen = set()
     for typed in ("x = inventory.", "y = inventory.r", "z = json.", "w = json.du", "from collections import O"):
+        found = existing_names(CODE + typed, "\n", budget_s=30)   # (kept: the engine's own budget never runs out)
         for seed in range(4):
             c = tiny_engine.complete(Request(prefix=CODE + typed, suffix="\n", max_new_tokens=1, language="python",
                                              temperature=1.0, seed=seed))
-            found = existing_names(CODE + typed, "\n", budget_s=30)
             first = found[0] + re.match(r"\w*", c.text).group(0)
             assert not c.text or first in found[1], (typed, c.text)
             seen.add(bool(c.text))

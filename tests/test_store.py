@@ -120,7 +120,7 @@ def test_two_clients_racing_on_one_session_through_two_stores_lose_no_change(pos
 
 
 def test_a_database_restart_is_a_clear_unavailable_error_then_the_store_goes_on(postgres):
-    store = Store(postgres.url.replace("quicksilver@", "quicksilver:secret@"))
+    store = Store(postgres.url.replace("quicksilver@", "quicksilver:secret@") + "?application_name=qs&password=secret")
     store.save_session("kept", "x = 1\n", "python", 0)
     postgres.stop()
     try:
@@ -172,6 +172,17 @@ def test_two_servers_share_sessions_and_a_database_restart_costs_a_retry_not_the
         doc = talk(other, {"type": "patch", "offset": 6, "text": "y = 2\n"})
         assert doc["type"] == "document" and doc["text"] == "x = 1\ny = 2\n"
         assert talk(one, {"type": "open", "session_id": opened["session_id"]})["text"] == "x = 1\ny = 2\n"
+        # two clients patching at once through two servers, without versions: every patch is made
+        def patch_many(ws, tag):
+            for i in range(5):
+                assert talk(ws, {"type": "patch", "offset": 0, "text": f"#{tag}{i}\n"})["type"] == "document"
+        racing = [threading.Thread(target=patch_many, args=(ws, tag)) for ws, tag in ((one, "a"), (other, "b"))]
+        for t in racing:
+            t.start()
+        for t in racing:
+            t.join()
+        text = talk(one, {"type": "open", "session_id": opened["session_id"]})["text"]
+        assert sorted(text.splitlines()[:10]) == sorted(f"#{t}{i}" for t in "ab" for i in range(5))
         one.close()
         other.close()
     finally:

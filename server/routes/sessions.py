@@ -8,7 +8,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from runtime.scheduler import Busy
 from server.sessions import Complete, Edit, Open, ProtocolError, Session, parse
-from server.store import Conflict, StoreUnavailable
+from server.store import RETRY, Conflict, StoreUnavailable
 
 router = APIRouter()
 REPLIES = ("set_document", "patch", "accept", "reject", "undo")
@@ -77,7 +77,8 @@ async def sessions(ws: WebSocket):
                     raise ProtocolError("send JSON text messages (this was a binary frame)")
                 session = await act(state, session, send, raw)
             except (ProtocolError, Conflict, Busy, ValueError, StoreUnavailable) as e:   # the session stays open
-                await send({"type": "error", "request_id": request_id_of(raw or ""), "message": str(e)})
+                message = f"{e}: {RETRY}" if isinstance(e, StoreUnavailable) else str(e)
+                await send({"type": "error", "request_id": request_id_of(raw or ""), "message": message})
     except WebSocketDisconnect:
         pass
     finally:
