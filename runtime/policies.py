@@ -68,7 +68,9 @@ def narrow(row: np.ndarray, rests: tuple[str, ...], special: SpecialIds, skip: i
             near |= special.agrees(r) if r else ~special.starts_word
         pool = [i for i in np.flatnonzero(near & np.isfinite(row)) if fits(special.texts[i], rests)]
     if pool:   # (a complete name's rest is "": then tokens that start no name, end markers among them, fit)
-        keep = row[pool] + USED_BONUS * np.array([bool(used) and fits(special.texts[i][skip:], used) for i in pool])
+        keep = row[pool]
+        if used:   # (per step while a name is spelled: only where the file uses some of them)
+            keep = keep + USED_BONUS * np.array([fits(special.texts[i][skip:], used) for i in pool])
         row[:] = -np.inf
         row[pool] = keep
 
