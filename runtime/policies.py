@@ -187,17 +187,22 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
+GREEDY_BELOW = 1e-6
+
+
 def choose(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(N, V) logits → (tokens, confidences): greedy at temperature 0, else nucleus sampling.
-    Confidence is the chosen token's probability under the untempered distribution."""
+    Confidence is the chosen token's probability under the untempered distribution. A temperature below
+    GREEDY_BELOW is greedy: the tempered distribution is one-hot in float32 already, and dividing by it overflows."""
     logp = log_softmax(logits.astype(np.float32))
-    if temperature == 0:
+    if temperature < GREEDY_BELOW:
         tokens = logp.argmax(-1)
     else:
         p = np.exp(log_softmax(logits / temperature))
         order = np.argsort(-p, axis=-1)
         sorted_p = np.take_along_axis(p, order, -1)
-        keep = np.cumsum(sorted_p, -1) - sorted_p < top_p  # always keeps the top token
+        keep = np.cumsum(sorted_p, -1) - sorted_p < top_p
+        keep[:, 0] = True                                   # the top token, even at a top_p float32 rounds to 0
         sorted_p = np.where(keep, sorted_p, 0)
         sorted_p /= sorted_p.sum(-1, keepdims=True)
         u = rng.random((len(p), 1))

@@ -63,7 +63,7 @@ class Handle:
 
     def __iter__(self) -> Iterator[Frame | Completion]:
         while (item := self._out.get()) is not _END:
-            yield item
+            yield _raised(item)
 
     def result(self) -> Completion:
         for item in self:
@@ -74,7 +74,13 @@ class Handle:
         if self._aout is None:
             raise RuntimeError("this request was submitted outside an event loop: iterate it with iter()")
         while (item := await self._aout.get()) is not _END:
-            yield item
+            yield _raised(item)
+
+
+def _raised(item):
+    if isinstance(item, Exception):
+        raise item
+    return item
 
 
 class Scheduler:
@@ -118,9 +124,13 @@ class Scheduler:
         self._thread.join(timeout=10)
 
     def finish(self, h: Handle, reason: str | None = None) -> None:
-        if reason:
-            h.d.finish(reason)
-        h._push(self.engine.finish(h.req, h.d))
+        try:
+            if reason:
+                h.d.finish(reason)
+            h._push(self.engine.finish(h.req, h.d))
+        except Exception as e:  # the caller hears of it (iterating raises it) instead of waiting for ever
+            log.exception("finishing %s failed", h.id)
+            h._push(e)
         h._push(_END)
 
     def _loop(self) -> None:
@@ -147,7 +157,13 @@ class Scheduler:
                     self.finish(h, "error")
                 continue
             for h, lg in zip(batch, logits):
-                h._push(h.d.advance(lg))
+                try:
+                    h._push(h.d.advance(lg))
+                except Exception:  # nor one request's step: it ends in error, the others go on
+                    log.exception("decoding step failed for %s", h.id)
+                    self._active.remove(h)
+                    self.finish(h, "error")
+                    continue
                 if h.d.done:
                     self._active.remove(h)
                     self.finish(h)

@@ -21,6 +21,10 @@ def test_choose_greedy_and_nucleus():
     rng = np.random.default_rng(0)
     draws = [choose(logits[:1], 1.0, 0.5, rng)[0][0] for _ in range(50)]
     assert set(draws) == {1}  # top_p 0.5 keeps only the 0.6 token
+    with np.errstate(all="raise"):   # a temperature the API accepts (>= 0) but too small to divide by: greedy
+        for t in (5e-324, 1e-40):
+            assert choose(logits, t, 0.9, np.random.default_rng(0))[0].tolist() == [1, 0]
+        assert choose(logits.astype(np.float32), 1.0, 2.2e-313, np.random.default_rng(0))[0].tolist() == [1, 0]
 
 
 def test_sampler_options_reject_unknown_and_bad_values():

@@ -69,3 +69,20 @@ def test_bad_request_raises_before_queueing(scheduler):
 async def test_async_iteration(scheduler):
     items = [item async for item in scheduler.submit(Request(prefix="y = ", max_new_tokens=4)).aiter()]
     assert isinstance(items[-1], Completion)
+
+
+def test_a_request_whose_step_fails_ends_alone_and_the_worker_goes_on(tiny_engine, scheduler, monkeypatch):
+    made = tiny_engine.denoiser
+
+    def denoiser(req):
+        d = made(req)
+        if req.prefix == "x = ":   # broken before the worker sees it: its steps fail, and so does finishing it
+            d.advance, d.finish = (lambda logits: 1 / 0), (lambda reason: 1 / 0)
+        return d
+    monkeypatch.setattr(tiny_engine, "denoiser", denoiser)
+    bad, good = (scheduler.submit(Request(prefix=p, max_new_tokens=8, threshold=1.0, eom_bias=-50))
+                 for p in ("x = ", "y = "))
+    with pytest.raises(ZeroDivisionError):
+        bad.result()
+    assert isinstance(good.result(), Completion)
+    assert scheduler.submit(Request(prefix="z = ", max_new_tokens=4)).result().stats["forward_passes"] >= 1
