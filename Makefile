@@ -15,7 +15,7 @@ $(VENV)/.serve: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[train,dev,postgres]'
+	$(BIN)/pip install -q -e '.[train,dev,postgres,replicas]'
 	touch $@ $(VENV)/.serve
 
 install-serve: $(VENV)/.serve

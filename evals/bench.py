@@ -232,6 +232,7 @@ def typing_replay(url: str, lines: list[dict], configure=None, modes=("now",), u
                 rows.append({"mode": mode, "file": ln["file"], "typed": k, "ms": ms, "passes": q["forward_passes"],
                              "tokens": q["tokens"], "reused": q.get("context_reused", False), "right": right,
                              "through": q.get("typed_through", False), "shown": shown, "shown_right": shown and right,
+                             "replica": q.get("replica", "local"),
                              **{t: q.get(t, 0.0) for t in TIMINGS}})
     out = {"lines": len(lines), "modes": {}, "rows": rows}
     for mode in modes:

@@ -19,6 +19,7 @@ EVALS = {
     "repo": ("evals.repo", "cross-file cursors in held-out packages, asked with llama.vim's chunks and without"),
     "names": ("evals.names", "member-access cursors in held-out packages: invented names with the analysis on and off"),
     "nextedits": ("evals.nextedits", "rename propagation on held-out code: the next edit after a rename typed at a binding"),
+    "replicas": ("evals.replicas", "the typing replay through one process and two Ray Serve replicas (affinity, round-robin)"),
     "edits": ("evals.edits", "planted bugs repaired through a websocket session as clients ask: fixed, harmed, refused"),
 }
 

@@ -245,9 +245,9 @@ def plot(out: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def local_server(model_dir: Path | None, workspace: Path | None = None):
+def local_server(model_dir: Path | None, workspace: Path | None = None, **options):
     """(uvicorn server, base url): the product's server on a free loopback port, in a thread; set `should_exit`.
-    With a workspace, it returns once the workspace is indexed."""
+    With a workspace, it returns once the workspace is indexed. `options`: other ServerConfig fields."""
     import socket
 
     import uvicorn
@@ -257,7 +257,7 @@ def local_server(model_dir: Path | None, workspace: Path | None = None):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(ServerConfig(model=model_dir, db=Path(":memory:"), workspace=workspace))
+    app = create_app(ServerConfig(model=model_dir, db=Path(":memory:"), workspace=workspace, **options))
     srv = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="warning"))
     threading.Thread(target=srv.run, daemon=True).start()
     while not srv.started:

@@ -256,6 +256,17 @@ def report(results: Path, model_dir: Path | None = None) -> str:
         if name.startswith("imported-") and isinstance(r, dict) and r.get("precisions"):
             lines += [f"## An imported model at {r['shape']}'s shape (`{r['command']}`)", "", *imported_table(r), ""]
     lines += grounded_sections(data)
+    if isinstance(r := data.get("replicas"), dict) and r.get("capacity"):
+        lines += [f"## Replicas (`{r['command']}`)", "", "| setting | keystrokes | p50 / p95 ms | p50 vs one process | "
+                  "decoded p50 ms | decoded vs one process | context reused | typed through |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {name} | {m['keystrokes']} | {num(m['p50_ms'])} / {num(m['p95_ms'])} | "
+                  f"{m['p50_vs_one_process']:.2f}x | {num(m['decoded_p50_ms'])} | {m['decoded_p50_vs_one_process']:.2f}x | "
+                  f"{pct(m['context_reused'])} | {pct(m['typed_through'])} |" for name, m in r["modes"].items()]
+        c = r["capacity"]
+        lines += ["", f"Capacity: {1000 * c['seconds_per_keystroke']:.0f} ms of a replica a keystroke; replicas for "
+                  f"100 / 1,000 developers ({pct(c['typing_share'])} typing at a time): {c['replicas']['100']} / "
+                  f"{c['replicas']['1000']}.", ""]
     load_test = data.get("loadtest")
     if isinstance(load_test, dict):
         lines += ["## Server under load (`quicksilver eval load --json evals/results/loadtest.json`)", "",

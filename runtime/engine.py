@@ -64,9 +64,8 @@ class Engine:
         t0 = time.perf_counter()
         if req.language is None:   # OpenAI and llama.cpp clients send none: the code itself may say
             req.language = infer_language(req.prefix, req.suffix)
-        if self.answers is not None and (kept := self.answers.typed_through(req)) is not None:
-            text, stats = kept
-            return Answered(Completion(req.id, text, text, answered_stats(stats)), t0)
+        if (answered := self.typed_through(req, t0)) is not None:
+            return answered
         if req.mode == "edit" and req.edit == "repair" and (fixed := name_fix(req.prefix, req.existing, req.suffix,
                                                                               req.language)) is not None \
                 and (verdict := harm(req, fixed)).ok:   # a misspelled name analysis can fix: no pass needed
@@ -156,6 +155,18 @@ class Engine:
             used += 1
         return ids, used
 
+    def typed_through(self, req: Request, t0: float) -> Answered | None:
+        """The rest of a kept answer where the user typed a start of it (runtime/answers.py); None otherwise."""
+        if self.answers is not None and (kept := self.answers.typed_through(req)) is not None:
+            text, stats = kept
+            return Answered(Completion(req.id, text, text, answered_stats(stats)), t0)
+        return None
+
+    def keep(self, req: Request, c: Completion) -> None:
+        """Keep an answer for the keystrokes that type it (if an editor would show it)."""
+        if self.answers is not None:
+            self.answers.keep(req, c.text, c.stats, editor_min_confidence(c))
+
     def finish(self, req: Request, d: Denoiser | Answered) -> Completion:
         t0 = time.perf_counter()
         if isinstance(d, Answered):
@@ -178,8 +189,7 @@ class Engine:
             if not verdict.ok:
                 text, stats["refused"] = "", verdict.why
         c = Completion(req.id, text, res.text, stats)
-        if self.answers is not None:
-            self.answers.keep(req, text, stats, editor_min_confidence(c))
+        self.keep(req, c)
         return c
 
     def stream(self, req: Request) -> Iterator[Frame | Completion]:

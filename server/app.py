@@ -20,7 +20,7 @@ from runtime.request import DEFAULT_CONTEXT_TOKENS
 from runtime.scheduler import MAX_BATCH, Busy, Scheduler
 from runtime.session import LoadedModel, load
 from runtime.workspace import Workspace
-from server.generate import ModelFailure
+from server.generate import ModelFailure, ReplicaLost
 from server.guard import Guard, Policy
 from server.metrics import Metrics
 from server.routes import completions, dashboard, infill, meta, sessions
@@ -44,6 +44,10 @@ class ServerConfig:
     threads: int = 0
     workspace: Path | None = None     # a repository to index and give every request context from
     names: bool = True                # names analysis in decoding (runtime/names.py); off to compare
+    replicas: int = 0                 # engines on Ray Serve (server/replicas.py); 0: this process decodes
+    ray_address: str | None = None    # an existing Ray cluster (default: one of this machine's own)
+    routing: str = "affinity"         # how requests find a replica: "affinity" (their document) or "round-robin"
+    gpus_per_replica: float = 0.0
 
 
 class ErrorBody(BaseModel):
@@ -93,6 +97,15 @@ def error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
 
+def replicated(cfg: ServerConfig, front: Engine):
+    """The engines as Ray Serve replicas (imported only here: Ray is the `replicas` extra); `front`, this process's
+    engine, answers what the user typed through."""
+    from server.replicas import RemoteScheduler, ReplicaConfig
+    return RemoteScheduler(cfg.replicas, ReplicaConfig(cfg.model, cfg.threads, cfg.context_tokens, cfg.names,
+                                                       cfg.max_batch),
+                           front, cfg.ray_address, cfg.routing, cfg.gpus_per_replica)
+
+
 def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Store | None = None) -> FastAPI:
     """The app; `loaded` and `store` may be opened beforehand (so `serve` reports a damaged file before starting)."""
     @asynccontextmanager
@@ -103,7 +116,7 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
         s.engine = Engine(s.loaded, cfg.context_tokens)
         if not cfg.names:
             s.engine.names = False
-        s.scheduler = Scheduler(s.engine, max_batch=cfg.max_batch)
+        s.scheduler = replicated(cfg, s.engine) if cfg.replicas else Scheduler(s.engine, max_batch=cfg.max_batch)
         s.store, s.metrics, s.started = store or Store(cfg.db), Metrics(), time.time()
         s.live, s.running, s.min_confidence = set(), set(), cfg.min_confidence   # dashboard queues; session/request ids decoding now
         s.workspace = Workspace(cfg.workspace).start() if cfg.workspace else None
@@ -159,6 +172,12 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(_, exc: StoreUnavailable):   # PostgreSQL restarting: retry; the store reconnects
         response = error(503, f"{exc}: {RETRY}", "store_unavailable")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    @app.exception_handler(ReplicaLost)
+    async def replica_lost(_, exc: ReplicaLost):   # a replica died mid-request: another takes its place
+        response = error(503, f"{exc}: {RETRY}", "replica_unavailable")
         response.headers["Retry-After"] = "1"
         return response
 

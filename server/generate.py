@@ -78,6 +78,10 @@ class ModelFailure(RuntimeError):
     empty answer."""
 
 
+class ReplicaLost(ModelFailure):
+    """The replica decoding a request died (`serve --replicas`): a retryable 503; Ray Serve starts another."""
+
+
 async def final(state, req: Request, route: str, handle: Handle) -> Completion:
     async with aclosing(run(state, req, route, handle)) as frames:
         async for item in frames:

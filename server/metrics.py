@@ -20,9 +20,23 @@ class Metrics:
         self.typed_through = Counter("quicksilver_typed_through", "Completions answered from a kept answer the "
                                      "user typed the start of (no forward pass)", registry=r)
         self.queue_depth = Gauge("quicksilver_queue_depth", "Requests waiting for the batch", registry=r)
+        self.completions = Counter("quicksilver_completions", "Completions by the replica that decoded them "
+                                   "('local': this process)", ["replica"], registry=r)
+        self.replica_queue_depth = Gauge("quicksilver_replica_queue_depth", "Requests waiting in a replica's batch, "
+                                         "as it last reported", ["replica", "state"], registry=r)
+        self.replica_active = Gauge("quicksilver_replica_active", "Requests a replica is decoding, as it last reported",
+                                    ["replica", "state"], registry=r)
         self.active_sessions = Gauge("quicksilver_active_sessions", "Open websocket sessions", registry=r)
 
+    def observe_replicas(self, replicas: list[dict]) -> None:
+        """The replicas' last reports as labelled gauges (those no longer listed are dropped)."""
+        for gauge, key in ((self.replica_queue_depth, "queue_depth"), (self.replica_active, "active")):
+            gauge.clear()
+            for r in replicas:
+                gauge.labels(r["id"], r["state"]).set(r[key])
+
     def observe_result(self, stats: dict) -> None:
+        self.completions.labels(stats.get("replica", "local")).inc()
         if stats.get("typed_through"):   # no pass ran: it says nothing about the denoiser's steps
             self.typed_through.inc()
             return

@@ -53,6 +53,16 @@ def add_arguments(p) -> None:
     p.add_argument("--no-names", dest="names", action="store_false",
                    help="decode names unconstrained (by default, at a member access or an import, only names that "
                         "exist there are spelled: jedi's analysis, reported as stats.names)")
+    p.add_argument("--replicas", type=int, default=0, metavar="N",
+                   help="decode on N engine replicas on Ray Serve (pip install 'quicksilver[replicas]'); this process "
+                        "keeps every route. Give several servers one --database postgresql://… (docs/scaling.md)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="with --replicas: an existing Ray cluster (ray start --head; default: one of this machine's own)")
+    p.add_argument("--routing", choices=["affinity", "round-robin"], default="affinity",
+                   help="with --replicas: a request goes to the replica holding its document's context (affinity), "
+                        "or to each in turn")
+    p.add_argument("--gpus-per-replica", type=float, default=0.0, metavar="G",
+                   help="with --replicas: GPUs each replica holds (1: one each; 0.5: two a GPU)")
 
 
 def uvicorn_config(app, host: str, port: int, **kw):
@@ -91,6 +101,13 @@ def run(args) -> None:
     if args.api_key and not (args.api_key.isascii() and args.api_key.isprintable()):   # "" means no key
         sys.exit("quicksilver serve: the API key must be printable ASCII (HTTP headers cannot carry other text)")
 
+    if args.replicas < 0 or args.gpus_per_replica < 0:
+        sys.exit("quicksilver serve: --replicas and --gpus-per-replica cannot be negative")
+    if args.replicas:
+        try:
+            import ray.serve  # noqa: F401  (the replicas extra)
+        except ImportError:
+            sys.exit("quicksilver serve: --replicas needs Ray Serve: pip install 'quicksilver[replicas]'")
     if args.workspace is not None and not args.workspace.is_dir():
         sys.exit(f"quicksilver serve: --workspace {args.workspace} is not a folder")
     if (busy := port_in_use(args.host, args.port)) is not None:   # say so before loading anything
@@ -104,7 +121,8 @@ def run(args) -> None:
     cfg = ServerConfig(model=args.model, db=args.db, api_key=args.api_key, threads=args.threads,
                        allow_origins=tuple(args.allow_origin), check_host=args.host in LOOPBACK_HOSTS,
                        min_confidence=args.min_confidence, context_tokens=args.context_tokens,
-                       workspace=args.workspace, names=args.names)
+                       workspace=args.workspace, names=args.names, replicas=args.replicas,
+                       ray_address=args.ray_address, routing=args.routing, gpus_per_replica=args.gpus_per_replica)
     app = create_app(cfg, loaded=loaded, store=store)
     try:
         uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()

@@ -9,6 +9,8 @@ import anyio
 from fastapi import APIRouter, Request as HttpRequest, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
+from server.routes.meta import replicas
+
 
 router = APIRouter()
 PAGE = Path(__file__).resolve().parent.parent / "static" / "dashboard.html"
@@ -52,7 +54,7 @@ async def stats(http: HttpRequest):
             "window": {"seconds": WINDOW_S, **summarise(window_rows(s.store, now - WINDOW_S))},
             "recent": s.store.recent_requests(RECENT_ROWS), "queue_depth": s.scheduler.queue_depth,
             "active": s.scheduler.active, "events": s.store.event_summary(), "model": s.model_name,
-            "provider": s.loaded.provider}
+            "provider": s.loaded.provider, "replicas": replicas(s)}
 
 
 async def until_closed(ws: WebSocket) -> None:

@@ -1,6 +1,8 @@
 """GET /health, /v1/models, /metrics; POST /v1/events and GET /v1/events/summary (completion telemetry)."""
 from __future__ import annotations
 
+import os
+import socket
 import time
 from typing import Literal
 
@@ -19,7 +21,15 @@ async def health(http: HttpRequest):
     s = http.app.state
     return {"status": "ok", "model": s.model_name, "card_sha256": s.loaded.card_sha256, "provider": s.loaded.provider,
             "model_file": s.loaded.model_file, "family": s.loaded.conventions.family, "store": s.store.kind,
-            "uptime_s": round(time.time() - s.started, 1)}
+            "uptime_s": round(time.time() - s.started, 1), "replicas": replicas(s)}
+
+
+def replicas(s) -> list[dict]:
+    """What decodes: Ray Serve's replicas as they last reported (`serve --replicas`), or this process."""
+    if hasattr(s.scheduler, "replicas"):
+        return s.scheduler.replicas()
+    return [{"id": "local", "pid": os.getpid(), "host": socket.gethostname(), "state": "running",
+             "queue_depth": s.scheduler.queue_depth, "active": s.scheduler.active}]
 
 
 @router.get("/v1/models")
@@ -33,6 +43,7 @@ async def models(http: HttpRequest):
 async def metrics(http: HttpRequest):
     s = http.app.state
     s.metrics.queue_depth.set(s.scheduler.queue_depth)
+    s.metrics.observe_replicas(replicas(s))
     return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
