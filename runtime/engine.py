@@ -49,8 +49,7 @@ class Engine:
         self.refresh_every = refresh_every
         self.windows = windows or WINDOWS   # the unknown-length policy (tests and studies try others)
         self.kept = KeptContexts()   # canonical contexts (runtime/contexts.py): same request, same keys/values
-        # runtime/answers.py; None: decode every request
-        self.answers = KeptAnswers(self.count_tokens) if type_through else None
+        self.answers = KeptAnswers(self.count_tokens) if type_through else None   # runtime/answers.py; None: none
         self.calibrator = Calibrator.load(model.model_dir, model.card.get("files", {}).get(model.model_file, ""))
         self._stacked: tuple[list[ContextCache], np.ndarray, np.ndarray] | None = None
         last = (model.card.get("training", {}).get("phases") or [{}])[-1]   # trained to judge present tokens: a

@@ -177,7 +177,7 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
 
     @app.exception_handler(ReplicaLost)
     async def replica_lost(_, exc: ReplicaLost):   # a replica died mid-request: another takes its place
-        response = error(503, f"{exc}: {RETRY}", "replica_unavailable")
+        response = error(503, str(exc), "replica_unavailable")
         response.headers["Retry-After"] = "1"
         return response
 

@@ -165,8 +165,8 @@ class RemoteHandle:
         except BackPressureError as e:
             raise Busy(f"every replica is full ({e})") from None
         except (RayActorError, ActorUnavailableError) as e:
-            raise ReplicaLost(f"the replica decoding request {self.id} went away ({type(e).__name__}); another "
-                              "takes its place") from None
+            raise ReplicaLost(f"the replica decoding request {self.id} went away ({type(e).__name__}): retry, "
+                              "another replica takes its place") from None
         except RayTaskError as e:   # the replica raised (a bad request, Busy): the caller hears the error itself
             raise e.cause if isinstance(e.cause, Exception) else e from None
         finally:

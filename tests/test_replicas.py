@@ -157,3 +157,64 @@ def test_the_capacity_model_counts_only_decoded_keystrokes():
     per_replica = 0.6 / (c["keystrokes_per_s_typing"] * 0.075)
     assert c["typing_developers_per_replica"] == pytest.approx(per_replica)
     assert c["replicas"] == {"100": math.ceil(10 / per_replica), "1000": math.ceil(100 / per_replica)}
+
+
+def test_a_database_restart_under_load_loses_no_stored_change(servers, tiny_model_dir, postgres):
+    """A front on PostgreSQL sharing the running replicas; 8 clients patch their sessions and ask completions
+    while the database stops for 2 s: every patch the server acknowledged is stored, none twice; a patch in the
+    window is refused with a message that says to retry; completions are answered throughout; within 10 s of the
+    database's return every client's patches succeed again."""
+    from websockets.sync.client import connect
+    srv, thread, url = start_server(tiny_model_dir, postgres.url, replicas=2)
+    ws_url = url.replace("http://", "ws://") + "/v1/sessions"
+    acked, sent, refused, answered, back = {}, {}, [], [], {}
+    stop, restarted = threading.Event(), threading.Event()
+    returned_at = []
+
+    def client(i: int) -> None:
+        with connect(ws_url, additional_headers=HEAD) as ws:
+            ws.send(json.dumps({"type": "open", "document": {"text": "", "language": "python"}}))
+            sid = json.loads(ws.recv(timeout=60))["session_id"]
+            acked[sid], sent[sid], k = [], [], 0
+            while not stop.is_set():
+                line = f"#{i}.{k}"
+                sent[sid].append(line)
+                ws.send(json.dumps({"type": "patch", "offset": 0, "text": line + "\n"}))
+                reply = json.loads(ws.recv(timeout=60))
+                if reply["type"] == "document":
+                    acked[sid].append(line)
+                    if restarted.is_set() and returned_at:
+                        back.setdefault(i, time.time() - returned_at[0])
+                else:
+                    refused.append(reply)
+                r = ask(url, "/v1/completions", {"prompt": f"# {i}\nx = ", "max_tokens": 2})
+                answered.append(r.status_code)
+                k += 1
+                time.sleep(0.05)
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        postgres.stop()
+        time.sleep(2)
+        restarted.set()
+        postgres.start()
+        returned_at.append(time.time())
+        deadline = time.time() + 15
+        while len(back) < len(threads) and time.time() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert refused and all(r["type"] == "error" and "retry" in r["message"] for r in refused)
+        assert set(answered) == {200}   # completions need no database
+        assert len(back) == len(threads) and max(back.values()) < 10, back
+        for sid, lines in acked.items():
+            with connect(ws_url, additional_headers=HEAD) as ws:
+                ws.send(json.dumps({"type": "open", "session_id": sid}))
+                stored = json.loads(ws.recv(timeout=60))["text"].splitlines()
+            assert set(lines) <= set(stored) <= set(sent[sid]) and len(stored) == len(set(stored))
+    finally:
+        stop.set()
+        stop_server(srv, thread)
