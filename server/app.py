@@ -97,17 +97,18 @@ def error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
 
-def replicated(cfg: ServerConfig, front: Engine):
-    """The engines as Ray Serve replicas (imported only here: Ray is the `replicas` extra); `front`, this process's
-    engine, answers what the user typed through."""
+def replicated(cfg: ServerConfig):
+    """The engines as Ray Serve replicas (imported only here: Ray is the `replicas` extra)."""
     from server.replicas import RemoteScheduler, ReplicaConfig
     return RemoteScheduler(cfg.replicas, ReplicaConfig(cfg.model, cfg.threads, cfg.context_tokens, cfg.names,
                                                        cfg.max_batch),
-                           front, cfg.ray_address, cfg.routing, cfg.gpus_per_replica)
+                           cfg.ray_address, cfg.routing, cfg.gpus_per_replica)
 
 
-def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Store | None = None) -> FastAPI:
-    """The app; `loaded` and `store` may be opened beforehand (so `serve` reports a damaged file before starting)."""
+def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Store | None = None,
+               replicas=None) -> FastAPI:
+    """The app; `loaded`, `store` and `replicas` may be opened beforehand (so `serve` reports a damaged file, or
+    replicas that cannot start, before serving)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         s = app.state
@@ -116,7 +117,11 @@ def create_app(cfg: ServerConfig, loaded: LoadedModel | None = None, store: Stor
         s.engine = Engine(s.loaded, cfg.context_tokens)
         if not cfg.names:
             s.engine.names = False
-        s.scheduler = replicated(cfg, s.engine) if cfg.replicas else Scheduler(s.engine, max_batch=cfg.max_batch)
+        if cfg.replicas:   # `serve` starts them beforehand, to report a failure in one line
+            s.scheduler = replicas or replicated(cfg)
+            s.scheduler.front = s.engine   # answers what the user typed through (server/replicas.py)
+        else:
+            s.scheduler = Scheduler(s.engine, max_batch=cfg.max_batch)
         s.store, s.metrics, s.started = store or Store(cfg.db), Metrics(), time.time()
         s.live, s.running, s.min_confidence = set(), set(), cfg.min_confidence   # dashboard queues; session/request ids decoding now
         s.workspace = Workspace(cfg.workspace).start() if cfg.workspace else None

@@ -20,8 +20,9 @@ class Metrics:
         self.typed_through = Counter("quicksilver_typed_through", "Completions answered from a kept answer the "
                                      "user typed the start of (no forward pass)", registry=r)
         self.queue_depth = Gauge("quicksilver_queue_depth", "Requests waiting for the batch", registry=r)
-        self.completions = Counter("quicksilver_completions", "Completions by the replica that decoded them "
-                                   "('local': this process)", ["replica"], registry=r)
+        self.completions = Counter("quicksilver_completions", "Completions by the replica that decoded them ('local': "
+                                   "this process; 'front': typed through, answered by the front)", ["replica"],
+                                   registry=r)
         self.replica_queue_depth = Gauge("quicksilver_replica_queue_depth", "Requests waiting in a replica's batch, "
                                          "as it last reported", ["replica", "state"], registry=r)
         self.replica_active = Gauge("quicksilver_replica_active", "Requests a replica is decoding, as it last reported",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -38,9 +39,9 @@ ROUTING = {"affinity": "ray.serve.experimental.consistent_hash_router.Consistent
            "round-robin": "ray.serve.experimental.round_robin_router.RoundRobinRouter"}
 MAX_ONGOING = 2 * MAX_BATCH   # requests one replica holds (a batch decoding, a batch waiting) before the next is tried
 HEARTBEAT_S = 1.0             # how often a replica reports itself
-GONE_S = 5.0                  # a replica silent this long is listed as gone; after FORGET_S it is not listed
+GONE_S = 3.0                  # a replica silent this long is listed as gone; after FORGET_S it is not listed
 FORGET_S = 60.0
-KEY_CHARS = 1024              # the start of the document that names it for routing
+KEY_LINES, KEY_CHARS = 8, 1024   # the start of a file that names it for routing (when the client sends no path)
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,29 @@ class ReplicaConfig:
 
 
 def affinity_key(req: Request) -> str:
-    """The document a request is typed in, as the router hashes it: its first KEY_CHARS characters up to the
-    cursor's line (an editor sends the same file start at every keystroke; the line being typed changes)."""
-    return req.prefix[: req.prefix.rfind("\n") + 1][:KEY_CHARS]
+    """The file a request is typed in, as the router hashes it: its path when the client sends one, else its first
+    KEY_LINES lines (at most KEY_CHARS characters) above the cursor's line — the same at every keystroke on a line,
+    and on every line once the file has KEY_LINES above the cursor."""
+    if req.path:
+        return req.path
+    head = req.prefix[: req.prefix.rfind("\n") + 1][:KEY_CHARS]
+    return "".join(head.splitlines(keepends=True)[:KEY_LINES])
+
+
+class ReplicasUnavailable(RuntimeError):
+    """The replicas cannot be started as asked (no Ray cluster at the address, too few GPUs)."""
+
+
+def reachable(address: str, timeout_s: float = 5.0) -> None:
+    """An explicit HOST:PORT must answer at once: Ray itself retries an unreachable one for minutes."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ReplicasUnavailable(f"no Ray cluster answers at {address} ({e}): start one with `ray start --head`, or "
+                                  "leave --ray-address out for a cluster of this server's own") from None
 
 
 class EngineReplica:
@@ -175,21 +196,30 @@ class RemoteHandle:
 
 class RemoteScheduler:
     """The scheduler interface the routes use (submit_all, queue_depth, active, close) over Ray Serve replicas, and
-    `replicas()`: what each reported last. `front` is this process's engine: it keeps the answers the replicas
-    return, and answers a keystroke that types a start of one itself (no hop to a replica, whichever routing)."""
+    `replicas()`: what each reported last. `front` is this process's engine (the app sets it once made): it keeps
+    the answers the replicas return, and answers a keystroke that types a start of one itself (no hop to a
+    replica, whichever routing). Raises ReplicasUnavailable when the replicas cannot be started."""
 
-    def __init__(self, n: int, cfg: ReplicaConfig, front, address: str | None = None, routing: str = "affinity",
-                 num_gpus: float = 0.0):
+    def __init__(self, n: int, cfg: ReplicaConfig, address: str | None = None, routing: str = "affinity",
+                 num_gpus: float = 0.0, front=None):
         import ray
         from ray import serve
         from ray.serve.config import RequestRouterConfig
         self.started_ray = address is None and not ray.is_initialized()
         if not ray.is_initialized():
+            ours = signal.getsignal(signal.SIGTERM)   # Ray's driver takes SIGTERM over (sys.exit): the server's
             if address is None:   # a cluster of this machine's own, started and stopped with the server
                 ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
                          num_cpus=max(n, os.cpu_count() or 1), configure_logging=False)
             else:
+                reachable(address)
                 ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+            if threading.current_thread() is threading.main_thread() and ours is not None:
+                signal.signal(signal.SIGTERM, ours)   # graceful shutdown stays the server's
+        if num_gpus and (have := ray.cluster_resources().get("GPU", 0)) < n * num_gpus:
+            self._shutdown()
+            raise ReplicasUnavailable(f"{n} replicas at {num_gpus:g} GPUs each need {n * num_gpus:g} GPUs; the Ray "
+                                      f"cluster has {have:g}")
         self.registry = ray.remote(num_cpus=0)(Registry).options(
             name=REGISTRY, namespace=NAMESPACE, get_if_exists=True, lifetime="detached").remote()
         serve.start(proxy_location="Disabled")   # no Serve proxy: this process is the HTTP front
@@ -204,7 +234,11 @@ class RemoteScheduler:
             log.info("using the %s replicas already running on the cluster", self.app)
             self.engine = serve.get_app_handle(self.app)
         else:
-            self.engine = serve.run(deployment.bind(cfg, self.app), name=self.app, route_prefix=None)
+            try:
+                self.engine = serve.run(deployment.bind(cfg, self.app), name=self.app, route_prefix=None)
+            except Exception as e:   # a replica that cannot load the model, say: the deployment failed
+                self._shutdown()
+                raise ReplicasUnavailable(f"the replicas did not start: {e}") from None
         self.front, self.inflight = front, 0
         self._last: list[dict] = []
         self._stop = threading.Event()
@@ -213,11 +247,15 @@ class RemoteScheduler:
 
     def _refresh(self) -> None:
         import ray
+        quiet = False
         while not self._stop.is_set():
             try:
                 self._last = ray.get(self.registry.replicas.remote(self.app), timeout=10)
-            except Exception:
-                log.warning("the replicas' registry did not answer", exc_info=True)
+                quiet = False
+            except Exception as e:   # said once an outage, not once a second
+                if not quiet:
+                    log.warning("the replicas' registry does not answer (%s): is the Ray cluster up?", e)
+                quiet = True
             self._stop.wait(HEARTBEAT_S)
 
     def submit_all(self, reqs: list[Request], loop=None) -> list[RemoteHandle | AnsweredHandle]:
@@ -246,9 +284,13 @@ class RemoteScheduler:
         return self.inflight
 
     def close(self) -> None:
+        self._stop.set()
+        self._poll.join(timeout=15)   # a Ray call after the shutdown would start a new cluster
+        self._shutdown()
+
+    def _shutdown(self) -> None:
         import ray
         from ray import serve
-        self._stop.set()
         if self.started_ray:   # a cluster of our own: its replicas go with it
             serve.shutdown()
             ray.shutdown()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from runtime.request import DEFAULT_CONTEXT_TOKENS
 from runtime.session import ModelError, load
-from server.app import ServerConfig, create_app
+from server.app import ServerConfig, create_app, replicated
 from server.guard import LOOPBACK_HOSTS
 from server.routes.sessions import MAX_MESSAGE_CHARS
 from server.store import Store, StoreError
@@ -103,6 +103,8 @@ def run(args) -> None:
 
     if args.replicas < 0 or args.gpus_per_replica < 0:
         sys.exit("quicksilver serve: --replicas and --gpus-per-replica cannot be negative")
+    if not args.replicas and (args.ray_address or args.routing != "affinity" or args.gpus_per_replica):
+        sys.exit("quicksilver serve: --ray-address, --routing and --gpus-per-replica go with --replicas N")
     if args.replicas:
         try:
             import ray.serve  # noqa: F401  (the replicas extra)
@@ -123,7 +125,14 @@ def run(args) -> None:
                        min_confidence=args.min_confidence, context_tokens=args.context_tokens,
                        workspace=args.workspace, names=args.names, replicas=args.replicas,
                        ray_address=args.ray_address, routing=args.routing, gpus_per_replica=args.gpus_per_replica)
-    app = create_app(cfg, loaded=loaded, store=store)
+    replicas = None
+    if args.replicas:
+        from server.replicas import ReplicasUnavailable
+        try:
+            replicas = replicated(cfg)
+        except ReplicasUnavailable as e:
+            sys.exit(f"quicksilver serve: {e}")
+    app = create_app(cfg, loaded=loaded, store=store, replicas=replicas)
     try:
         uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()
     except KeyboardInterrupt:   # uvicorn re-raises Ctrl+C after a clean shutdown (uvicorn.run swallows it too)

@@ -147,6 +147,21 @@ def test_routing_names_routers_ray_has():
         assert hasattr(importlib.import_module(module), name)
     a, b = Request(prefix="import os\n\nx = 1"), Request(prefix="import os\n\nx = 12")
     assert affinity_key(a) == affinity_key(b) == "import os\n\n"   # the line being typed is not in the key
+    head = "".join(f"line{i}\n" for i in range(8))
+    assert affinity_key(Request(prefix=head + "x = 1\ny = ")) == affinity_key(Request(prefix=head + "z")) == head
+    assert affinity_key(Request(prefix=head + "x", path="/src/a.py")) == "/src/a.py"   # a path names the file
+
+
+def test_replica_options_are_checked_before_anything_starts(tmp_path):
+    """An unreachable --ray-address or replica options without --replicas: one clear line, at once, nothing left."""
+    import subprocess
+    import sys
+    from tests.conftest import free_port
+    cli = [sys.executable, "-m", "runtime.cli", "serve", "--db", str(tmp_path / "q.sqlite"), "--port", str(free_port())]
+    for extra, said in ((["--routing", "round-robin"], "go with --replicas"),
+                        (["--replicas", "2", "--ray-address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1")):
+        r = subprocess.run(cli + extra, capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and said in r.stderr, r.stderr[-2000:]
 
 
 def test_the_capacity_model_counts_only_decoded_keystrokes():
