@@ -183,13 +183,14 @@ class RemoteHandle:
                 yield item
         except RequestCancelledError:
             return
-        except BackPressureError as e:
-            raise Busy(f"every replica is full ({e})") from None
-        except (RayActorError, ActorUnavailableError) as e:
-            raise ReplicaLost(f"the replica decoding request {self.id} went away ({type(e).__name__}): retry, "
-                              "another replica takes its place") from None
-        except RayTaskError as e:   # the replica raised (a bad request, Busy): the caller hears the error itself
-            raise e.cause if isinstance(e.cause, Exception) else e from None
+        except (BackPressureError, RayActorError, ActorUnavailableError, RayTaskError) as e:
+            cause = e.cause if isinstance(e, RayTaskError) and isinstance(e.cause, Exception) else e
+            if isinstance(cause, BackPressureError):   # every replica holds all it may, and the queue is full
+                raise Busy(f"every replica is full ({cause})") from None
+            if isinstance(cause, (RayActorError, ActorUnavailableError)):
+                raise ReplicaLost(f"the replica decoding request {self.id} went away ({type(cause).__name__}): "
+                                  "retry, another replica takes its place") from None
+            raise cause from None   # the replica raised (a bad request, Busy): the caller hears that error
         finally:
             self._owner.inflight -= 1
 

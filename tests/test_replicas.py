@@ -13,6 +13,8 @@ import pytest
 from tests.conftest import API_KEY, start_server, stop_server
 
 pytest.importorskip("ray.serve", reason="pip install 'quicksilver[replicas]'")
+from ray.exceptions import ActorDiedError, RayTaskError  # noqa: E402
+from ray.serve.exceptions import BackPressureError  # noqa: E402
 httpx = pytest.importorskip("httpx")
 HEAD = {"Authorization": f"Bearer {API_KEY}"}
 DOC = "import os\n\n\nclass Inventory:\n    def __init__(self):\n        self.items = {}\n\n    def add(self, sku):\n        "
@@ -233,3 +235,28 @@ def test_a_database_restart_under_load_loses_no_stored_change(servers, tiny_mode
     finally:
         stop.set()
         stop_server(srv, thread)
+
+
+@pytest.mark.parametrize("make, expect", [
+    (lambda: BackPressureError(64, 64), "Busy"),
+    (lambda: ActorDiedError(), "ReplicaLost"),
+    (lambda: RayTaskError("decode", "tb", ValueError("bad request")), "ValueError"),
+    (lambda: RayTaskError("decode", "tb", BackPressureError(64, 64)), "Busy"),
+])
+async def test_what_a_replica_raises_reaches_the_routes_as_their_own_errors(make, expect):
+    """Ray's errors become the ones the routes answer: a full queue 429 (Busy), a dead replica 503 (ReplicaLost),
+    a replica's own error (a bad request: 400) itself, wrapped in Ray's task error or not."""
+    from types import SimpleNamespace
+
+    from runtime.request import Request
+    from server.replicas import RemoteHandle
+
+    async def failing():
+        raise make()
+        yield
+    engine = SimpleNamespace(options=lambda **_: SimpleNamespace(decode=SimpleNamespace(remote=lambda req: failing())))
+    owner = SimpleNamespace(engine=engine, inflight=0, front=None)
+    with pytest.raises(Exception) as raised:
+        async for _ in RemoteHandle(Request(prefix="x = "), owner).aiter():
+            pass
+    assert type(raised.value).__name__ == expect and owner.inflight == 0
