@@ -60,10 +60,7 @@ class Engine:
     def denoiser(self, req: Request) -> Denoiser | Answered:
         """Tokenize and window a request into the sampler's state; or, where the user typed a start of a kept
         answer, the rest of it (finished already)."""
-        t0 = time.perf_counter()
-        if req.language is None:   # OpenAI and llama.cpp clients send none: the code itself may say
-            req.language = infer_language(req.prefix, req.suffix)
-        if (answered := self.typed_through(req, t0)) is not None:
+        if (answered := self.typed_through(req, t0 := time.perf_counter())) is not None:
             return answered
         if req.mode == "edit" and req.edit == "repair" and (fixed := name_fix(req.prefix, req.existing, req.suffix,
                                                                               req.language)) is not None \
@@ -155,7 +152,10 @@ class Engine:
         return ids, used
 
     def typed_through(self, req: Request, t0: float) -> Answered | None:
-        """The rest of a kept answer where the user typed a start of it (runtime/answers.py); None otherwise."""
+        """The rest of a kept answer where the user typed a start of it (runtime/answers.py); None otherwise. The
+        request's language is settled first (kept answers are looked up by it, and decoding needs it)."""
+        if req.language is None:   # OpenAI and llama.cpp clients send none: the code itself may say
+            req.language = infer_language(req.prefix, req.suffix)
         if self.answers is not None and (kept := self.answers.typed_through(req)) is not None:
             text, stats = kept
             return Answered(Completion(req.id, text, text, answered_stats(stats)), t0)

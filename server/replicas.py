@@ -28,7 +28,6 @@ from typing import AsyncIterator
 from runtime.frames import Completion, Frame
 from runtime.request import DEFAULT_CONTEXT_TOKENS, Request
 from runtime.scheduler import MAX_BATCH, MAX_WAITING, Busy
-from runtime.syntax import infer_language
 from server.generate import ReplicaLost
 
 log = logging.getLogger("quicksilver.replicas")
@@ -262,8 +261,6 @@ class RemoteScheduler:
     def submit_all(self, reqs: list[Request], loop=None) -> list[RemoteHandle | AnsweredHandle]:
         handles = []
         for r in reqs:
-            if r.language is None:   # as the engine infers it, before looking among the kept answers
-                r.language = infer_language(r.prefix, r.suffix)
             answered = self.front.typed_through(r, time.perf_counter())
             if answered is None:
                 handles.append(RemoteHandle(r, self))
