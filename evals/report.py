@@ -104,10 +104,10 @@ def same_weights(card: dict, model_file: str) -> set[str]:
 
 def which_model(r: dict, card: dict) -> str:
     """A result's model, short: its hash, marked when the shipped model or the engine's decoding has changed since."""
-    from runtime import DECODING_REVISION
+    from runtime import current
 
     sha = r.get("model_sha256", "")
-    stale = [] if r.get("decoding_revision", 1) == DECODING_REVISION else ["earlier decoding"]
+    stale = [] if current(r.get("decoding_revision", 1)) else ["earlier decoding"]
     if r.get("mode") == "unknown" and "window" not in r and window_of(r) != UNKNOWN_WINDOW.get(r.get("set")):
         stale.append("earlier window")  # made before results recorded a window, with one the eval no longer uses
     if "default" not in r.get("model", "default"):
@@ -146,7 +146,7 @@ def report(results: Path, model_dir: Path | None = None) -> str:
                          f"{which_model(r, card)} | `{infill_command(r, n)}` |")
         lines += ["", "Model: the first hex digits of the ONNX file's SHA-256; **earlier model** marks a row made with a "
                   "model that is no longer the shipped one, **earlier decoding** one made before the engine's last "
-                  "change to what it generates (`runtime.DECODING_REVISION`), **earlier window** an unknown-length row "
+                  "change to the completions it generates (`runtime.COMPLETIONS_SINCE`), **earlier window** an unknown-length row "
                   "made, before results recorded their window, with another window than `evals/infill.py` now "
                   "uses: re-run its command. Ratios use full runs of the shipped model at the default window, with the "
                   "syntax guidance an editor's request gets (`--no-syntax` rows show what it adds). A `--procs N` row "

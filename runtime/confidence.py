@@ -66,8 +66,8 @@ class Calibrator:
         if unknown := set(d["features"]) - set(FEATURES):
             log.warning("%s uses features this version does not compute (%s): not used", path, sorted(unknown))
             return None
-        from runtime import DECODING_REVISION
-        if d.get("decoding_revision") != DECODING_REVISION:
+        from runtime import DECODING_REVISION, current
+        if not current(d.get("decoding_revision")):
             log.warning("%s was fitted at decoding revision %s, the engine is at %s: re-run `quicksilver eval "
                         "calibrate`", path, d.get("decoding_revision"), DECODING_REVISION)
         info = {k: v for k, v in d.items() if k not in ("features", "weights", "bias")}

@@ -11,6 +11,8 @@ import io
 import time
 import tokenize
 
+import numpy as np
+
 from runtime.verify import analyse
 
 LIKENESS = 0.8         # difflib's ratio a replacement must reach, and lead the next candidate by LEAD
@@ -105,3 +107,38 @@ def _known_attributes(a, inside: list, attrs: list[str], code: str) -> list[tupl
         if isinstance(found, tuple) and n.attr not in found[1] and (right := _candidates(n.attr, set(found[1]))):
             out.append((n.attr, right))
     return out
+
+
+def code_tokens(tok, block: str, language: str | None) -> np.ndarray | None:
+    """Which of `block`'s tokens (`tok.encode(block)`) a model's repair may re-fill: those whose every character
+    that is not blank is code (`code_chars`). None where every token may."""
+    if (spans := code_chars(block, language)) is None or tok.encode(block) != (enc := tok.tok.encode(
+            block, add_special_tokens=False)).ids:
+        return None
+    code = np.zeros(len(block) + 1, bool)
+    for s, e in spans:
+        code[s:e] = True
+    return np.array([e > s and all(code[i] or block[i].isspace() for i in range(s, e)) and code[s:e].any()
+                     for s, e in enc.offsets], bool)
+
+
+def code_chars(block: str, language: str | None) -> list[tuple[int, int]] | None:
+    """The character ranges of `block` a model's repair may re-fill: its Python code, not its strings (an f-string's
+    text included), comments, indentation or the names it defines functions and classes by. None where the block is not Python or does not tokenize alone (then
+    every token may be re-filled, and runtime/verify.py still judges the result)."""
+    if (language or "").lower() != "python":
+        return None
+    starts = [0]
+    for line in block.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    try:
+        toks = list(tokenize.generate_tokens(io.StringIO(block).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return None
+    text = (tokenize.STRING, tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+            tokenize.ENDMARKER) + tuple(getattr(tokenize, k) for k in ("FSTRING_START", "FSTRING_MIDDLE",
+                                                                        "FSTRING_END") if hasattr(tokenize, k))
+    named = {i + 1 for i, t in enumerate(toks) if t.type == tokenize.NAME and t.string in ("def", "class")}
+    return [(starts[t.start[0] - 1] + t.start[1], starts[t.end[0] - 1] + t.end[1]) for i, t in enumerate(toks)
+            if t.type not in text and t.start[0] - 1 < len(starts) - 1 and i not in named]   # a definition's name:
+                                                                                        # what others call it

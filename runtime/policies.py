@@ -16,6 +16,8 @@ tests each alone.
 - `writes_stop`, `through_stop`: whether text writes a stop sequence; the tokens a result keeps when one does.
 - `striped`, `stripe_of`, `token_probs`: a repair's scoring passes, each masking every REPAIR_STRIPES-th token
   of the block to read the model's probability of the token that is there.
+- `repair_span`, `repair_refill`: the few tokens a repair re-fills, the least likely run of them, as the middle of
+  an infill.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import numpy as np
 from runtime.vocab import SpecialIds
 
 REPAIR_STRIPES = 3           # scoring passes for 'repair': each masks every third token of the block
+REPAIR_SPAN = 1              # the most tokens of the block one repair re-fills (3 harmed more on held-out bugs)
 USED_BONUS = 4.0             # logits gained by a name the file uses elsewhere (runtime/names.py in_use)
 GUARD_TRIES = 8              # ending tokens may_end refuses at one slot before every ending token is barred there
 
@@ -173,6 +176,41 @@ def striped(ids: np.ndarray, start: int, end: int, stripe: int, mask: int, strip
     if stripes:
         out[start:end][stripe_of(end - start, stripe, stripes)] = mask
     return out
+
+
+def repair_span(scores: np.ndarray, may: np.ndarray, threshold: float, most: int = REPAIR_SPAN) -> tuple[int, int] | None:
+    """[lo, hi): the block's least likely token among those it `may` re-fill, if below `threshold`, and the
+    unlikely ones next to it (the less likely first), at most `most` in all; None where none is unlikely."""
+    low = may & (scores < threshold)
+    if not low.any():
+        return None
+    lo = int(np.where(low, scores, np.inf).argmin())
+    hi = lo + 1
+    while hi - lo < most:
+        left = scores[lo - 1] if lo > 0 and low[lo - 1] else np.inf
+        right = scores[hi] if hi < len(scores) and low[hi] else np.inf
+        if min(left, right) == np.inf:
+            break
+        lo, hi = (lo - 1, hi) if left <= right else (lo, hi + 1)
+    return lo, hi
+
+
+def repair_refill(ids: np.ndarray, start: int, end: int, scores: np.ndarray, repairable: np.ndarray | None,
+                  special: SpecialIds, threshold: float, slack: int) -> tuple[np.ndarray, tuple] | None:
+    """After a repair's scoring passes over the window [start, end) (the block, then end-marker padding): the
+    sequence with the block's `repair_span` re-masked with `slack` slots more, the block before it joining the
+    prefix and the block after it the suffix — an infill as the model was trained on, so the span may grow or
+    shrink — and (the block before it, the span, the block after it) as token lists. None: nothing unlikely."""
+    win = ids[start:end]
+    n = int(ends.argmax()) if (ends := np.isin(win, special.ends)).any() else len(win)
+    may = np.arange(len(win)) < n   # the block, not its padding; where given, its code only
+    if repairable is not None and len(repairable) == n:
+        may[:n] &= repairable
+    if (span := repair_span(scores, may, threshold)) is None:
+        return None
+    lo, hi = span
+    refill = np.concatenate([ids[:start + lo], np.full(hi - lo + slack, special.mask, np.int64), win[hi:n], ids[end:]])
+    return refill, (win[:lo].tolist(), win[lo:hi].tolist(), win[hi:n].tolist())
 
 
 def token_probs(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:

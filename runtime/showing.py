@@ -13,6 +13,9 @@ from runtime.verify import Verdict, check_edit
 def postprocess(req: Request, text: str, stop_reason: str, confidence: float = 0.0) -> str:
     """Generated text → what the front ends show: healing undone, suffix repeats dropped, one line when asked; with
     a language, cut at the end of the cursor's scope and never breaking the syntax of a file that was valid."""
+    if req.mode == "edit" and req.edit == "repair":   # the block as it was but a few tokens: not a completion's to
+        ends = req.existing[len(req.existing.rstrip("\n")):]   # clean (runtime/verify.py judges it); it ends as
+        return text.rstrip("\n") + ends if text.strip() else text   # the block did
     suffix = req.suffix if req.mode != "completion" else ""
     if suffix and stop_reason == "eom":
         text = unheal_end(text, suffix)

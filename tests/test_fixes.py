@@ -57,3 +57,48 @@ def test_a_misspelled_dataclass_field_read_through_self_is_fixed():
     prefix = ("from dataclasses import dataclass\n\n\n@dataclass\nclass Entry:\n    comment: str = ''\n"
               "    size: int = 0\n\n    def describe(self):\n")
     assert name_fix(prefix, "        return self.commeent\n", "", "python") == "        return self.comment\n"
+
+
+def test_a_model_repair_refills_code_only():
+    from runtime.fixes import code_tokens
+    from runtime.session import load
+    from tests.conftest import SHIPPED
+    tok = load(SHIPPED, threads=1).tokenizer
+    block = '    def greet(self, name):  # say it\n        return "Hello, " + name.title()\n'
+    ids = tok.encode(block)
+    may = code_tokens(tok, block, "python")
+    assert len(may) == len(ids)
+    code = "".join(tok.decode([i]) for i, m in zip(ids, may) if m).split()
+    assert code == ["def(self,", "name):", "return", "+", "name.title()"]   # no string, comment, indent, def name
+    assert code_tokens(tok, block, None) is None and code_tokens(tok, "    x = (\n", "python") is None
+
+
+def _dataclass(name: str) -> str:
+    fields = ("name", "value", "comment")
+    lines = "".join(f'        if self.{f} is not None:\n            data["{f}"] = self.{f}\n' for f in fields[1:])
+    return (f"@dataclass\nclass {name}:\n" + "".join(f"    {f}: str | None = None\n" for f in fields) +
+            f'\n    def asdict(self) -> dict[str, str]:\n        data = {{"name": self.name}}\n{lines}'
+            "        return data\n\n\n")
+
+
+def test_a_model_repair_is_an_infill_that_may_insert_and_is_offered_only_when_sure(monkeypatch):
+    """The shipped model finds the bare `data` the least likely token of a method whose siblings return it; its
+    span is re-filled as an infill, so the repair may grow (`return data`); offered only at REPAIR_ACCEPT."""
+    import runtime.sampler
+    from runtime.engine import Engine
+    from runtime.request import Request
+    from runtime.session import load
+    from tests.conftest import SHIPPED
+    source = "from dataclasses import dataclass\n\n\n" + "".join(map(_dataclass, ("Cookie", "Header", "Query")))
+    source = source.rstrip("\n") + "\n"
+    at = source.rindex("    def asdict")
+    block = source[at:].replace("return data", "data")
+    engine = Engine(load(SHIPPED, threads=1))
+    ask = Request(prefix=source[:at], suffix="", mode="edit", existing=block, edit="repair", language="python")
+    monkeypatch.setattr(runtime.sampler, "REPAIR_ACCEPT", 0.0)
+    c = engine.complete(ask)
+    assert c.text == source[at:] and c.stats["change"] == "data → return data" and "fixed_by" not in c.stats
+    sure = c.stats["confidence"]
+    monkeypatch.setattr(runtime.sampler, "REPAIR_ACCEPT", sure + 1e-3)   # just short of sure: given back unchanged
+    c = engine.complete(ask)
+    assert c.text == "" and c.stats["refused"] == "the model found nothing to change"

@@ -3,7 +3,8 @@ vocabulary: no model, no tokenizer."""
 import numpy as np
 import pytest
 
-from runtime.policies import GUARD_TRIES, ended_text, fill_line, guard_end, heal, pad_after_end, refused_break
+from runtime.policies import (GUARD_TRIES, ended_text, fill_line, guard_end, heal, pad_after_end, refused_break,
+                              repair_refill, repair_span)
 from runtime.sampler import commit_rule
 from runtime.vocab import SpecialIds
 
@@ -93,3 +94,22 @@ def test_commit_rule(conf, is_end, leftmost, may, expected):
     commit = commit_rule(np.array(conf), np.array(is_end, bool), np.array(leftmost, bool), 0.9, 0.97,
                          lambda k, commit: may)
     assert commit.astype(int).tolist() == expected
+
+
+def test_repair_span_is_the_least_likely_token_it_may_refill_and_its_unlikely_neighbours():
+    scores = np.array([0.9, 0.05, 0.01, 0.08, 0.5, 0.02])
+    may = np.array([True, True, True, True, True, False])
+    assert repair_span(scores, may, 0.1, most=1) == (2, 3)
+    assert repair_span(scores, may, 0.1, most=2) == (1, 3)   # the less likely neighbour first
+    assert repair_span(scores, may, 0.1, most=5) == (1, 4)   # never past a likely token
+    assert repair_span(scores, np.array([True, False, False, False, True, False]), 0.1) is None   # none it may
+
+
+def test_repair_refill_makes_the_span_an_infill_between_the_block_around_it():
+    # prefix [7], window: block [4, 5, 6, 8] then padding, suffix [9]; the least likely token (6) is re-filled
+    ids = np.array([7, 4, 5, 6, 8, EOM, EOM, 9])
+    scores = np.array([0.9, 0.8, 0.01, 0.9, 0.0, 0.0])   # padding is never repaired, however unlikely
+    refill, (head, was, tail) = repair_refill(ids, 1, 7, scores, None, SPECIAL, 0.1, slack=2)
+    assert refill.tolist() == [7, 4, 5, MASK, MASK, MASK, 8, 9] and (head, was, tail) == ([4, 5], [6], [8])
+    assert repair_refill(ids, 1, 7, scores, np.array([True, True, False, True]), SPECIAL, 0.1, 2) is None
+    assert repair_refill(ids, 1, 7, np.ones(6), None, SPECIAL, 0.1, 2) is None   # nothing unlikely
