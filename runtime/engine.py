@@ -14,7 +14,7 @@ from runtime.drafts import draft
 from runtime.names import existing_names, in_use, names_one, warm
 from runtime.policies import REPAIR_STRIPES
 from runtime.postprocess import heal
-from runtime.fixes import code_tokens, name_fix
+from runtime.fixes import name_fix, repair_options
 from runtime.frames import Completion, Frame, Result, Stats
 from runtime.request import (EDIT_CONTEXT_TOKENS, EDIT_GROWTH, EXTRA_MIN_TOKENS, EXTRA_TOKENS, MAX_HEALED_CHARS, WINDOWS,
                              DEFAULT_CONTEXT_TOKENS, Request, editor_min_confidence, stops_of, window_of)
@@ -100,8 +100,8 @@ class Engine:
         opts = SamplerOptions(
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
             top_p=req.top_p, seed=req.seed, stop=stops_of(req), edit=req.edit if existing is not None else "all",
-            stripes=self.stripes, repairable=code_tokens(self.tok, req.existing, req.language) if req.edit == "repair"
-            and existing is not None else None, forced=forced, eom_bias=req.eom_bias, max_tokens=cap,
+            stripes=self.stripes, forced=forced, eom_bias=req.eom_bias, max_tokens=cap,
+            **(repair_options(self.tok, req) if req.edit == "repair" and existing is not None else {}),
             fill_line=existing is None and not (prefix + forced).rsplit("\n", 1)[-1].strip(),
             may_end=None if existing is not None else end_guard(
                 req.language, req.prefix, "" if req.mode == "completion" else req.suffix, req.single_line),

@@ -124,8 +124,9 @@ def code_tokens(tok, block: str, language: str | None) -> np.ndarray | None:
 
 def code_chars(block: str, language: str | None) -> list[tuple[int, int]] | None:
     """The character ranges of `block` a model's repair may re-fill: its Python code, not its strings (an f-string's
-    text included), comments, indentation or the names it defines functions and classes by. None where the block is not Python or does not tokenize alone (then
-    every token may be re-filled, and runtime/verify.py still judges the result)."""
+    text included), comments, indentation or the names it defines functions and classes by. None where the block
+    is not Python or does not tokenize alone (then every token may be re-filled; runtime/verify.py still judges
+    the result)."""
     if (language or "").lower() != "python":
         return None
     starts = [0]
@@ -142,3 +143,50 @@ def code_chars(block: str, language: str | None) -> list[tuple[int, int]] | None
     return [(starts[t.start[0] - 1] + t.start[1], starts[t.end[0] - 1] + t.end[1]) for i, t in enumerate(toks)
             if t.type not in text and t.start[0] - 1 < len(starts) - 1 and i not in named]   # a definition's name:
                                                                                         # what others call it
+
+
+DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+POINTLESS = (ast.Name, ast.Attribute, ast.Subscript, ast.Compare, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Constant)
+
+
+def pointless_end(prefix: str, block: str, suffix: str, language: str | None) -> int | None:
+    """Where in `block` a `return` seems missing: the start of an expression statement that does nothing (a name, an
+    attribute, a comparison, a constant: no call, no `await`, no docstring) and is the last statement of a function
+    or of a branch in one — pylint's pointless-statement, where it ends a body. Analysis only says where; what goes
+    there is the model's to say (runtime/sampler.py `repair_at`). None where the file does not compile."""
+    if (language or "").lower() != "python" or (a := analyse(prefix + block + suffix)) is None:
+        return None
+    for fn in ast.walk(a.tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        bodies, stack = [], [fn]
+        while stack:   # the function's bodies and its branches' (not a nested definition's)
+            node = stack.pop()
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                if isinstance(part := getattr(node, field, None), list) and part:
+                    bodies.append(part)
+                    stack += [s for s in part if not isinstance(s, DEFINITIONS)]
+        for body in bodies:
+            last = body[-1]
+            value = getattr(last, "value", None)
+            if isinstance(last, ast.Expr) and isinstance(value, POINTLESS) and not (
+                    isinstance(value, ast.Constant) and (isinstance(value.value, str) or value.value is ...)):
+                if 0 <= (at := a.offset(last.lineno, last.col_offset) - len(prefix)) < len(block):
+                    return at
+    return None
+
+
+def token_at(tok, block: str, at: int) -> int | None:
+    """The index of `block`'s token (`tok.encode(block)`) that holds character `at`."""
+    enc = tok.tok.encode(block, add_special_tokens=False)
+    if enc.ids != tok.encode(block):
+        return None
+    return next((i for i, (s, e) in enumerate(enc.offsets) if s <= at < e), None)
+
+
+def repair_options(tok, req) -> dict:
+    """The sampler's options for a model's repair of `req.existing`: the tokens it may re-fill (`code_tokens`) and,
+    where analysis says where a `return` seems missing (`pointless_end`), the token to insert before."""
+    at = pointless_end(req.prefix, req.existing, req.suffix, req.language)
+    return {"repairable": code_tokens(tok, req.existing, req.language),
+            "repair_at": None if at is None else token_at(tok, req.existing, at)}

@@ -16,8 +16,8 @@ tests each alone.
 - `writes_stop`, `through_stop`: whether text writes a stop sequence; the tokens a result keeps when one does.
 - `striped`, `stripe_of`, `token_probs`: a repair's scoring passes, each masking every REPAIR_STRIPES-th token
   of the block to read the model's probability of the token that is there.
-- `repair_span`, `repair_refill`: the few tokens a repair re-fills, the least likely run of them, as the middle of
-  an infill.
+- `repair_span`, `unlikely_span`, `repair_refill`: the few tokens a repair re-fills, the least likely run of them
+  (or where analysis says), as the middle of an infill.
 """
 from __future__ import annotations
 
@@ -178,7 +178,8 @@ def striped(ids: np.ndarray, start: int, end: int, stripe: int, mask: int, strip
     return out
 
 
-def repair_span(scores: np.ndarray, may: np.ndarray, threshold: float, most: int = REPAIR_SPAN) -> tuple[int, int] | None:
+def repair_span(scores: np.ndarray, may: np.ndarray, threshold: float,
+                most: int = REPAIR_SPAN) -> tuple[int, int] | None:
     """[lo, hi): the block's least likely token among those it `may` re-fill, if below `threshold`, and the
     unlikely ones next to it (the less likely first), at most `most` in all; None where none is unlikely."""
     low = may & (scores < threshold)
@@ -195,20 +196,29 @@ def repair_span(scores: np.ndarray, may: np.ndarray, threshold: float, most: int
     return lo, hi
 
 
-def repair_refill(ids: np.ndarray, start: int, end: int, scores: np.ndarray, repairable: np.ndarray | None,
-                  special: SpecialIds, threshold: float, slack: int) -> tuple[np.ndarray, tuple] | None:
-    """After a repair's scoring passes over the window [start, end) (the block, then end-marker padding): the
-    sequence with the block's `repair_span` re-masked with `slack` slots more, the block before it joining the
-    prefix and the block after it the suffix — an infill as the model was trained on, so the span may grow or
-    shrink — and (the block before it, the span, the block after it) as token lists. None: nothing unlikely."""
-    win = ids[start:end]
-    n = int(ends.argmax()) if (ends := np.isin(win, special.ends)).any() else len(win)
-    may = np.arange(len(win)) < n   # the block, not its padding; where given, its code only
+def unlikely_span(win: np.ndarray, scores: np.ndarray, repairable: np.ndarray | None, special: SpecialIds,
+                  threshold: float) -> tuple[int, int] | None:
+    """After a repair's scoring passes over its window (the block, then end-marker padding): `repair_span` of the
+    block's tokens (where `repairable` is given, its code only), or None where nothing is unlikely."""
+    n = block_length(win, special)
+    may = np.arange(len(win)) < n
     if repairable is not None and len(repairable) == n:
         may[:n] &= repairable
-    if (span := repair_span(scores, may, threshold)) is None:
-        return None
-    lo, hi = span
+    return repair_span(scores, may, threshold)
+
+
+def block_length(win: np.ndarray, special: SpecialIds) -> int:
+    return int(ends.argmax()) if (ends := np.isin(win, special.ends)).any() else len(win)
+
+
+def repair_refill(ids: np.ndarray, start: int, end: int, span: tuple[int, int], special: SpecialIds,
+                  slack: int) -> tuple[np.ndarray, tuple]:
+    """The sequence with the block's span [lo, hi) (of the window [start, end): the block, then padding) re-masked
+    with `slack` slots more, the block before it joining the prefix and the block after it the suffix — an infill
+    as the model was trained on, so the span may grow or shrink (an empty span: an insertion) — and (the block
+    before it, the span, the block after it) as token lists."""
+    win, (lo, hi) = ids[start:end], span
+    n = block_length(win, special)
     refill = np.concatenate([ids[:start + lo], np.full(hi - lo + slack, special.mask, np.int64), win[hi:n], ids[end:]])
     return refill, (win[:lo].tolist(), win[lo:hi].tolist(), win[hi:n].tolist())
 

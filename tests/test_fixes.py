@@ -82,8 +82,8 @@ def _dataclass(name: str) -> str:
 
 
 def test_a_model_repair_is_an_infill_that_may_insert_and_is_offered_only_when_sure(monkeypatch):
-    """The shipped model finds the bare `data` the least likely token of a method whose siblings return it; its
-    span is re-filled as an infill, so the repair may grow (`return data`); offered only at REPAIR_ACCEPT."""
+    """A method whose siblings return `data` ends with a bare `data`: analysis says where (a pointless statement
+    ends it), the model fills one slot there as an infill (`return`), in one pass; offered only at REPAIR_ACCEPT."""
     import runtime.sampler
     from runtime.engine import Engine
     from runtime.request import Request
@@ -98,7 +98,24 @@ def test_a_model_repair_is_an_infill_that_may_insert_and_is_offered_only_when_su
     monkeypatch.setattr(runtime.sampler, "REPAIR_ACCEPT", 0.0)
     c = engine.complete(ask)
     assert c.text == source[at:] and c.stats["change"] == "data → return data" and "fixed_by" not in c.stats
+    assert c.stats["forward_passes"] == 1
     sure = c.stats["confidence"]
     monkeypatch.setattr(runtime.sampler, "REPAIR_ACCEPT", sure + 1e-3)   # just short of sure: given back unchanged
     c = engine.complete(ask)
     assert c.text == "" and c.stats["refused"] == "the model found nothing to change"
+
+
+@pytest.mark.parametrize("block, where", [
+    ("def f(x):\n    y = x + 1\n    y\n", "y\n"),                                   # a name ends the function
+    ("def f(x):\n    if x:\n        x.value\n    return 0\n", "x.value"),           # or a branch in it
+    ("def f(a, b):\n    a is b or a == b\n", "a is b"),                               # a test
+    ('def f(x):\n    """doc"""\n', None), ("def f(x):\n    ...\n", None),          # a docstring, an ellipsis
+    ("def f(x):\n    print(x)\n", None), ("async def f(x):\n    await x\n", None),  # calls and awaits act
+    ("x = 1\nx\n", None),                                                              # not in a function
+    ("def f(x):\n    x\n    return x\n", None),                                      # not the last statement
+    ("def f(x):\n    x +\n", None),                                                   # does not compile
+])
+def test_analysis_says_where_a_return_seems_missing(block, where):
+    from runtime.fixes import pointless_end
+    at = pointless_end("", block, "", "python")
+    assert (None if at is None else block[at:at + len(where)]) == where
