@@ -12,9 +12,9 @@ from runtime.context import fit
 from runtime.contexts import ContextCache, KeptContexts, canonical_key, canonical_window
 from runtime.drafts import draft
 from runtime.names import existing_names, in_use, names_one, warm
-from runtime.policies import REPAIR_STRIPES
+from runtime.repair import STRIPES
 from runtime.postprocess import heal
-from runtime.fixes import name_fix, repair_options
+from runtime.fixes import name_fix, repair_plan
 from runtime.frames import Completion, Frame, Result, Stats
 from runtime.request import (EDIT_CONTEXT_TOKENS, EDIT_GROWTH, EXTRA_MIN_TOKENS, EXTRA_TOKENS, MAX_HEALED_CHARS, WINDOWS,
                              DEFAULT_CONTEXT_TOKENS, Request, editor_min_confidence, stops_of, window_of)
@@ -53,7 +53,7 @@ class Engine:
         self.calibrator = Calibrator.load(model.model_dir, model.card.get("files", {}).get(model.model_file, ""))
         self._stacked: tuple[list[ContextCache], np.ndarray, np.ndarray] | None = None
         last = (model.card.get("training", {}).get("phases") or [{}])[-1]   # trained to judge present tokens: a
-        self.stripes = 0 if last.get("corrupt") else REPAIR_STRIPES         # repair scores them in one pass
+        self.stripes = 0 if last.get("corrupt") else STRIPES                 # repair scores them in one pass
         if self.names:
             warm()
 
@@ -101,7 +101,7 @@ class Engine:
             window=window, block=req.block or window, threshold=req.threshold, temperature=req.temperature,
             top_p=req.top_p, seed=req.seed, stop=stops_of(req), edit=req.edit if existing is not None else "all",
             stripes=self.stripes, forced=forced, eom_bias=req.eom_bias, max_tokens=cap,
-            **(repair_options(self.tok, req) if req.edit == "repair" and existing is not None else {}),
+            **({"repair": repair_plan(self.tok, req)} if req.edit == "repair" and existing is not None else {}),
             fill_line=existing is None and not (prefix + forced).rsplit("\n", 1)[-1].strip(),
             may_end=None if existing is not None else end_guard(
                 req.language, req.prefix, "" if req.mode == "completion" else req.suffix, req.single_line),

@@ -13,6 +13,7 @@ import tokenize
 
 import numpy as np
 
+from runtime.repair import Plan
 from runtime.verify import analyse
 
 LIKENESS = 0.8         # difflib's ratio a replacement must reach, and lead the next candidate by LEAD
@@ -153,7 +154,7 @@ def pointless_end(prefix: str, block: str, suffix: str, language: str | None) ->
     """Where in `block` a `return` seems missing: the start of an expression statement that does nothing (a name, an
     attribute, a comparison, a constant: no call, no `await`, no docstring) and is the last statement of a function
     or of a branch in one — pylint's pointless-statement, where it ends a body. Analysis only says where; what goes
-    there is the model's to say (runtime/sampler.py `repair_at`). None where the file does not compile."""
+    there is the model's to say (runtime/repair.py). None where the file does not compile."""
     if (language or "").lower() != "python" or (a := analyse(prefix + block + suffix)) is None:
         return None
     for fn in ast.walk(a.tree):
@@ -184,9 +185,9 @@ def token_at(tok, block: str, at: int) -> int | None:
     return next((i for i, (s, e) in enumerate(enc.offsets) if s <= at < e), None)
 
 
-def repair_options(tok, req) -> dict:
-    """The sampler's options for a model's repair of `req.existing`: the tokens it may re-fill (`code_tokens`) and,
-    where analysis says where a `return` seems missing (`pointless_end`), the token to insert before."""
+def repair_plan(tok, req) -> Plan:
+    """What analysis says of `req.existing` before the model repairs it (runtime/repair.py): its code tokens
+    (`code_tokens`) and where a `return` seems missing (`pointless_end`)."""
     at = pointless_end(req.prefix, req.existing, req.suffix, req.language)
-    return {"repairable": code_tokens(tok, req.existing, req.language),
-            "repair_at": None if at is None else token_at(tok, req.existing, at)}
+    return Plan(code=code_tokens(tok, req.existing, req.language),
+                insert_at=None if at is None else token_at(tok, req.existing, at))

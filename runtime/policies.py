@@ -14,10 +14,8 @@ tests each alone.
   once the slots before it are filled, if `may_end` refuses the text it ends.
 - `pad_after_end`: everything after the first committed end marker is padding.
 - `writes_stop`, `through_stop`: whether text writes a stop sequence; the tokens a result keeps when one does.
-- `striped`, `stripe_of`, `token_probs`: a repair's scoring passes, each masking every REPAIR_STRIPES-th token
-  of the block to read the model's probability of the token that is there.
-- `repair_span`, `unlikely_span`, `repair_refill`: the few tokens a repair re-fills, the least likely run of them
-  (or where analysis says), as the middle of an infill.
+
+(A repair's scoring passes and re-fill are runtime/repair.py's.)
 """
 from __future__ import annotations
 
@@ -27,8 +25,6 @@ import numpy as np
 
 from runtime.vocab import SpecialIds
 
-REPAIR_STRIPES = 3           # scoring passes for 'repair': each masks every third token of the block
-REPAIR_SPAN = 1              # the most tokens of the block one repair re-fills (3 harmed more on held-out bugs)
 USED_BONUS = 4.0             # logits gained by a name the file uses elsewhere (runtime/names.py in_use)
 GUARD_TRIES = 8              # ending tokens may_end refuses at one slot before every ending token is barred there
 
@@ -162,72 +158,6 @@ def through_stop(tokens: list[int], stop: tuple[str, ...], text_of: Callable[[li
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if writes_stop(text_of(tokens[:mid]), stop) else (mid, hi)
     return tokens[:hi]
-
-
-def stripe_of(n: int, stripe: int, stripes: int = REPAIR_STRIPES) -> np.ndarray:
-    """The slots of a window of n that scoring pass `stripe` of `stripes` scores (and masks); with 0 stripes, a
-    model that judges present tokens scores them all in one pass."""
-    return np.ones(n, bool) if stripes == 0 else np.arange(n) % stripes == stripe
-
-
-def striped(ids: np.ndarray, start: int, end: int, stripe: int, mask: int, stripes: int = REPAIR_STRIPES) -> np.ndarray:
-    """The sequence for scoring pass `stripe`: the window's `stripe_of` slots masked (none with 0 stripes)."""
-    out = ids.copy()
-    if stripes:
-        out[start:end][stripe_of(end - start, stripe, stripes)] = mask
-    return out
-
-
-def repair_span(scores: np.ndarray, may: np.ndarray, threshold: float,
-                most: int = REPAIR_SPAN) -> tuple[int, int] | None:
-    """[lo, hi): the block's least likely token among those it `may` re-fill, if below `threshold`, and the
-    unlikely ones next to it (the less likely first), at most `most` in all; None where none is unlikely."""
-    low = may & (scores < threshold)
-    if not low.any():
-        return None
-    lo = int(np.where(low, scores, np.inf).argmin())
-    hi = lo + 1
-    while hi - lo < most:
-        left = scores[lo - 1] if lo > 0 and low[lo - 1] else np.inf
-        right = scores[hi] if hi < len(scores) and low[hi] else np.inf
-        if min(left, right) == np.inf:
-            break
-        lo, hi = (lo - 1, hi) if left <= right else (lo, hi + 1)
-    return lo, hi
-
-
-def unlikely_span(win: np.ndarray, scores: np.ndarray, repairable: np.ndarray | None, special: SpecialIds,
-                  threshold: float) -> tuple[int, int] | None:
-    """After a repair's scoring passes over its window (the block, then end-marker padding): `repair_span` of the
-    block's tokens (where `repairable` is given, its code only), or None where nothing is unlikely."""
-    n = block_length(win, special)
-    may = np.arange(len(win)) < n
-    if repairable is not None and len(repairable) == n:
-        may[:n] &= repairable
-    return repair_span(scores, may, threshold)
-
-
-def block_length(win: np.ndarray, special: SpecialIds) -> int:
-    return int(ends.argmax()) if (ends := np.isin(win, special.ends)).any() else len(win)
-
-
-def repair_refill(ids: np.ndarray, start: int, end: int, span: tuple[int, int], special: SpecialIds,
-                  slack: int) -> tuple[np.ndarray, tuple]:
-    """The sequence with the block's span [lo, hi) (of the window [start, end): the block, then padding) re-masked
-    with `slack` slots more, the block before it joining the prefix and the block after it the suffix — an infill
-    as the model was trained on, so the span may grow or shrink (an empty span: an insertion) — and (the block
-    before it, the span, the block after it) as token lists."""
-    win, (lo, hi) = ids[start:end], span
-    n = block_length(win, special)
-    refill = np.concatenate([ids[:start + lo], np.full(hi - lo + slack, special.mask, np.int64), win[hi:n], ids[end:]])
-    return refill, (win[:lo].tolist(), win[lo:hi].tolist(), win[hi:n].tolist())
-
-
-def token_probs(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """(N, V) logits, N tokens → each token's probability."""
-    x = logits - logits.max(-1, keepdims=True)
-    logp = x - np.log(np.exp(x).sum(-1, keepdims=True))
-    return np.exp(np.take_along_axis(logp, tokens[:, None], -1)[:, 0])
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:

@@ -11,8 +11,7 @@ Options (unknown ones raise):
     deadline     float  time.monotonic() after which decoding stops with the text before the first masked slot
     edit         str    a window of existing tokens: 'all' re-masks them, 'repair' its least likely few, 'none' `masked`
     stripes      int    'repair' scores in this many passes, each masking every stripes-th slot; 0: one, none masked
-    repairable   array  'repair': which of the existing tokens it may re-fill (code, not strings); None: all
-    repair_at    int    'repair': insert before this token (where analysis says), no scoring; None: the least likely
+    repair       Plan   'repair': what analysis says of the block (runtime/repair.py: where to look, what to offer)
     eom_bias     float  added to the <|eom|> logit: > 0 ends middles earlier (the model tends to overfill a window)
     forced       str    text the window must begin with (healing: the cursor's typed line), removed from the result
     fill_line    bool   the cursor's line is blank: it gets a non-blank character before the result may end or break it
@@ -40,18 +39,14 @@ from typing import Callable, Iterator
 import numpy as np
 
 from runtime.frames import Frame, Result, Stats, Step, frame_text
-from runtime.policies import (REPAIR_STRIPES, choose, fill_line, guard_end, heal, names_left, narrow, pad_after_end,
-                              refused_break, repair_refill, stripe_of, striped, through_stop, token_probs,
-                              unlikely_span, writes_stop)
+from runtime import repair
+from runtime.policies import (choose, fill_line, guard_end, heal, names_left, narrow, pad_after_end, refused_break,
+                              through_stop, writes_stop)
+from runtime.repair import Plan, repair_refill, span_to_refill, stripe_of, striped, token_probs
 from runtime.request import EOM_BIAS, THRESHOLD
 from runtime.vocab import SpecialIds
 
 MIN_PROB = 1e-6              # floor for a committed slot's probability (a forced commit may have none)
-REPAIR_THRESHOLD = 0.1       # 'repair' re-fills the least likely token only if its probability is below this,
-REPAIR_SLACK = 2             # with this many slots more (a repair may insert: a missing `return`), and offers
-REPAIR_ACCEPT = 0.9          # the new tokens only if the least likely of them has this probability (chosen on
-                             # planted bugs of `eval edits --seed 2,3`: the lowest that harmed ≤ 1 %)
-REPAIR_INSERT = 1            # slots where analysis says something is missing (`repair_at`: a `return`)
 END_THRESHOLD = 0.97         # an end marker committed in the same step as the content before it needs this confidence
                              # (held-out editor cursors: at 0.9 one answer in 90 ended shorter than one at a time)
 EDIT_MODES = ("all", "repair", "none")
@@ -68,9 +63,8 @@ class SamplerOptions:
     stop: tuple[str, ...] = ()
     deadline: float | None = None
     edit: str = "all"
-    stripes: int = REPAIR_STRIPES   # 0 for a model trained to judge present tokens (model/objective.py corrupt_tokens)
-    repairable: np.ndarray | None = None
-    repair_at: int | None = None
+    stripes: int = repair.STRIPES   # 0 for a model trained to judge present tokens (model/objective.py corrupt_tokens)
+    repair: Plan = Plan()
     eom_bias: float = EOM_BIAS
     forced: str = ""
     fill_line: bool = False
@@ -149,8 +143,8 @@ class Denoiser:
         self.draft = np.r_[[-1] * self.given_lead, opts.draft, [-1] * len(win)][:len(win)]   # each slot's (-1: none)
         if not self.scoring and not self.masked.any():
             self.finish("nothing to do")
-        elif self.scoring and opts.repair_at is not None:   # analysis says where: no scoring passes
-            self._refill((opts.repair_at, opts.repair_at), REPAIR_INSERT)
+        elif self.scoring and (at := opts.repair.insert_at) is not None:   # analysis says where: no scoring
+            self._refill((at, at), repair.INSERT)
 
     # --- the two calls a scheduler makes -------------------------------------------------------------
     def inputs(self) -> np.ndarray:
@@ -298,15 +292,14 @@ class Denoiser:
         self.stripe += 1
         if self.stripe >= max(self.opts.stripes, 1) or self.stripe >= self.end - self.start:
             self.scoring = False   # then the least likely token is re-filled, if one is unlikely
-            span = unlikely_span(self.original, self.scores, self.opts.repairable, self.special, REPAIR_THRESHOLD)
-            if span is None:
+            if (chosen := span_to_refill(self.original, self.scores, self.opts.repair, self.special)) is None:
                 self.finish("nothing to repair")
             else:
-                self._refill(span)
+                self._refill(*chosen)
         return self.frame()
 
-    def _refill(self, span: tuple[int, int], slack: int = REPAIR_SLACK) -> None:
-        """The window becomes the span's re-masked slots (policies.repair_refill); `around`: the block around."""
+    def _refill(self, span: tuple[int, int], slack: int) -> None:
+        """The window becomes the span's re-masked slots (repair.repair_refill); `around`: the block around."""
         self.ids, self.around = repair_refill(self.ids, self.start, self.end, span, self.special, slack)
         self.start, k = self.start + len(self.around[0]), len(self.around[1]) + slack
         self.end, self.cache, self.scoring = self.start + k, None, False
@@ -347,9 +340,10 @@ class Denoiser:
         self.generated_probs = probs.copy()   # for the engine's calibrator (runtime/confidence.py)
         self.stats.confidence = float(probs.min()) if len(probs) else 0.0
         self.stats.tokens_per_forward = self.stats.tokens / max(1, self.stats.forward_passes)
-        if self.around is not None:   # a repair: its span re-filled where the model is sure, else as it was; the
-            self.final, self.stats.stop_reason = self.around[0] + (   # block ends where it did
-                tokens if self.stats.confidence >= REPAIR_ACCEPT else self.around[1]) + self.around[2], "eom"
+        if self.around is not None:   # a repair: its span as re-filled where runtime/repair.py offers it, else as
+            sure = repair.offered(self.stats.confidence)   # it was; the block ends where it did
+            self.final = self.around[0] + (tokens if sure else self.around[1]) + self.around[2]
+            self.stats.stop_reason = "eom"
         self.stats.ms = 1000 * (time.perf_counter() - self.t0)
 
     def frame(self) -> Frame:

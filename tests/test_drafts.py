@@ -57,4 +57,6 @@ def test_a_model_that_judges_present_tokens_scores_a_repair_in_one_pass_with_not
             assert masked_now == (0 if stripes == 0 else len(np.flatnonzero(np.arange(4) % 3 == seen)))
             d.advance(logits_for([30, 31, 44, 33], [0.9, 0.9, 0.9, 0.9]))   # the model doubts slot 2's token
             seen += 1
-        assert seen == passes and list(d.masked) == [False, False, True, False]
+        # the doubted token is re-filled as an infill's middle, with room to grow: the block around it is context
+        assert seen == passes and d.around == ([30, 31], [32], [33]) and list(d.masked) == [True, True, True]
+        assert d.inputs()[d.start - 2:d.end + 2].tolist() == [30, 31] + [SPECIAL.mask] * 3 + [33, 22]

@@ -83,8 +83,8 @@ def _dataclass(name: str) -> str:
 
 def test_a_model_repair_is_an_infill_that_may_insert_and_is_offered_only_when_sure(monkeypatch):
     """A method whose siblings return `data` ends with a bare `data`: analysis says where (a pointless statement
-    ends it), the model fills one slot there as an infill (`return`), in one pass; offered only at REPAIR_ACCEPT."""
-    import runtime.sampler
+    ends it), the model fills one slot there as an infill (`return`), in one pass; offered only at runtime/repair.py ACCEPT."""
+    import runtime.repair
     from runtime.engine import Engine
     from runtime.request import Request
     from runtime.session import load
@@ -95,12 +95,12 @@ def test_a_model_repair_is_an_infill_that_may_insert_and_is_offered_only_when_su
     block = source[at:].replace("return data", "data")
     engine = Engine(load(SHIPPED, threads=1))
     ask = Request(prefix=source[:at], suffix="", mode="edit", existing=block, edit="repair", language="python")
-    monkeypatch.setattr(runtime.sampler, "REPAIR_ACCEPT", 0.0)
+    monkeypatch.setattr(runtime.repair, "ACCEPT", 0.0)
     c = engine.complete(ask)
     assert c.text == source[at:] and c.stats["change"] == "data → return data" and "fixed_by" not in c.stats
     assert c.stats["forward_passes"] == 1
     sure = c.stats["confidence"]
-    monkeypatch.setattr(runtime.sampler, "REPAIR_ACCEPT", sure + 1e-3)   # just short of sure: given back unchanged
+    monkeypatch.setattr(runtime.repair, "ACCEPT", sure + 1e-3)   # just short of sure: given back unchanged
     c = engine.complete(ask)
     assert c.text == "" and c.stats["refused"] == "the model found nothing to change"
 

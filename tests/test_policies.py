@@ -3,8 +3,8 @@ vocabulary: no model, no tokenizer."""
 import numpy as np
 import pytest
 
-from runtime.policies import (GUARD_TRIES, ended_text, fill_line, guard_end, heal, pad_after_end, refused_break,
-                              repair_refill, repair_span, unlikely_span)
+from runtime.policies import GUARD_TRIES, ended_text, fill_line, guard_end, heal, pad_after_end, refused_break
+from runtime.repair import Plan, repair_refill, repair_span, span_to_refill
 from runtime.sampler import commit_rule
 from runtime.vocab import SpecialIds
 
@@ -110,9 +110,9 @@ def test_repair_refill_makes_the_span_an_infill_between_the_block_around_it():
     ids = np.array([7, 4, 5, 6, 8, EOM, EOM, 9])
     scores = np.array([0.9, 0.8, 0.01, 0.9, 0.0, 0.0])   # padding is never repaired, however unlikely
     win = ids[1:7]
-    assert unlikely_span(win, scores, None, SPECIAL, 0.1) == (2, 3)
-    assert unlikely_span(win, scores, np.array([True, True, False, True]), SPECIAL, 0.1) is None   # not code
-    assert unlikely_span(win, np.ones(6), None, SPECIAL, 0.1) is None   # nothing unlikely
+    assert span_to_refill(win, scores, Plan(), SPECIAL) == ((2, 3), 2)
+    assert span_to_refill(win, scores, Plan(code=np.array([True, True, False, True])), SPECIAL) is None   # not code
+    assert span_to_refill(win, np.ones(6), Plan(), SPECIAL) is None   # nothing unlikely
     refill, (head, was, tail) = repair_refill(ids, 1, 7, (2, 3), SPECIAL, slack=2)
     assert refill.tolist() == [7, 4, 5, MASK, MASK, MASK, 8, 9] and (head, was, tail) == ([4, 5], [6], [8])
     refill, around = repair_refill(ids, 1, 7, (3, 3), SPECIAL, slack=2)   # an insertion before token 8

@@ -158,8 +158,8 @@ def test_a_session_never_offers_a_harmful_edit(url):
             if msg["type"] == "result":
                 ast.parse(DOC[:start] + msg["text"] + DOC[start + len(BODY):])
                 assert len(msg["text"].strip()) >= 0.5 * len(BODY.strip())
-            else:
-                assert "not offered" in msg["message"]
+            else:   # refused, or nothing the model is sure of
+                assert "not offered" in msg["message"] or msg["message"] == "the model found nothing to change"
 
 
 def test_a_character_cut_between_byte_tokens_is_never_shown():
