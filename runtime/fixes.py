@@ -147,14 +147,19 @@ def code_chars(block: str, language: str | None) -> list[tuple[int, int]] | None
 
 
 DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-POINTLESS = (ast.Name, ast.Attribute, ast.Subscript, ast.Compare, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Constant)
+POINTLESS = (ast.Name, ast.Attribute, ast.Subscript, ast.Compare, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Constant,
+             ast.IfExp, ast.Tuple, ast.List, ast.Dict, ast.Set)
 
 
 def pointless_end(prefix: str, block: str, suffix: str, language: str | None) -> int | None:
-    """Where in `block` a `return` seems missing: the start of an expression statement that does nothing (a name, an
-    attribute, a comparison, a constant: no call, no `await`, no docstring) and is the last statement of a function
-    or of a branch in one — pylint's pointless-statement, where it ends a body. Analysis only says where; what goes
-    there is the model's to say (runtime/repair.py). None where the file does not compile."""
+    """Where in `block` a `return` seems missing: the start of an expression statement that
+    - does nothing (a name, an attribute, a comparison, a conditional, a constant, a literal: no call, no `await`,
+      no docstring) and is the last statement of a function or of a branch in one — pylint's pointless-statement,
+      where it ends a body; or
+    - is any expression (a call too) where the function ends with it although it returns a value elsewhere or is
+      annotated to (not `None`, not a generator) — pylint's inconsistent-return-statements, mypy's missing return.
+    Analysis only says where; what goes there is the model's to say (runtime/repair.py). None where the file does
+    not compile."""
     if (language or "").lower() != "python" or (a := analyse(prefix + block + suffix)) is None:
         return None
     for fn in ast.walk(a.tree):
@@ -167,14 +172,33 @@ def pointless_end(prefix: str, block: str, suffix: str, language: str | None) ->
                 if isinstance(part := getattr(node, field, None), list) and part:
                     bodies.append(part)
                     stack += [s for s in part if not isinstance(s, DEFINITIONS)]
-        for body in bodies:
-            last = body[-1]
+        own = [n for body in bodies for n in body]
+        inner = [n for s in own for n in ast.walk(s) if not isinstance(s, DEFINITIONS)]
+        returns = fn.returns is not None and not (isinstance(fn.returns, ast.Constant) and fn.returns.value is None)
+        returns = (returns or any(isinstance(n, ast.Return) and n.value is not None for n in inner)) and \
+            not any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in inner)
+        for last in [body[-1] for body in bodies if body[-1] in _tails(fn.body) or
+                     isinstance(getattr(body[-1], "value", None), POINTLESS)]:
             value = getattr(last, "value", None)
-            if isinstance(last, ast.Expr) and isinstance(value, POINTLESS) and not (
-                    isinstance(value, ast.Constant) and (isinstance(value.value, str) or value.value is ...)):
-                if 0 <= (at := a.offset(last.lineno, last.col_offset) - len(prefix)) < len(block):
-                    return at
+            if not isinstance(last, ast.Expr) or (isinstance(value, ast.Constant) and (
+                    isinstance(value.value, str) or value.value is ...)):
+                continue
+            if (isinstance(value, POINTLESS) or (returns and last in _tails(fn.body))) and \
+                    0 <= (at := a.offset(last.lineno, last.col_offset) - len(prefix)) < len(block):
+                return at
     return None
+
+
+def _tails(body: list) -> list:
+    """The statements a function's body may end its run with: the last one, or the last ones of its branches."""
+    last = body[-1]
+    if isinstance(last, ast.If):
+        return _tails(last.body) + (_tails(last.orelse) if last.orelse else [])
+    if isinstance(last, (ast.With, ast.AsyncWith, ast.For, ast.While)) and not getattr(last, "orelse", None):
+        return _tails(last.body) if isinstance(last, (ast.With, ast.AsyncWith)) else []
+    if isinstance(last, ast.Try):
+        return _tails(last.orelse or last.body) + [t for h in last.handlers for t in _tails(h.body)]
+    return [last]
 
 
 def token_at(tok, block: str, at: int) -> int | None:

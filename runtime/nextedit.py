@@ -18,6 +18,8 @@ import re
 import tokenize
 from dataclasses import dataclass
 
+from runtime.pyast import parse
+
 MAX_CHARS = 200_000     # a larger document is not analysed
 MAX_USES = 200          # a rename with more uses is left to a real refactoring tool (and a change repeated on more lines)
 HISTORY = 32            # versions of a document kept to find the edit a next edit follows from
@@ -194,7 +196,7 @@ def propagation(before: str, after: str, tree: ast.Module | None = None) -> Rena
     if not re.search(rf"\b{re.escape(old)}\b", after):   # no use left: no analysis needed
         return None
     try:
-        tree = tree or ast.parse(after)
+        tree = tree or parse(after)
     except SyntaxError:
         return None
     scope = _binding_scope(tree, new, line)
@@ -257,7 +259,7 @@ def removed_argument(before: str, after: str, tree: ast.Module) -> NextEdit | No
     if "\n" in old_lines or "\n" in new_lines or "def " not in old_lines:   # one `def` line changed, nothing else
         return None
     try:
-        was = ast.parse(before)
+        was = parse(before)
     except SyntaxError:
         return None
     now_fns, was_fns = _functions(tree), _functions(was)
@@ -390,7 +392,7 @@ def from_history(versions: list[str], now: str) -> NextEdit | None:
     if len(now) > MAX_CHARS or all(before == now for before in versions):
         return None
     try:
-        tree = ast.parse(now)
+        tree = parse(now)
     except SyntaxError:
         return None
     for before in reversed(versions):   # a rename: from the latest version where a name was whole
@@ -408,7 +410,7 @@ def from_history(versions: list[str], now: str) -> NextEdit | None:
 
 def _parses(text: str) -> bool:
     try:
-        ast.parse(text)
+        parse(text)
     except (SyntaxError, ValueError):
         return False
     return True

@@ -22,7 +22,8 @@ import numpy as np
 
 from runtime.vocab import SpecialIds
 
-STRIPES = 3             # scoring passes: each masks every third token of the block
+STRIPES = 2             # scoring passes: each masks every other token of the block (3 fixed and harmed the same,
+                        # 1.15× slower)
 SPAN = 1                # the most tokens of the block one repair re-fills (3 harmed more)
 UNLIKELY = 0.1          # the least likely token is re-filled only if its probability is below this
 SLACK = 2               # slots more than the span had (a repair may insert)

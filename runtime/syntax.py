@@ -5,13 +5,13 @@ decisions), never an error.
 """
 from __future__ import annotations
 
-import ast
 import re
 from functools import lru_cache
 from pathlib import PurePosixPath
 from typing import Callable
 
 from runtime.postprocess import indent_of, line_end, unheal_end
+from runtime.pyast import parse
 
 EXTENSIONS = {".py": "python", ".pyi": "python", ".pyw": "python"}
 # inside these the cursor is in the middle of an expression: finish the line, not a block
@@ -165,7 +165,7 @@ GUARD_CHARS = 6000  # the document the end guard parses: about this much on each
 def _python_error_at(text: str) -> int | None:
     """The character offset of Python's first syntax error in `text`, None if it parses."""
     try:
-        ast.parse(text)
+        parse(text)
     except SyntaxError as e:
         lines = text.split("\n")
         row = min(max((e.lineno or 1) - 1, 0), len(lines))

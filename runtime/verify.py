@@ -32,6 +32,8 @@ from functools import lru_cache
 from pyflakes import messages as flakes
 from pyflakes.checker import Checker
 
+from runtime.pyast import parse
+
 KINDS = ("repair", "rewrite")
 PYTHON = "python"
 REPAIR_MAX_TOKENS = 3       # a repair changes at most this many lexical tokens (a name, an operator, `- 1`)
@@ -239,8 +241,7 @@ def analyse(source: str) -> Analysis | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tree = ast.parse(source)
-            compile(tree, "<edit>", "exec", dont_inherit=True)
+            tree = parse(source, check=True)
     except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError, OverflowError):
         return None
     try:

@@ -111,6 +111,11 @@ def test_a_model_repair_is_an_infill_that_may_insert_and_is_offered_only_when_su
     ("def f(a, b):\n    a is b or a == b\n", "a is b"),                               # a test
     ('def f(x):\n    """doc"""\n', None), ("def f(x):\n    ...\n", None),          # a docstring, an ellipsis
     ("def f(x):\n    print(x)\n", None), ("async def f(x):\n    await x\n", None),  # calls and awaits act
+    ("def f(x) -> int:\n    int(x)\n", "int(x)"),                                 # unless it should return
+    ("def f(x):\n    if x:\n        return 1\n    g(x)\n", "g(x)"),                 # a value, as elsewhere
+    ("def f(x) -> None:\n    g(x)\n", None), ("def f(x) -> int:\n    yield 1\n    g(x)\n", None),
+    ("def f(x):\n    return x if x else (yield)\n", None),
+    ("def f(x):\n    y = x if x else 0\n    y if y else x\n", "y if y"),                 # a conditional
     ("x = 1\nx\n", None),                                                              # not in a function
     ("def f(x):\n    x\n    return x\n", None),                                      # not the last statement
     ("def f(x):\n    x +\n", None),                                                   # does not compile

@@ -132,3 +132,25 @@ def test_a_rename_typed_at_a_binding_is_proposed_as_a_next_edit(ws_server):
     time.sleep(1.0)   # past the pause a next edit waits for
     assert talk(ws, {"type": "reject", "request_id": "nope"})["type"] == "error"
     ws.close()
+
+
+def test_a_defect_in_one_request_fails_that_request_and_the_session_goes_on(ws_server, monkeypatch):
+    """An exception nobody anticipated (CPython's parser once raised SystemError when threads parsed at once) is an
+    error for that message; the session stays open and answers the next one."""
+    import runtime.engine
+
+    def broken(*args, **kwargs):
+        raise SystemError("AST constructor recursion depth mismatch (before=39, after=87)")
+    monkeypatch.setattr(runtime.engine, "name_fix", broken)
+    ws, opened = open_session(ws_server["url"], document={"text": DOC, "language": "python"})
+    body = DOC.index("    return")
+    ws.send(json.dumps({"type": "repair", "request_id": "bad", "range": {"start": body, "end": DOC.index("\n\n")}}))
+    error, _ = until(ws, "error", "bad")
+    assert "SystemError" in error["message"] and "still open" in error["message"]
+    monkeypatch.undo()
+    ws.send(json.dumps({"type": "complete", "request_id": "next", "range": {"start": body, "end": body},
+                        "max_tokens": 4}))
+    result, _ = until(ws, "result", "next")
+    assert isinstance(result["text"], str)
+    ws.close()
+

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from runtime.scheduler import Busy
 from server.sessions import Complete, Edit, Open, ProtocolError, Session, parse
 from server.store import RETRY, Conflict, StoreUnavailable
+
+log = logging.getLogger("quicksilver.sessions")
 
 router = APIRouter()
 REPLIES = ("set_document", "patch", "accept", "reject", "undo")
@@ -79,6 +82,11 @@ async def sessions(ws: WebSocket):
             except (ProtocolError, Conflict, Busy, ValueError, StoreUnavailable) as e:   # the session stays open
                 message = f"{e}: {RETRY}" if isinstance(e, StoreUnavailable) else str(e)
                 await send({"type": "error", "request_id": request_id_of(raw or ""), "message": message})
+            except Exception as e:   # a defect of ours fails this message alone: the session stays open too
+                log.exception("a session message failed")
+                await send({"type": "error", "request_id": request_id_of(raw or ""),
+                            "message": f"the server failed on this message ({type(e).__name__}: {e}); the session "
+                                       "is still open"})
     except WebSocketDisconnect:
         pass
     finally:
