@@ -14,7 +14,7 @@ from runtime.drafts import draft
 from runtime.names import existing_names, in_use, names_one, warm
 from runtime.repair import STRIPES
 from runtime.postprocess import heal
-from runtime.fixes import name_fix, repair_plan
+from runtime.fixes import name_fix, repair_plan, repairable
 from runtime.frames import Completion, Frame, Result, Stats
 from runtime.request import (EDIT_CONTEXT_TOKENS, EDIT_GROWTH, EXTRA_MIN_TOKENS, EXTRA_TOKENS, MAX_HEALED_CHARS, WINDOWS,
                              DEFAULT_CONTEXT_TOKENS, Request, editor_min_confidence, stops_of, window_of)
@@ -62,8 +62,7 @@ class Engine:
         answer, the rest of it (finished already)."""
         if (answered := self.typed_through(req, t0 := time.perf_counter())) is not None:
             return answered
-        if req.mode == "edit" and req.edit == "repair" and (fixed := name_fix(req.prefix, req.existing, req.suffix,
-                                                                              req.language)) is not None \
+        if req.mode == "edit" and req.edit == "repair" and (fixed := name_fix(*repairable(req))) is not None \
                 and (verdict := harm(req, fixed)).ok:   # a misspelled name analysis can fix: no pass needed
             stats = {**vars(Stats(stop_reason="eom", confidence=1.0)), "calibrated": False, "change": verdict.summary,
                      "fixed_by": "analysis"}

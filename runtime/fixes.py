@@ -48,6 +48,16 @@ def _replace(block: str, wrong: str, right: str, attribute: bool) -> str:
     return "\n".join(lines)
 
 
+def repairable(req) -> tuple[str, str, str, str]:
+    """A repair's (prefix, block, suffix, language); ValueError where the code is not Python: the model learnt
+    Python only, and only Python's edits can be checked (a Python-trained model's repair of JavaScript deleted a
+    `let`)."""
+    if (req.language or "").lower() != "python":
+        raise ValueError(f"repair reads Python only, not {req.language or 'code of an unknown language'}: the "
+                         "model learnt Python, and only Python's edits can be checked before they are offered")
+    return req.prefix, req.existing, req.suffix, req.language
+
+
 def name_fix(prefix: str, block: str, suffix: str, language: str | None) -> str | None:
     """The block with a misspelled name or attribute fixed, or None where analysis finds nothing it is sure of."""
     if (language or "").lower() != "python":

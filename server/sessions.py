@@ -263,6 +263,8 @@ class Session:
         else:
             if start == end:
                 raise ProtocolError(f"{msg.type} needs a non-empty range")
+            if msg.instruction and msg.type == "repair":
+                raise ProtocolError("instruction: only an edit takes one (a repair fixes what the code says)")
             if msg.instruction:  # the model has no chat head: an instruction becomes a comment above the block
                 mark = LANGUAGES_WITH_COMMENTS.get(self.language, "#")
                 line_start = prefix.rfind("\n") + 1

@@ -124,3 +124,17 @@ def test_analysis_says_where_a_return_seems_missing(block, where):
     from runtime.fixes import pointless_end
     at = pointless_end("", block, "", "python")
     assert (None if at is None else block[at:at + len(where)]) == where
+
+
+def test_a_repair_of_code_that_is_not_python_is_refused_with_why():
+    """The model learnt Python, and only Python's edits can be checked: a repair of JavaScript once deleted `let`
+    from a correct function (`let sum = 0;` → `sum = 0;`, at 0.97)."""
+    from runtime.engine import Engine
+    from runtime.request import Request
+    from runtime.session import load
+    from tests.conftest import SHIPPED
+    engine = Engine(load(SHIPPED, threads=1))
+    js = "function total(xs) {\n  let sum = 0;\n  for (const x of xs) sum += x;\n  return sum;\n}\n"
+    for language in ("javascript", "rust"):
+        with pytest.raises(ValueError, match=f"repair reads Python only, not {language}"):
+            engine.complete(Request(prefix="", suffix="", mode="edit", existing=js, edit="repair", language=language))

@@ -154,3 +154,15 @@ def test_a_defect_in_one_request_fails_that_request_and_the_session_goes_on(ws_s
     assert isinstance(result["text"], str)
     ws.close()
 
+
+
+def test_a_repair_takes_no_instruction_and_reads_python_only(ws_server):
+    ws, _ = open_session(ws_server["url"], document={"text": "function f() {\n  let x = 1;\n  return x;\n}\n",
+                                                     "language": "javascript"})
+    whole = {"start": 0, "end": 40}
+    error = talk(ws, {"type": "repair", "request_id": "i", "range": whole, "instruction": "fix it"})
+    assert error["type"] == "error" and "only an edit takes one" in error["message"]
+    ws.send(json.dumps({"type": "repair", "request_id": "js", "range": whole}))
+    error, _ = until(ws, "error", "js")
+    assert "repair reads Python only, not javascript" in error["message"]
+    ws.close()
