@@ -6,13 +6,14 @@ of an infill — the block before it joins the prefix, the block after it the su
 a repair may grow or shrink. Analysis (runtime/fixes.py `repair_plan`) narrows where to look:
 
 - only code is re-filled, never a string, a comment, indentation or the name a definition gives;
-- where a function ends with a statement that does nothing (`data`), a `return` seems missing: one slot before it
-  is filled, with no scoring pass.
+- where a function ends with a statement that does nothing (`data`), or with any expression although it returns a
+  value elsewhere, a `return` seems missing: one slot before it is filled, with no scoring pass.
 
 Otherwise the least likely code token is re-filled. (Where a wrong variable leaves a local unread, re-filling only
 the reads of other locals, where the model prefers the unread name, fixed none of 12 such bugs: the model's
-scoring finds the wrong name as likely as the right one there.) Each choice below was made on planted bugs of `quicksilver eval
-edits --seed 2` and `--seed 3` (the reported seeds are 0 and 1).
+scoring finds the wrong name as likely as the right one there.) Each choice below was made on planted bugs of
+`quicksilver eval edits --seed 2` and `--seed 3` (the reported seeds are 0 and 1). Repairs read Python only
+(runtime/fixes.py `repairable`).
 """
 from __future__ import annotations
 

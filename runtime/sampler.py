@@ -38,8 +38,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from runtime.frames import Frame, Result, Stats, Step, frame_text
 from runtime import repair
+from runtime.frames import Frame, Result, Stats, Step, frame_text
 from runtime.policies import (choose, fill_line, guard_end, heal, names_left, narrow, pad_after_end, refused_break,
                               through_stop, writes_stop)
 from runtime.repair import Plan, repair_refill, span_to_refill, stripe_of, striped, token_probs
