@@ -204,11 +204,11 @@ def _tails(body: list) -> list:
     last = body[-1]
     if isinstance(last, ast.If):
         return _tails(last.body) + (_tails(last.orelse) if last.orelse else [])
-    if isinstance(last, (ast.With, ast.AsyncWith, ast.For, ast.While)) and not getattr(last, "orelse", None):
-        return _tails(last.body) if isinstance(last, (ast.With, ast.AsyncWith)) else []
+    if isinstance(last, (ast.With, ast.AsyncWith)):
+        return _tails(last.body)
     if isinstance(last, ast.Try):
         return _tails(last.orelse or last.body) + [t for h in last.handlers for t in _tails(h.body)]
-    return [last]
+    return [last]   # a loop's body runs on past its last statement: not a tail
 
 
 def token_at(tok, block: str, at: int) -> int | None:
