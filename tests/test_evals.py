@@ -385,3 +385,16 @@ def test_the_editors_threshold_is_the_highest_that_shows_a_quarter_of_the_cursor
     assert SHOWN_TARGET == 0.25 and chosen(points) == 0.6    # 0.6 shows 2 of 8; above it, only 1
     assert next(p for p in points if p["threshold"] == 0.6)["precision"] == 1.0
     assert chosen(curve(rows[:1] + rows[4:] * 2)) is None     # 1 of 9 shown at most: no threshold reaches a quarter
+
+
+def test_the_repair_choice_table_counts_what_each_threshold_would_offer():
+    from evals.repair_choice import table
+    rows = [{"outcome": "fixed", "confidence": 0.95, "by_analysis": False, "located": True},
+            {"outcome": "fixed", "confidence": 0.85, "by_analysis": False, "located": False},
+            {"outcome": "harmed", "confidence": 0.6, "by_analysis": False, "located": False},
+            {"outcome": "fixed", "confidence": 1.0, "by_analysis": True, "located": False},   # analysis's own
+            {"outcome": "refused", "confidence": 0.99, "by_analysis": False, "located": False}]
+    by = {line["threshold"]: line for line in table(rows)}
+    assert (by[0.0]["model_fixed"], by[0.0]["model_harmed"], by[0.0]["located_fixed"]) == (2, 1, 1)
+    assert (by[0.7]["model_fixed"], by[0.7]["model_harmed"]) == (2, 0)
+    assert (by[0.9]["model_fixed"], by[0.9]["model_harmed"], by[0.9]["located_fixed"]) == (1, 0, 1)
