@@ -123,14 +123,13 @@ def _known_attributes(a, inside: list, attrs: list[str], code: str) -> list[tupl
 def code_tokens(tok, block: str, language: str | None) -> np.ndarray | None:
     """Which of `block`'s tokens (`tok.encode(block)`) a model's repair may re-fill: those whose every character
     that is not blank is code (`code_chars`). None where every token may."""
-    if (spans := code_chars(block, language)) is None or tok.encode(block) != (enc := tok.tok.encode(
-            block, add_special_tokens=False)).ids:
+    if (spans := code_chars(block, language)) is None or (offsets := token_offsets(tok, block)) is None:
         return None
     code = np.zeros(len(block) + 1, bool)
     for s, e in spans:
         code[s:e] = True
     return np.array([e > s and all(code[i] or block[i].isspace() for i in range(s, e)) and code[s:e].any()
-                     for s, e in enc.offsets], bool)
+                     for s, e in offsets], bool)
 
 
 def code_chars(block: str, language: str | None) -> list[tuple[int, int]] | None:
@@ -211,12 +210,16 @@ def _tails(body: list) -> list:
     return [last]   # a loop's body runs on past its last statement: not a tail
 
 
-def token_at(tok, block: str, at: int) -> int | None:
-    """The index of `block`'s token (`tok.encode(block)`) that holds character `at`."""
+def token_offsets(tok, block: str) -> list[tuple[int, int]] | None:
+    """The character range of each of `block`'s tokens (`tok.encode(block)`); None where the tokenizer's own
+    encoding differs from it (text that spells a special token)."""
     enc = tok.tok.encode(block, add_special_tokens=False)
-    if enc.ids != tok.encode(block):
-        return None
-    return next((i for i, (s, e) in enumerate(enc.offsets) if s <= at < e), None)
+    return enc.offsets if enc.ids == tok.encode(block) else None
+
+
+def token_at(offsets: list[tuple[int, int]] | None, at: int) -> int | None:
+    """The index of the token (of `token_offsets`) that holds character `at`."""
+    return next((i for i, (s, e) in enumerate(offsets or []) if s <= at < e), None)
 
 
 def repair_plan(tok, req) -> Plan:
@@ -224,4 +227,4 @@ def repair_plan(tok, req) -> Plan:
     (`code_tokens`) and where a `return` seems missing (`pointless_end`)."""
     at = pointless_end(req.prefix, req.existing, req.suffix, req.language)
     return Plan(code=code_tokens(tok, req.existing, req.language),
-                insert_at=None if at is None else token_at(tok, req.existing, at))
+                insert_at=None if at is None else token_at(token_offsets(tok, req.existing), at))
