@@ -44,7 +44,8 @@ def test_the_engine_offers_the_fix_as_a_repair_without_a_pass():
     assert c.stats["change"] == "mesage → message" and not c.stats.get("refused")
 
 
-def test_another_objects_misspelled_attribute_is_fixed_where_analysis_knows_its_type():
+def test_another_objects_misspelled_attribute_is_fixed_where_analysis_knows_its_type(monkeypatch):
+    monkeypatch.setattr("runtime.names.BUDGET_S", 60.0)   # a cold jedi on a busy machine: the answer, not the budget
     prefix = "import os\n\n\nclass Stock:\n    def remove(self, sku):\n        pass\n\n\ndef f(stock: Stock, p):\n"
     fixed = name_fix(prefix, "    stock.remve(p)\n    return os.path.exsts(p)\n", "", "python")
     assert fixed == "    stock.remove(p)\n    return os.path.exists(p)\n"
