@@ -68,24 +68,25 @@ def name_fix(prefix: str, block: str, suffix: str, language: str | None) -> str 
     start, end = len(prefix), len(prefix) + len(block)
     undefined = {n for kind, n in a.names if kind == "undefined"}
     inside = [n for n, _ in a.inside(start, end)]
-    methods = {m for c in ast.walk(a.tree) if isinstance(c, ast.ClassDef) for m in c.body
+    nodes = a.nodes
+    methods = {m for c in nodes if isinstance(c, ast.ClassDef) for m in c.body
                if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))}   # attributes, not names in scope
-    defined = {n.id for n in ast.walk(a.tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    defined |= {n.name for n in ast.walk(a.tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                                   ast.ClassDef)) and n not in methods}
-    defined |= {n.arg for n in ast.walk(a.tree) if isinstance(n, ast.arg)}
-    defined |= {(n.asname or n.name).split(".")[0] for n in ast.walk(a.tree) if isinstance(n, ast.alias)}
+    defined = {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    defined |= {n.name for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                and n not in methods}
+    defined |= {n.arg for n in nodes if isinstance(n, ast.arg)}
+    defined |= {(n.asname or n.name).split(".")[0] for n in nodes if isinstance(n, ast.alias)}
     defined |= set(dir(builtins))
     fixed = block
     for wrong in sorted({n.id for n in inside if isinstance(n, ast.Name) and n.id in undefined}):
         if len(wrong) >= MIN_NAME and (right := _candidates(wrong, defined)) is not None:
             fixed = _replace(fixed, wrong, right, attribute=False)
-    attrs = [n.attr for n in ast.walk(a.tree) if isinstance(n, ast.Attribute)]
+    attrs = [n.attr for n in nodes if isinstance(n, ast.Attribute)]
     # the attributes the file defines: assigned (`self.items = ...`), its classes' fields or methods; never a builtin
     # type's (`.strip` read once is a str method, not a misspelled `.rstrip`)
-    own = {n.attr for n in ast.walk(a.tree) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)}
+    own = {n.attr for n in nodes if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)}
     own |= {m.name for m in methods}
-    own |= {t.id for c in ast.walk(a.tree) if isinstance(c, ast.ClassDef) for st in c.body   # class fields (a
+    own |= {t.id for c in nodes if isinstance(c, ast.ClassDef) for st in c.body   # class fields (a
             for t in ([st.target] if isinstance(st, ast.AnnAssign) else getattr(st, "targets", []))  # dataclass's)
             if isinstance(t, ast.Name)}
     mine = {n.attr for n in inside if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load)
@@ -171,9 +172,10 @@ def pointless_end(prefix: str, block: str, suffix: str, language: str | None) ->
     not compile."""
     if (language or "").lower() != "python" or (a := analyse(prefix + block + suffix)) is None:
         return None
-    for fn in ast.walk(a.tree):
-        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
+    top, bottom = prefix.count("\n") + 1, (prefix + block).count("\n") + 1   # the block's lines
+    for fn in a.nodes:
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or fn.end_lineno < top or fn.lineno > bottom:
+            continue   # (a function around no line of the block holds no site in it)
         bodies, stack = [], [fn]
         while stack:   # the function's bodies and its branches' (not a nested definition's)
             node = stack.pop()

@@ -27,7 +27,7 @@ import textwrap
 import tokenize
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from pyflakes import messages as flakes
 from pyflakes.checker import Checker
@@ -159,6 +159,11 @@ class Analysis:
     names: frozenset
     lines: tuple[str, ...]
     starts: tuple[int, ...]
+
+    @cached_property
+    def nodes(self) -> tuple[ast.AST, ...]:
+        """Every node of the tree (`ast.walk`'s order), walked once for all who ask."""
+        return tuple(ast.walk(self.tree))
 
     def offset(self, lineno: int, col: int) -> int:
         """The character offset of ast's (1-based line, column in UTF-8 bytes)."""
