@@ -11,7 +11,7 @@ from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import ContextCache, KeptContexts, canonical_key, canonical_window
 from runtime.drafts import draft
-from runtime.names import existing_names, in_use, names_one, warm
+from runtime.names import existing_names, names_one, offered, warm
 from runtime.repair import STRIPES
 from runtime.postprocess import heal
 from runtime.fixes import name_fix, repair_plan, repairable
@@ -118,8 +118,8 @@ class Engine:
         found = existing_names(req.prefix, req.suffix, path=req.path, root=req.root) if existing is None and self.names and \
             req.language == "python" else "not asked"
         if isinstance(found, tuple):   # a member access or an import: only names analysis knows there
-            opts.names = tuple(n[len(found[0]):] for n in found[1])
-            opts.used = tuple(n[len(found[0]):] for n in in_use(req.prefix, req.suffix, found[1]))
+            names, used = offered(req.prefix, req.suffix, *found)
+            opts.names, opts.used = (tuple(n[len(found[0]):] for n in these) for these in (names, used))
         if existing is None and self.drafts:   # what followed the cursor's last tokens where they occur earlier
             opts.draft = draft(ctx.prefix + (init[:int(masked.argmax())] if masked is not None else []), window,
                                self.special.ends_set)

@@ -96,6 +96,44 @@ def in_use(prefix: str, suffix: str, names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n for n in names if n in seen)
 
 
+def offered(prefix: str, suffix: str, typed: str, names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the names the sampler may spell at the cursor, those of them it prefers), of the `names` that exist there
+    starting with `typed`:
+    - at an import, where the file uses names the module has and nothing in the file binds them (`missing`),
+      all of them in isort's order (`TYPE_CHECKING, Any, cast`), spelled as one: the line is written for them;
+    - else a private name (`_x`, `__x__`) only where the typed start is one, the object is `self` or `cls`, or
+      the file uses it — IDEs list those last; all of them where nothing else is left.
+    Preferred: the names the file uses elsewhere (`in_use`)."""
+    if lacking := missing(prefix, suffix, names):
+        return (", ".join(lacking),), ()
+    receiver = re.search(r"(\w*)\.\w*$", prefix)
+    if not typed.startswith("_") and not (receiver and receiver.group(1) in ("self", "cls")):
+        used = set(in_use(prefix, suffix, names))
+        names = tuple(n for n in names if not n.startswith("_") or n in used) or names
+    return names, in_use(prefix, suffix, names)
+
+
+def missing(prefix: str, suffix: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """At an import (`from typing import ▮`), those of `names` (what the module has) the file uses while nothing
+    in it binds them — pyflakes' undefined names of the file with the cursor's line left out — in isort's order
+    (constants, classes, then the rest; each alphabetical). () elsewhere, or where the file does not compile."""
+    if (_site(prefix) or ("",))[0] != "import":
+        return ()
+    from runtime.verify import analyse
+    line = prefix[prefix.rfind("\n") + 1:]
+    rest = suffix.split("\n", 1)[1] if "\n" in suffix else ""
+    if (a := analyse(prefix[:len(prefix) - len(line)] + line[:len(line) - len(line.lstrip())] + "pass\n" + rest)) is None:
+        return ()
+    undefined = {n for kind, n in a.names if kind == "undefined"}
+    return tuple(sorted((n for n in names if n in undefined), key=isort_order))
+
+
+def isort_order(name: str) -> tuple[int, str]:
+    """isort's (and ruff's) order of the names one `from … import` takes: CONSTANTS, Classes, then the rest."""
+    bare = name.lstrip("_")
+    return (0 if bare.isupper() and len(bare) > 1 else 1 if bare[:1].isupper() else 2), bare.lower()
+
+
 def names_one(text: str, rests: tuple[str, ...]) -> bool:
     """Whether text's first name is one of `rests` (a name the window cut short, `variant` of `variants`, is not)."""
     word = re.match(r"\w*", text).group(0)

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from runtime.names import existing_names, in_use, keyword_site, site
+from runtime.names import existing_names, in_use, isort_order, keyword_site, missing, offered, site
 from runtime.policies import USED_BONUS, names_left, narrow
 from runtime.vocab import SpecialIds
 
@@ -91,6 +91,56 @@ def test_names_the_file_uses_elsewhere_are_the_ones_preferred():
     assert in_use("from shop import ", "\nInventory()\ncount = 1\n", ("Inventory", "Order", "count")) == \
         ("Inventory", "count")
     assert in_use("ship(sku, count=2, ", ")\n", ("express=", "*")) == ()
+
+
+TYPED = """
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+T = TypeVar("T")
+
+
+def first(items: list[T]) -> T | None:
+    return cast(T, items[0]) if items else None
+
+
+def keys(d: dict[str, Any]) -> Iterator[str]:
+    yield from d
+"""
+TYPING = ("Any", "Optional", "TYPE_CHECKING", "TypeVar", "cast", "overload")
+
+
+def test_an_import_line_is_offered_the_names_the_file_uses_and_lacks_in_isorts_order():
+    assert missing("from typing import ", TYPED, TYPING) == ("TYPE_CHECKING", "Any", "TypeVar", "cast")
+    assert offered("from typing import ", TYPED, "", TYPING) == (("TYPE_CHECKING, Any, TypeVar, cast",), ())
+    # the names the line imports already are not asked again (existing_names leaves them out)
+    assert missing("from typing import TYPE_CHECKING, ", TYPED, ("Any", "TypeVar", "cast")) == ("Any", "TypeVar", "cast")
+    # in an indented block too; a file that does not compile, or a member access, has none
+    assert missing("if True:\n    from typing import ", "\nx: Any = 1\n", TYPING) == ("Any",)
+    assert missing("from typing import ", "\nx: Any = (\n", TYPING) == ()
+    assert missing("import typing\ntyping.", "\nx: Any = 1\n", TYPING) == ()
+    assert sorted(["cast", "Any", "TYPE_CHECKING", "_private", "T"], key=isort_order) == \
+        ["TYPE_CHECKING", "Any", "T", "cast", "_private"]
+
+
+def test_the_engine_completes_an_import_line_with_what_the_file_lacks():
+    from runtime.engine import Engine
+    from runtime.request import Request
+    from runtime.session import load
+    from tests.conftest import SHIPPED
+    engine = Engine(load(SHIPPED, threads=1))
+    done = engine.complete(Request(prefix="from typing import ", suffix=TYPED, language="python"))
+    assert done.text.strip() == "TYPE_CHECKING, Any, TypeVar, cast"
+
+
+def test_private_names_are_offered_where_asked_for():
+    names = ("__class__", "_cache", "path", "sep")
+    assert offered("import os\nos.", "\n", "", names) == (("path", "sep"), ())
+    assert offered("import os\nos._", "\n", "_", ("__class__", "_cache")) == (("__class__", "_cache"), ())
+    assert offered("import os\nos.", "\nos._cache = 1\n", "", names) == (("_cache", "path", "sep"), ("_cache",))
+    assert offered("    self.", "\n", "", names)[0] == names   # an object's own
+    assert offered("import os\nos.", "\n", "", ("__class__",)) == (("__class__",), ())   # nothing else left
 
 
 SPECIAL = SpecialIds(mask=0, eom=1, ends=(1,), banned=(0,),
