@@ -31,7 +31,7 @@ WINDOWS = {"line": 12, "block": 32}
 # completions-128`) as the highest threshold that still shows a completion at 25 % of the cursors (docs/history.md
 # has its values over the revisions). /v1/completions withholds only when asked (min_confidence, serve
 # --min-confidence).
-EDITOR_MIN_CONFIDENCE = 0.19
+EDITOR_MIN_CONFIDENCE = 0.18
 UNCALIBRATED_MIN_CONFIDENCE = 0.45   # the same for a model without a calibrator, whose confidence is the least token
                                      # probability (chosen at seed 0 before calibration: 28 % shown, 38 % right)
 MAX_HEALED_CHARS = 400            # a cursor line longer than this is not moved into the window (not healed)
