@@ -3,10 +3,11 @@
 # Bump when a change alters what the engine generates for the same model and request (sampling rules, healing,
 # post-processing, contexts): eval results record it, and `quicksilver eval report` marks results made by an
 # earlier one. docs/history.md lists what each revision changed.
-DECODING_REVISION = 17
-# The revision since which completions (everything but edits) are what they are now: a revision that changes only
-# edits keeps it, so completion results and the calibrator made at it stay current (tests/test_equivalence.py
-# checks every recorded completion answer, and the calibrator is fitted on completions only).
+DECODING_REVISION = 18
+# The revision since which the model's completions (everything but edits and the answers analysis gives without
+# the model) are what they are now: a revision that changes only those keeps it, so completion results and the
+# calibrator made at it stay current (tests/test_equivalence.py checks every recorded completion answer, and the
+# calibrator is fitted on the model's completions only). docs/history.md says which rows such a revision re-ran.
 COMPLETIONS_SINCE = 17
 
 

@@ -11,7 +11,7 @@ from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import ContextCache, KeptContexts, canonical_key, canonical_window
 from runtime.drafts import draft
-from runtime.names import existing_names, names_one, offered, warm
+from runtime.names import existing_names, missing, names_one, offered, warm
 from runtime.repair import STRIPES
 from runtime.postprocess import heal
 from runtime.fixes import name_fix, repair_plan, repairable
@@ -67,6 +67,12 @@ class Engine:
             stats = {**vars(Stats(stop_reason="eom", confidence=1.0)), "calibrated": False, "change": verdict.summary,
                      "fixed_by": "analysis"}
             return Answered(Completion(req.id, fixed, fixed, stats), t0)
+        t_names = time.perf_counter()
+        found = existing_names(req.prefix, req.suffix, path=req.path, root=req.root) if req.mode != "edit" and \
+            self.names and req.language == "python" else "not asked"
+        names_ms = 1000 * (time.perf_counter() - t_names) if found != "not asked" else 0.0
+        if isinstance(found, tuple) and (lacking := missing(req.prefix, req.suffix, found[1])):
+            return Answered(self.import_line(req, found, lacking, names_ms), t0)   # what the file lacks: no pass
         existing = self.tok.encode(req.existing) if req.mode == "edit" else None
         prefix, suffix = req.prefix, "" if req.mode == "completion" else req.suffix
         forced = ""
@@ -115,8 +121,6 @@ class Engine:
             # piece is decoded under the constraint (a cursor line longer than the window is not healed in it)
             init = fixed + [self.special.mask] * (window - len(fixed))
             masked = np.arange(window) >= len(fixed)
-        found = existing_names(req.prefix, req.suffix, path=req.path, root=req.root) if existing is None and self.names and \
-            req.language == "python" else "not asked"
         if isinstance(found, tuple):   # a member access or an import: only names analysis knows there
             names, used = offered(req.prefix, req.suffix, *found)
             opts.names, opts.used = (tuple(n[len(found[0]):] for n in these) for these in (names, used))
@@ -130,8 +134,22 @@ class Engine:
         d.stats.tokenize_ms = 1000 * (time.perf_counter() - t0)
         d.stats.extra_tokens, d.stats.extra_chunks = len(extra), chunks
         d.stats.names = str(len(found[1])) if isinstance(found, tuple) else found
+        d.stats.names_ms = names_ms
         d.stats.context_tokens, d.stats.truncated = len(ctx.prefix) + len(ctx.suffix), ctx.prefix_cut or ctx.suffix_cut
         return d
+
+    def import_line(self, req: Request, found: tuple[str, tuple[str, ...]], lacking: tuple[str, ...],
+                    names_ms: float) -> Completion:
+        """An import line's rest where the file uses names the module has and nothing in the file binds them
+        (runtime/names.py `missing`): all of them, in isort's order, as many whole ones as the client's
+        `max_tokens` takes. Analysis answers it; the model is not asked."""
+        typed, names = found
+        text = ", ".join(lacking)[len(typed):]
+        while ", " in text and self.count_tokens(text) > req.max_new_tokens:
+            text = text[:text.rfind(", ")]
+        stats = {**vars(Stats(stop_reason="eom", confidence=1.0, names=str(len(names)), names_ms=names_ms,
+                              tokens=self.count_tokens(text))), "calibrated": False, "answered_by": "analysis"}
+        return Completion(req.id, text, text, stats)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tok.encode(text))

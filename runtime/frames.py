@@ -38,6 +38,7 @@ class Stats:
     extra_chunks: int = 0          # how many of Request.extra's chunks those tokens hold (whole or cut)
     drafted: int = 0               # slots committed early because they agreed with a draft from the context
     names: str = ""                # the names that exist at the cursor kept to: how many, or why none (names.py)
+    names_ms: float = 0.0          # the time that analysis took (part of tokenize_ms; up to names.BUDGET_S)
     context_tokens: int = 0        # tokens the model read around the window (the file's and other files'): the
                                    # routes report them (usage.prompt_tokens, tokens_evaluated) without tokenizing
     truncated: bool = False        # the file did not fit whole: its farthest lines were left out

@@ -98,14 +98,10 @@ def in_use(prefix: str, suffix: str, names: tuple[str, ...]) -> tuple[str, ...]:
 
 def offered(prefix: str, suffix: str, typed: str, names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(the names the sampler may spell at the cursor, those of them it prefers), of the `names` that exist there
-    starting with `typed`:
-    - at an import, where the file uses names the module has and nothing in the file binds them (`missing`),
-      all of them in isort's order (`TYPE_CHECKING, Any, cast`), spelled as one: the line is written for them;
-    - else a private name (`_x`, `__x__`) only where the typed start is one, the object is `self` or `cls`, or
-      the file uses it — IDEs list those last; all of them where nothing else is left.
-    Preferred: the names the file uses elsewhere (`in_use`)."""
-    if lacking := missing(prefix, suffix, names):
-        return (", ".join(lacking),), ()
+    starting with `typed`: a private name (`_x`, `__x__`) only where the typed start is one, the object is `self`
+    or `cls`, or the file uses it — IDEs list those last; all of them where nothing else is left. Preferred: the
+    names the file uses elsewhere (`in_use`). (An import line for names the file lacks is answered by analysis
+    alone: `missing`, runtime/engine.py `import_line`.)"""
     receiver = re.search(r"(\w*)\.\w*$", prefix)
     if not typed.startswith("_") and not (receiver and receiver.group(1) in ("self", "cls")):
         used = set(in_use(prefix, suffix, names))

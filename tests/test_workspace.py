@@ -128,6 +128,8 @@ def test_the_workspace_reaches_the_model_through_every_route(tiny_model_dir, tmp
                 m = http.post("/v1/completions", json={"prompt": member, "suffix": "\n", "max_tokens": 8})
                 n = http.post("/infill", json={"input_prefix": member, "input_suffix": "\n", "n_predict": 8})
                 assert n.json()["names"] == m.json()["choices"][0]["quicksilver"]["names"]   # both routes say
+                assert (n.json()["timings"]["names_ms"] > 0) == analysis   # and how long the analysis took
+                assert (m.json()["choices"][0]["quicksilver"]["names_ms"] > 0) == analysis
             assert r.status_code == 200 and q.status_code == 200, (r.text, q.text)
             names[workspace is None, analysis] = m.json()["choices"][0]["quicksilver"]["names"]
             if analysis:

@@ -91,7 +91,8 @@ def response(state, req: Request, c: Completion | None, min_confidence: float | 
                         "predicted_n": predicted, "predicted_ms": stats["ms"],
                         "predicted_per_token_ms": stats["ms"] / max(1, predicted),
                         "predicted_per_second": 1000 * predicted / predicted_ms,
-                        "steps": stats["steps"], "forward_passes": stats["forward_passes"]}}
+                        "steps": stats["steps"], "forward_passes": stats["forward_passes"],
+                        "names_ms": stats.get("names_ms", 0.0)}}   # names analysis's own time (part of the rest)
 
 
 def select(data: dict, fields: list[str]) -> dict:
