@@ -60,7 +60,8 @@ class Settings:
 
 @dataclass
 class Answered:
-    """A request answered before any pass — from a kept answer, or a repair analysis made (runtime/fixes.py):
+    """A request answered before any pass — from a kept answer, a repair analysis made (runtime/fixes.py), or an
+    import line analysis writes (`import_line`):
     finished already (the scheduler hands it straight to `Engine.finish`, which returns `completion`)."""
     completion: object            # runtime.engine.Completion
     t0: float = field(default_factory=time.perf_counter)
@@ -69,6 +70,27 @@ class Answered:
 
     def finish(self, reason: str) -> None:   # a cancelled request that was answered already keeps its answer
         pass
+
+
+def import_line(req, found: tuple[str, tuple[str, ...]], lacking: tuple[str, ...], count_tokens,
+                names_ms: float):
+    """An import line's rest where the file uses names the module has and nothing in the file binds them
+    (runtime/names.py `missing`): all of them, in isort's order, as many whole ones as the client's `max_tokens`
+    takes. Analysis answers it; the model is not asked (runtime/engine.py)."""
+    typed, names = found
+    text = ", ".join(lacking)[len(typed):]
+    while ", " in text and count_tokens(text) > req.max_new_tokens:
+        text = text[:text.rfind(", ")]
+    return by_analysis(req, text, names=str(len(names)), names_ms=names_ms, tokens=count_tokens(text),
+                       answered_by="analysis")
+
+
+def by_analysis(req, text: str, **stats):
+    """A result analysis made before any pass (a repair's fix, an import line): sure (confidence 1), not
+    calibrated, with `stats` besides."""
+    from runtime.frames import Completion
+    return Completion(req.id, text, text, {**vars(Stats(stop_reason="eom", confidence=1.0)), "calibrated": False,
+                                           **stats})
 
 
 def answered_stats(kept: dict) -> dict:

@@ -6,7 +6,7 @@ from typing import Iterator
 
 import numpy as np
 
-from runtime.answers import Answered, KeptAnswers, answered_stats
+from runtime.answers import Answered, KeptAnswers, answered_stats, by_analysis, import_line
 from runtime.confidence import Calibrator, features
 from runtime.context import fit
 from runtime.contexts import ContextCache, KeptContexts, canonical_key, canonical_window
@@ -15,7 +15,7 @@ from runtime.names import existing_names, missing, names_one, offered, warm
 from runtime.repair import STRIPES
 from runtime.postprocess import heal
 from runtime.fixes import name_fix, repair_plan, repairable
-from runtime.frames import Completion, Frame, Result, Stats
+from runtime.frames import Completion, Frame, Result
 from runtime.request import (EDIT_CONTEXT_TOKENS, EDIT_GROWTH, EXTRA_MIN_TOKENS, EXTRA_TOKENS, MAX_HEALED_CHARS, WINDOWS,
                              DEFAULT_CONTEXT_TOKENS, Request, editor_min_confidence, stops_of, window_of)
 from runtime.sampler import Denoiser, SamplerOptions
@@ -64,15 +64,11 @@ class Engine:
             return answered
         if req.mode == "edit" and req.edit == "repair" and (fixed := name_fix(*repairable(req))) is not None \
                 and (verdict := harm(req, fixed)).ok:   # a misspelled name analysis can fix: no pass needed
-            stats = {**vars(Stats(stop_reason="eom", confidence=1.0)), "calibrated": False, "change": verdict.summary,
-                     "fixed_by": "analysis"}
-            return Answered(Completion(req.id, fixed, fixed, stats), t0)
-        t_names = time.perf_counter()
-        found = existing_names(req.prefix, req.suffix, path=req.path, root=req.root) if req.mode != "edit" and \
-            self.names and req.language == "python" else "not asked"
-        names_ms = 1000 * (time.perf_counter() - t_names) if found != "not asked" else 0.0
+            return Answered(by_analysis(req, fixed, change=verdict.summary, fixed_by="analysis"), t0)
+        found, names_ms = existing_names(req.prefix, req.suffix, path=req.path, root=req.root, timed=True) if \
+            req.mode != "edit" and self.names and req.language == "python" else ("not asked", 0.0)
         if isinstance(found, tuple) and (lacking := missing(req.prefix, req.suffix, found[1])):
-            return Answered(self.import_line(req, found, lacking, names_ms), t0)   # what the file lacks: no pass
+            return Answered(import_line(req, found, lacking, self.count_tokens, names_ms), t0)   # no pass
         existing = self.tok.encode(req.existing) if req.mode == "edit" else None
         prefix, suffix = req.prefix, "" if req.mode == "completion" else req.suffix
         forced = ""
@@ -137,19 +133,6 @@ class Engine:
         d.stats.names_ms = names_ms
         d.stats.context_tokens, d.stats.truncated = len(ctx.prefix) + len(ctx.suffix), ctx.prefix_cut or ctx.suffix_cut
         return d
-
-    def import_line(self, req: Request, found: tuple[str, tuple[str, ...]], lacking: tuple[str, ...],
-                    names_ms: float) -> Completion:
-        """An import line's rest where the file uses names the module has and nothing in the file binds them
-        (runtime/names.py `missing`): all of them, in isort's order, as many whole ones as the client's
-        `max_tokens` takes. Analysis answers it; the model is not asked."""
-        typed, names = found
-        text = ", ".join(lacking)[len(typed):]
-        while ", " in text and self.count_tokens(text) > req.max_new_tokens:
-            text = text[:text.rfind(", ")]
-        stats = {**vars(Stats(stop_reason="eom", confidence=1.0, names=str(len(names)), names_ms=names_ms,
-                              tokens=self.count_tokens(text))), "calibrated": False, "answered_by": "analysis"}
-        return Completion(req.id, text, text, stats)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tok.encode(text))
