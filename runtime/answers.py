@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from runtime.frames import Stats
+from runtime.frames import Completion, Stats
 
 KEPT_ANSWERS = 64          # answers kept (a few lines' worth of keystrokes for several editors)
 KEPT_REASONS = ("eom", "stop", "window")   # answers decoded to their own end; a deadline's or a cancellation's are cut
@@ -88,7 +88,6 @@ def import_line(req, found: tuple[str, tuple[str, ...]], lacking: tuple[str, ...
 def by_analysis(req, text: str, **stats):
     """A result analysis made before any pass (a repair's fix, an import line): sure (confidence 1), not
     calibrated, with `stats` besides."""
-    from runtime.frames import Completion
     return Completion(req.id, text, text, {**vars(Stats(stop_reason="eom", confidence=1.0)), "calibrated": False,
                                            **stats})
 

@@ -65,8 +65,9 @@ class Engine:
         if req.mode == "edit" and req.edit == "repair" and (fixed := name_fix(*repairable(req))) is not None \
                 and (verdict := harm(req, fixed)).ok:   # a misspelled name analysis can fix: no pass needed
             return Answered(by_analysis(req, fixed, change=verdict.summary, fixed_by="analysis"), t0)
-        found, names_ms = existing_names(req.prefix, req.suffix, path=req.path, root=req.root, timed=True) if \
-            req.mode != "edit" and self.names and req.language == "python" else ("not asked", 0.0)
+        asked, t_names = req.mode != "edit" and self.names and req.language == "python", time.perf_counter()
+        found = existing_names(req.prefix, req.suffix, path=req.path, root=req.root) if asked else "not asked"
+        names_ms = 1000 * (time.perf_counter() - t_names) if asked else 0.0
         if isinstance(found, tuple) and (lacking := missing(req.prefix, req.suffix, found[1])):
             return Answered(import_line(req, found, lacking, self.count_tokens, names_ms), t0)   # no pass
         existing = self.tok.encode(req.existing) if req.mode == "edit" else None
@@ -129,8 +130,7 @@ class Engine:
             d.context_key = canonical_key(d.ids[:d.start + d.given_lead], d.ids[d.end:], d.context_window)
         d.stats.tokenize_ms = 1000 * (time.perf_counter() - t0)
         d.stats.extra_tokens, d.stats.extra_chunks = len(extra), chunks
-        d.stats.names = str(len(found[1])) if isinstance(found, tuple) else found
-        d.stats.names_ms = names_ms
+        d.stats.names, d.stats.names_ms = (str(len(found[1])) if isinstance(found, tuple) else found), names_ms
         d.stats.context_tokens, d.stats.truncated = len(ctx.prefix) + len(ctx.suffix), ctx.prefix_cut or ctx.suffix_cut
         return d
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError
 
 BUDGET_S = 2.0           # how long a request waits for the analysis (jedi answers in 20–40 ms once warm; the first
@@ -103,11 +102,11 @@ def offered(prefix: str, suffix: str, typed: str, names: tuple[str, ...]) -> tup
     or `cls`, or the file uses it — IDEs list those last; all of them where nothing else is left. Preferred: the
     names the file uses elsewhere (`in_use`). (An import line for names the file lacks is answered by analysis
     alone: `missing`, runtime/engine.py `import_line`.)"""
+    used = in_use(prefix, suffix, names)
     receiver = re.search(r"(\w*)\.\w*$", prefix)
     if not typed.startswith("_") and not (receiver and receiver.group(1) in ("self", "cls")):
-        used = set(in_use(prefix, suffix, names))
         names = tuple(n for n in names if not n.startswith("_") or n in used) or names
-    return names, in_use(prefix, suffix, names)
+    return names, tuple(n for n in used if n in names)
 
 
 def missing(prefix: str, suffix: str, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -162,12 +161,9 @@ def _analyse(code: str, line: int, column: int, path: str | None = None, root: s
 
 
 def existing_names(prefix: str, suffix: str, budget_s: float | None = None, path: str | None = None,
-                   root: str | None = None, timed: bool = False):
+                   root: str | None = None) -> tuple[str, tuple[str, ...]] | str:
     """(typed start, the names that exist at the cursor starting with it), or why there are none to keep to:
-    'not a name site', 'unknown' (analysis cannot say), 'timeout'; `timed`: with the ms it took."""
-    if timed:
-        t0 = time.perf_counter()
-        return existing_names(prefix, suffix, budget_s, path, root), 1000 * (time.perf_counter() - t0)
+    'not a name site', 'unknown' (analysis cannot say), 'timeout'."""
     if (found := _site(prefix)) is None or len(prefix) + len(suffix) > MAX_CODE_CHARS:
         return "not a name site"
     kind, typed = found
